@@ -1,0 +1,257 @@
+//! A loaded instance of ferry's eBPF object: its programs and typed maps.
+//!
+//! Loading never touches an interface; [`Datapath::attach`] does. That is
+//! what lets `ferry replay`, the differential tests and the benchmark run
+//! the real programs through BPF_PROG_TEST_RUN without any NIC.
+
+use std::{net::IpAddr, os::fd::AsFd as _};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, ArrayOfMaps, DevMap, HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use ferry_ebpf::abi::{self, Addr, REASON_COUNT, Reason, Settings, TunnelInfo, TunnelKey, TunnelStats};
+
+use crate::{
+    counters::Counters,
+    object::OBJECT,
+    tables::{Tables, Tunnel, addr_key},
+};
+
+/// XDP return codes (uapi `enum xdp_action`).
+pub mod action {
+    /// Program error.
+    pub const ABORTED: u32 = 0;
+    /// Drop.
+    pub const DROP: u32 = 1;
+    /// Up the host stack.
+    pub const PASS: u32 = 2;
+    /// Back out of the receiving interface.
+    pub const TX: u32 = 3;
+    /// Out of another interface (DEVMAP).
+    pub const REDIRECT: u32 = 4;
+
+    /// Human name of an XDP action code.
+    pub fn name(code: u32) -> &'static str {
+        match code {
+            ABORTED => "aborted",
+            DROP => "drop",
+            PASS => "pass",
+            TX => "tx",
+            REDIRECT => "redirect",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Largest frame BPF_PROG_TEST_RUN accepts for XDP (one page minus headroom
+/// and skb_shared_info) is below this; output buffers are this large.
+const TEST_RUN_BUF: usize = 4096;
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    /// XDP action code (see [`action`]).
+    pub action: u32,
+    /// The packet as the program left it.
+    pub output: Vec<u8>,
+    /// Mean kernel-measured run time per repetition, in nanoseconds.
+    pub duration_ns: u64,
+}
+
+/// ferry's programs and maps, loaded into the kernel.
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Loads the embedded object and every program in it (not attached).
+    pub fn load() -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .load(OBJECT)
+            .context("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
+        for name in [abi::PROG_UPSTREAM, abi::PROG_BASELINE_DROP, abi::PROG_BASELINE_TX] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()
+                .with_context(|| format!("program {name} is not XDP"))?;
+            prog.load()
+                .with_context(|| format!("verifier rejected program {name}"))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// A loaded XDP program by name.
+    pub fn program(&self, name: &str) -> Result<&Xdp> {
+        self.ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not XDP"))
+    }
+
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    }
+
+    fn map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    }
+
+    /// Installs everything in `tables`: settings, local addresses, and the
+    /// tunnel table (as a fresh inner map flipped in with one update).
+    pub fn apply(&mut self, tables: &Tables) -> Result<()> {
+        self.set_settings(tables.settings)?;
+        self.set_local_addrs(&tables.local_addrs)?;
+        self.install_tunnels(&tables.tunnels)
+    }
+
+    /// Writes the settings entry.
+    pub fn set_settings(&mut self, s: Settings) -> Result<()> {
+        let mut m: Array<_, Settings> = Array::try_from(self.map_mut(abi::MAP_SETTINGS)?)?;
+        m.set(0, s, 0).context("writing settings")?;
+        Ok(())
+    }
+
+    /// Replaces the set of local CAPWAP data addresses.
+    pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        if addrs.len() > abi::MAX_LOCAL_ADDRS as usize {
+            bail!(
+                "{} local addresses given, at most {} supported",
+                addrs.len(),
+                abi::MAX_LOCAL_ADDRS
+            );
+        }
+        let mut m: HashMap<_, Addr, u8> = HashMap::try_from(self.map_mut(abi::MAP_LOCAL_ADDRS)?)?;
+        let wanted: Vec<Addr> = addrs.iter().map(|a| addr_key(*a)).collect();
+        let stale: Vec<Addr> = m
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for a in &wanted {
+            m.insert(a, 1, 0).context("adding local address")?;
+        }
+        for k in stale {
+            m.remove(&k).context("removing local address")?;
+        }
+        Ok(())
+    }
+
+    /// Builds a new inner tunnel map aside and flips the outer slot to it, so
+    /// every packet sees either the whole old table or the whole new one.
+    pub fn install_tunnels(&mut self, tunnels: &[Tunnel]) -> Result<()> {
+        if tunnels.len() > abi::MAX_TUNNELS as usize {
+            bail!(
+                "{} tunnels given, at most {} supported",
+                tunnels.len(),
+                abi::MAX_TUNNELS
+            );
+        }
+        let mut inner: HashMap<MapData, TunnelKey, TunnelInfo> =
+            HashMap::create(abi::MAX_TUNNELS, 0).context("creating tunnel table map")?;
+        for t in tunnels {
+            if t.info.id >= abi::MAX_TUNNELS {
+                bail!("tunnel id {} out of range", t.info.id);
+            }
+            inner
+                .insert(t.key, t.info, 0)
+                .context("filling tunnel table")?;
+        }
+        let mut outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
+            ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNEL_TABLES)?)?;
+        outer
+            .set(abi::TABLE_SLOT, &inner, 0)
+            .context("flipping the tunnel table slot")?;
+        Ok(())
+    }
+
+    /// Points the redirect egress at `ifindex`.
+    pub fn set_egress(&mut self, ifindex: u32) -> Result<()> {
+        let mut m: DevMap<_> = DevMap::try_from(self.map_mut(abi::MAP_EGRESS)?)?;
+        m.set(abi::EGRESS_SLOT, ifindex, None, 0)
+            .with_context(|| format!("setting egress ifindex {ifindex}"))?;
+        Ok(())
+    }
+
+    /// Sums the per-CPU verdict counters.
+    pub fn counters(&self) -> Result<Counters> {
+        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(abi::MAP_COUNTERS)?)?;
+        let mut c = Counters::default();
+        for i in 0..REASON_COUNT {
+            let v = m.get(&i, 0).context("reading counters")?;
+            let r = Reason::from_index(i).ok_or_else(|| anyhow!("counter index {i}"))?;
+            c.set(r, v.iter().sum());
+        }
+        Ok(c)
+    }
+
+    /// Sums one tunnel's per-CPU statistics.
+    pub fn tunnel_stats(&self, id: u32) -> Result<TunnelStats> {
+        let m: PerCpuArray<_, TunnelStats> =
+            PerCpuArray::try_from(self.map(abi::MAP_TUNNEL_STATS)?)?;
+        let v = m.get(&id, 0).context("reading tunnel stats")?;
+        Ok(v.iter().fold(TunnelStats::default(), |a, s| TunnelStats {
+            rx_packets: a.rx_packets + s.rx_packets,
+            rx_bytes: a.rx_bytes + s.rx_bytes,
+            up_packets: a.up_packets + s.up_packets,
+            up_bytes: a.up_bytes + s.up_bytes,
+        }))
+    }
+
+    /// Runs program `name` once on `input` through BPF_PROG_TEST_RUN.
+    pub fn run(&self, name: &str, input: &[u8]) -> Result<RunResult> {
+        self.run_repeat(name, input, 1)
+    }
+
+    /// Runs program `name` `repeat` times on `input`; the duration is the
+    /// kernel's mean per repetition.
+    pub fn run_repeat(&self, name: &str, input: &[u8], repeat: u32) -> Result<RunResult> {
+        if input.len() < ferry_ebpf::eth::HLEN {
+            bail!(
+                "frame of {} bytes is shorter than an Ethernet header",
+                input.len()
+            );
+        }
+        let prog = self.program(name)?;
+        let mut out = vec![0u8; TEST_RUN_BUF];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                repeat,
+                ..Default::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name} on {} bytes", input.len()))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(RunResult {
+            action: r.return_value,
+            output: out,
+            duration_ns: r.duration.as_nanos() as u64,
+        })
+    }
+
+    /// Attaches program `name` to `iface`. The link lives as long as `self`.
+    pub fn attach(&mut self, name: &str, iface: &str, mode: XdpMode) -> Result<XdpLinkId> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?;
+        prog.attach(iface, mode)
+            .with_context(|| format!("attaching {name} to {iface} in {mode:?} mode"))
+    }
+
+    /// File descriptor of a loaded program (for chaining or pinning).
+    pub fn program_fd(&self, name: &str) -> Result<std::os::fd::OwnedFd> {
+        let fd = self.program(name)?.fd()?;
+        Ok(fd.as_fd().try_clone_to_owned()?)
+    }
+}

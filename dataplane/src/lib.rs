@@ -1,0 +1,8 @@
+//! ferry's user-space data plane library: the embedded eBPF object, loading
+//! and typed maps ([`datapath`]), the reference model of the packet
+//! transform ([`model`]), packet construction ([`craft`]) and pcap replay
+//! ([`replay`]).
+pub mod counters;
+pub mod datapath;
+pub mod object;
+pub mod tables;

@@ -1,0 +1,469 @@
+//! Upstream fast path: CAPWAP data from APs, decapsulated into the client VLAN.
+//!
+//! The decision flow is documented in the crate README and mirrored, branch
+//! for branch, by `ferry_dataplane::model::upstream`; the differential tests
+//! hold the two to the same verdict, reason and output bytes.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, PerCpuArray},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use ferry_ebpf::{
+    abi::{
+        self, Addr, EGRESS_REDIRECT, EGRESS_TX, MAX_LOCAL_ADDRS, MAX_TUNNELS, REASON_COUNT, Reason,
+        Settings, TUNNEL_STANDBY, TunnelInfo, TunnelKey, TunnelStats,
+    },
+    capwap, dot11, eth, ipv4, ipv6, udp, vlan,
+};
+
+use crate::packet;
+
+/// The live tunnel table sits behind one outer slot so user space can replace
+/// the whole table with a single update (build the new inner map aside, flip).
+#[btf_map]
+static TUNNEL_TABLES: ArrayOfMaps<HashMap<TunnelKey, TunnelInfo, { MAX_TUNNELS as usize }>, 1> =
+    ArrayOfMaps::new();
+
+#[btf_map]
+static COUNTERS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+static TUNNEL_STATS: PerCpuArray<TunnelStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+static LOCAL_ADDRS: HashMap<Addr, u8, { MAX_LOCAL_ADDRS as usize }> = HashMap::new();
+
+#[btf_map]
+static SETTINGS: Array<Settings, 1> = Array::new();
+
+#[btf_map]
+static EGRESS: DevMap<1> = DevMap::new();
+
+/// Frames larger than this cannot reach a non-multibuffer XDP program; the
+/// bound also keeps length arithmetic within what the verifier tracks.
+const MAX_FRAME: usize = 16_383;
+
+#[inline(always)]
+fn count(reason: Reason) {
+    if let Some(c) = COUNTERS.get_ptr_mut(reason.index()) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Upstream XDP entry point (AP-side interface).
+#[xdp]
+pub fn ferry_upstream(ctx: XdpContext) -> u32 {
+    count(Reason::Received);
+    match try_upstream(&ctx) {
+        Ok(action) => {
+            count(Reason::Forwarded);
+            action
+        }
+        Err(reason) => {
+            count(reason);
+            match reason.action() {
+                abi::Action::Pass => xdp_action::XDP_PASS,
+                _ => xdp_action::XDP_DROP,
+            }
+        }
+    }
+}
+
+/// Where the outer transport headers put us.
+struct Outer {
+    /// Offset of the UDP header.
+    l4: usize,
+    /// Offset one past the UDP datagram (IP/UDP length, not the frame end).
+    end: usize,
+    /// AP address and port.
+    src: Addr,
+    sport: u16,
+}
+
+#[inline(always)]
+fn settings() -> Settings {
+    match SETTINGS.get(0) {
+        Some(s) => *s,
+        None => Settings::default(),
+    }
+}
+
+#[inline(always)]
+fn data_port(s: &Settings) -> u16 {
+    if s.data_port == 0 {
+        capwap::DATA_PORT
+    } else {
+        s.data_port
+    }
+}
+
+#[inline(always)]
+fn is_local(a: &Addr) -> bool {
+    LOCAL_ADDRS.get_ptr(a).is_some()
+}
+
+/// Ethernet, optional outer tag, IPv4/IPv6, UDP to our data port.
+#[inline(always)]
+fn parse_outer(ctx: &XdpContext, port: u16) -> Result<Outer, Reason> {
+    let eh = packet::load::<{ eth::HLEN }>(ctx, 0).ok_or(Reason::PassNotIp)?;
+    let mut ethertype = eth::ethertype(&eh);
+    let mut l3 = eth::HLEN;
+    if vlan::is_tag(ethertype) {
+        let et = packet::load::<2>(ctx, eth::HLEN + 2).ok_or(Reason::PassNotIp)?;
+        ethertype = u16::from_be_bytes(et);
+        l3 = vlan::TAGGED_HLEN;
+    }
+    if ethertype == eth::ETHERTYPE_IPV4 {
+        let ih = packet::load::<{ ipv4::MIN_HLEN }>(ctx, l3).ok_or(Reason::PassBadIp)?;
+        let ihl = ipv4::header_len(&ih);
+        if ipv4::version(&ih) != 4 || ihl < ipv4::MIN_HLEN {
+            return Err(Reason::PassBadIp);
+        }
+        if !is_local(&abi::v4_mapped(ipv4::dst(&ih))) {
+            return Err(Reason::PassNotLocal);
+        }
+        if ih[ipv4::PROTO] != ipv4::PROTO_UDP {
+            return Err(Reason::PassNotData);
+        }
+        if ipv4::is_fragment(&ih) {
+            return Err(Reason::PassIpFragment);
+        }
+        let l4 = l3 + ihl;
+        let uh = packet::load::<{ udp::HLEN }>(ctx, l4).ok_or(Reason::PassBadIp)?;
+        if udp::dst_port(&uh) != port {
+            return Err(Reason::PassNotData);
+        }
+        let total = ipv4::total_len(&ih);
+        if total > MAX_FRAME || total < ihl + udp::HLEN {
+            return Err(Reason::DropBadLength);
+        }
+        let ip_end = l3 + total;
+        if ctx.data() + ip_end > ctx.data_end() {
+            return Err(Reason::DropBadLength);
+        }
+        let ulen = udp::len(&uh);
+        if ulen < udp::HLEN || l4 + ulen > ip_end {
+            return Err(Reason::DropBadLength);
+        }
+        Ok(Outer {
+            l4,
+            end: l4 + ulen,
+            src: abi::v4_mapped(ipv4::src(&ih)),
+            sport: udp::src_port(&uh),
+        })
+    } else if ethertype == eth::ETHERTYPE_IPV6 {
+        let ih = packet::load::<{ ipv6::HLEN }>(ctx, l3).ok_or(Reason::PassBadIp)?;
+        if ipv6::version(&ih) != 6 {
+            return Err(Reason::PassBadIp);
+        }
+        if !is_local(&ipv6::dst(&ih)) {
+            return Err(Reason::PassNotLocal);
+        }
+        let next = ipv6::next_header(&ih);
+        if next != ipv6::NEXT_UDP && next != ipv6::NEXT_UDPLITE {
+            if ipv6::is_extension(next) {
+                return Err(Reason::PassIpv6Ext);
+            }
+            return Err(Reason::PassNotData);
+        }
+        let l4 = l3 + ipv6::HLEN;
+        let uh = packet::load::<{ udp::HLEN }>(ctx, l4).ok_or(Reason::PassBadIp)?;
+        if udp::dst_port(&uh) != port {
+            return Err(Reason::PassNotData);
+        }
+        let plen = ipv6::payload_len(&ih);
+        if plen > MAX_FRAME || plen < udp::HLEN {
+            return Err(Reason::DropBadLength);
+        }
+        let ip_end = l4 + plen;
+        if ctx.data() + ip_end > ctx.data_end() {
+            return Err(Reason::DropBadLength);
+        }
+        let mut end = ip_end;
+        if next == ipv6::NEXT_UDP {
+            // UDP-Lite's length field is checksum coverage; only UDP's bounds the datagram.
+            let ulen = udp::len(&uh);
+            if ulen < udp::HLEN || l4 + ulen > ip_end {
+                return Err(Reason::DropBadLength);
+            }
+            end = l4 + ulen;
+        }
+        Ok(Outer {
+            l4,
+            end,
+            src: ipv6::src(&ih),
+            sport: udp::src_port(&uh),
+        })
+    } else {
+        Err(Reason::PassNotIp)
+    }
+}
+
+/// The decapsulated frame to build: addresses, tag and where its tail starts.
+struct Inner {
+    dst_src: [u8; 12],
+    pcp: u8,
+    /// Offset (in the original packet) where the new 18-byte header begins;
+    /// the bytes from `start + 18` (or `+ 16` when `length` is `None`) to the
+    /// datagram end are kept as they are.
+    start: usize,
+    /// `Some(len)` writes an 802.3 length field; `None` keeps the EtherType
+    /// already in place at `start + 16`.
+    length: Option<u16>,
+}
+
+#[inline(always)]
+fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
+    let s = settings();
+    let outer = parse_outer(ctx, data_port(&s))?;
+    let c = outer.l4 + udp::HLEN;
+    let end = outer.end;
+    if c + capwap::FIXED_LEN > end {
+        return Err(Reason::DropCapwapShort);
+    }
+    let hb = packet::load::<{ capwap::FIXED_LEN }>(ctx, c).ok_or(Reason::DropInternal)?;
+    let h = capwap::Header::parse(&hb);
+    if h.version != 0 {
+        return Err(Reason::DropBadVersion);
+    }
+    if h.kind == capwap::TYPE_DTLS {
+        return Err(Reason::PassDtls);
+    }
+    if h.kind != capwap::TYPE_CLEAR {
+        return Err(Reason::DropBadType);
+    }
+    let hlen = h.header_bytes();
+    if h.hlen < capwap::MIN_HLEN || c + hlen > end {
+        return Err(Reason::DropBadHlen);
+    }
+    if h.keepalive {
+        return Err(Reason::PassKeepalive);
+    }
+    check_optional(ctx, c, hlen, &h)?;
+
+    let info = lookup_tunnel(&outer)?;
+    if let Some(st) = TUNNEL_STATS.get_ptr_mut(info.id) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*st).rx_packets += 1;
+            (*st).rx_bytes += packet::len(ctx) as u64;
+        }
+    }
+    if info.flags & TUNNEL_STANDBY != 0 {
+        return Err(Reason::DropStandby);
+    }
+    if h.fragment {
+        return Err(Reason::PassCapwapFragment);
+    }
+
+    let p = c + hlen;
+    let inner = if h.native {
+        if h.wbid != capwap::WBID_IEEE80211 {
+            return Err(Reason::DropBadWbid);
+        }
+        dot11_to_8023(ctx, p, end)?
+    } else {
+        ethernet_inner(ctx, p, end)?
+    };
+
+    let out_len = end - inner.start;
+    rewrite(ctx, &inner, end, info.vlan)?;
+    if let Some(st) = TUNNEL_STATS.get_ptr_mut(info.id) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*st).up_packets += 1;
+            (*st).up_bytes += out_len as u64;
+        }
+    }
+    if s.egress == EGRESS_TX {
+        return Ok(xdp_action::XDP_TX);
+    }
+    if s.egress == EGRESS_REDIRECT {
+        return EGRESS
+            .redirect(abi::EGRESS_SLOT, 0)
+            .map_err(|_| Reason::DropNoEgress);
+    }
+    Err(Reason::DropNoEgress)
+}
+
+/// Radio MAC and Wireless Specific Information must end inside HLEN.
+#[inline(always)]
+fn check_optional(
+    ctx: &XdpContext,
+    c: usize,
+    hlen: usize,
+    h: &capwap::Header,
+) -> Result<(), Reason> {
+    let mut o = capwap::OPTIONAL_START;
+    if h.radio_mac {
+        if o + 1 > hlen {
+            return Err(Reason::DropBadOptional);
+        }
+        // `o` and `hlen` are multiples of 4, so the whole word is inside HLEN.
+        let [l, ..] = packet::load::<4>(ctx, c + o).ok_or(Reason::DropInternal)?;
+        if o + 1 + l as usize > hlen {
+            return Err(Reason::DropBadOptional);
+        }
+        o += capwap::padded_option_len(l);
+    }
+    if h.wireless_info {
+        if o + 1 > hlen {
+            return Err(Reason::DropBadOptional);
+        }
+        let [l, ..] = packet::load::<4>(ctx, c + o).ok_or(Reason::DropInternal)?;
+        if o + 1 + l as usize > hlen {
+            return Err(Reason::DropBadOptional);
+        }
+    }
+    Ok(())
+}
+
+/// Exactly one outer lookup; (address, port) first, then (address, any port).
+#[inline(always)]
+fn lookup_tunnel(outer: &Outer) -> Result<TunnelInfo, Reason> {
+    let exact = TunnelKey::new(outer.src, outer.sport);
+    let table = TUNNEL_TABLES
+        .get(abi::TABLE_SLOT)
+        .ok_or(Reason::DropUnknownTunnel)?;
+    if let Some(v) = table.get_ptr(&exact) {
+        // SAFETY: pointer from a successful lookup, read once.
+        return Ok(unsafe { *v });
+    }
+    let any = TunnelKey::new(outer.src, 0);
+    match table.get_ptr(&any) {
+        // SAFETY: as above.
+        Some(v) => Ok(unsafe { *v }),
+        None => Err(Reason::DropUnknownTunnel),
+    }
+}
+
+/// T=0: the payload is the client's Ethernet frame.
+#[inline(always)]
+fn ethernet_inner(ctx: &XdpContext, p: usize, end: usize) -> Result<Inner, Reason> {
+    if p + eth::HLEN > end {
+        return Err(Reason::DropInnerShort);
+    }
+    let eh = packet::load::<{ eth::HLEN }>(ctx, p).ok_or(Reason::DropInternal)?;
+    let et = eth::ethertype(&eh);
+    if vlan::is_tag(et) {
+        return Err(Reason::DropInnerVlan);
+    }
+    if et == eth::ETHERTYPE_EAPOL {
+        return Err(Reason::PassEapol);
+    }
+    let mut dst_src = [0u8; 12];
+    dst_src.copy_from_slice(&eh[..12]);
+    Ok(Inner {
+        dst_src,
+        pcp: 0,
+        start: p - vlan::TAG_LEN,
+        length: None,
+    })
+}
+
+/// T=1: an 802.11 frame, converted to 802.3.
+#[inline(always)]
+fn dot11_to_8023(ctx: &XdpContext, p: usize, end: usize) -> Result<Inner, Reason> {
+    if p + 2 > end {
+        return Err(Reason::DropInnerShort);
+    }
+    let fcb = packet::load::<2>(ctx, p).ok_or(Reason::DropInternal)?;
+    let fc = dot11::FrameControl::parse(&fcb);
+    if fc.ftype == dot11::TYPE_MGMT {
+        return Err(Reason::PassDot11Mgmt);
+    }
+    if fc.ftype != dot11::TYPE_DATA {
+        return Err(Reason::DropDot11NotData);
+    }
+    if fc.is_null() {
+        return Err(Reason::DropNullData);
+    }
+    if fc.protected {
+        return Err(Reason::DropProtected);
+    }
+    let hdr = fc.header_len();
+    if p + hdr > end {
+        return Err(Reason::DropInnerShort);
+    }
+    let mut pcp = 0;
+    if fc.is_qos() {
+        let [q, _] = packet::load::<2>(ctx, p + fc.qos_offset()).ok_or(Reason::DropInternal)?;
+        if q & dot11::QOS_AMSDU != 0 {
+            return Err(Reason::PassAmsdu);
+        }
+        pcp = dot11::user_priority(q);
+    }
+    let (da_off, sa_off) = fc.da_sa_offsets();
+    let da = packet::load::<{ eth::ADDR_LEN }>(ctx, p + da_off).ok_or(Reason::DropInternal)?;
+    let sa = packet::load::<{ eth::ADDR_LEN }>(ctx, p + sa_off).ok_or(Reason::DropInternal)?;
+    let mut dst_src = [0u8; 12];
+    dst_src[..6].copy_from_slice(&da);
+    dst_src[6..].copy_from_slice(&sa);
+
+    let body = p + hdr;
+    let blen = end - body;
+    if blen >= dot11::SNAP_LEN {
+        let snap = packet::load::<{ dot11::SNAP_LEN }>(ctx, body).ok_or(Reason::DropInternal)?;
+        let llc = [snap[0], snap[1], snap[2], snap[3], snap[4], snap[5]];
+        if dot11::is_snap(&llc) {
+            let et = u16::from_be_bytes([snap[6], snap[7]]);
+            if et < eth::ETHERTYPE_MIN {
+                return Err(Reason::DropBadPayload);
+            }
+            if vlan::is_tag(et) {
+                return Err(Reason::DropInnerVlan);
+            }
+            if et == eth::ETHERTYPE_EAPOL {
+                return Err(Reason::PassEapol);
+            }
+            // Keep the SNAP EtherType in place: the new header ends right on it.
+            return Ok(Inner {
+                dst_src,
+                pcp,
+                start: body + dot11::SNAP_LEN - vlan::TAGGED_HLEN,
+                length: None,
+            });
+        }
+    }
+    if blen == 0 || blen > eth::MAX_8023_LEN {
+        return Err(Reason::DropBadPayload);
+    }
+    Ok(Inner {
+        dst_src,
+        pcp,
+        start: body - vlan::TAGGED_HLEN,
+        length: Some(blen as u16),
+    })
+}
+
+/// Moves the packet start to `inner.start`, trims anything past the datagram
+/// end (Ethernet padding) and writes addresses, tag and (if any) length.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, inner: &Inner, end: usize, vid: u16) -> Result<(), Reason> {
+    let trailing = packet::len(ctx) as i64 - end as i64;
+    if trailing > 0 {
+        // SAFETY: helper call on our own context.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(trailing as i32)) } != 0 {
+            return Err(Reason::DropInternal);
+        }
+    }
+    // SAFETY: as above; `start` lies inside the packet.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, inner.start as i32) } != 0 {
+        return Err(Reason::DropInternal);
+    }
+    let tag = vlan::tag(vlan::tci(inner.pcp, vid));
+    let d = &inner.dst_src;
+    let hdr = [
+        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], tag[0], tag[1],
+        tag[2], tag[3],
+    ];
+    packet::store(ctx, 0, &hdr).ok_or(Reason::DropInternal)?;
+    if let Some(len) = inner.length {
+        packet::store(ctx, vlan::TAGGED_HLEN - 2, &len.to_be_bytes()).ok_or(Reason::DropInternal)?;
+    }
+    Ok(())
+}
