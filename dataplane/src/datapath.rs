@@ -12,7 +12,9 @@ use aya::{
     maps::{Array, ArrayOfMaps, DevMap, HashMap, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use ferry_ebpf::abi::{self, Addr, REASON_COUNT, Reason, Settings, TunnelInfo, TunnelKey, TunnelStats};
+use ferry_ebpf::abi::{
+    self, Addr, REASON_COUNT, Reason, Settings, TunnelInfo, TunnelKey, TunnelStats,
+};
 
 use crate::{
     counters::Counters,
@@ -72,7 +74,11 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .load(OBJECT)
             .context("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
-        for name in [abi::PROG_UPSTREAM, abi::PROG_BASELINE_DROP, abi::PROG_BASELINE_TX] {
+        for name in [
+            abi::PROG_UPSTREAM,
+            abi::PROG_BASELINE_DROP,
+            abi::PROG_BASELINE_TX,
+        ] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?

@@ -3,6 +3,8 @@
 //! transform ([`model`]), packet construction ([`craft`]) and pcap replay
 //! ([`replay`]).
 pub mod counters;
+pub mod craft;
 pub mod datapath;
+pub mod model;
 pub mod object;
 pub mod tables;

@@ -39,7 +39,10 @@ pub const fn next_header(h: &[u8; HLEN]) -> u8 {
 /// RFC 7045), which ferry's fast path does not walk.
 #[inline(always)]
 pub const fn is_extension(next: u8) -> bool {
-    matches!(next, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+    matches!(
+        next,
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
 }
 
 /// Source address.

@@ -270,24 +270,25 @@ fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
         ethernet_inner(ctx, p, end)?
     };
 
-    let out_len = end - inner.start;
+    // Choose the egress before touching the packet: a drop leaves it as it was.
+    let action = if s.egress == EGRESS_TX {
+        xdp_action::XDP_TX
+    } else if s.egress == EGRESS_REDIRECT {
+        EGRESS
+            .redirect(abi::EGRESS_SLOT, 0)
+            .map_err(|_| Reason::DropNoEgress)?
+    } else {
+        return Err(Reason::DropNoEgress);
+    };
     rewrite(ctx, &inner, end, info.vlan)?;
     if let Some(st) = TUNNEL_STATS.get_ptr_mut(info.id) {
         // SAFETY: per-CPU slot.
         unsafe {
             (*st).up_packets += 1;
-            (*st).up_bytes += out_len as u64;
+            (*st).up_bytes += (end - inner.start) as u64;
         }
     }
-    if s.egress == EGRESS_TX {
-        return Ok(xdp_action::XDP_TX);
-    }
-    if s.egress == EGRESS_REDIRECT {
-        return EGRESS
-            .redirect(abi::EGRESS_SLOT, 0)
-            .map_err(|_| Reason::DropNoEgress);
-    }
-    Err(Reason::DropNoEgress)
+    Ok(action)
 }
 
 /// Radio MAC and Wireless Specific Information must end inside HLEN.
@@ -463,7 +464,8 @@ fn rewrite(ctx: &XdpContext, inner: &Inner, end: usize, vid: u16) -> Result<(), 
     ];
     packet::store(ctx, 0, &hdr).ok_or(Reason::DropInternal)?;
     if let Some(len) = inner.length {
-        packet::store(ctx, vlan::TAGGED_HLEN - 2, &len.to_be_bytes()).ok_or(Reason::DropInternal)?;
+        packet::store(ctx, vlan::TAGGED_HLEN - 2, &len.to_be_bytes())
+            .ok_or(Reason::DropInternal)?;
     }
     Ok(())
 }
