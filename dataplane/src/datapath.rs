@@ -76,6 +76,7 @@ impl Datapath {
             .context("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
         for name in [
             abi::PROG_UPSTREAM,
+            abi::PROG_PASS,
             abi::PROG_BASELINE_DROP,
             abi::PROG_BASELINE_TX,
         ] {

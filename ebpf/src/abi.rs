@@ -19,6 +19,8 @@ pub const MAP_EGRESS: &str = "EGRESS";
 
 /// Name of the upstream (AP side) XDP program.
 pub const PROG_UPSTREAM: &str = "ferry_upstream";
+/// Name of the pass-everything program (veth peers of a redirect target).
+pub const PROG_PASS: &str = "ferry_pass";
 /// Name of the XDP_DROP baseline program used by the benchmark.
 pub const PROG_BASELINE_DROP: &str = "baseline_drop";
 /// Name of the MAC-swap XDP_TX baseline program used by the benchmark.

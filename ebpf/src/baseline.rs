@@ -26,3 +26,11 @@ pub fn baseline_tx(ctx: XdpContext) -> u32 {
         None => xdp_action::XDP_DROP,
     }
 }
+
+/// Passes everything. Attached to the far end of a veth pair so that frames
+/// XDP_REDIRECTed into the pair are accepted (veth needs an XDP program on
+/// the receiving peer).
+#[xdp]
+pub fn ferry_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}

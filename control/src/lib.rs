@@ -1,0 +1,3 @@
+//! The `ferry` control process: configuration and the commands of the
+//! `ferry` binary.
+pub mod config;

@@ -1,0 +1,142 @@
+//! Network namespaces and veth links for tests and the lab.
+//!
+//! Every namespace gets a unique name (`ferry-<tag>-<pid>-<n>`) so tests can
+//! run in parallel, and is deleted on drop, panics included. Configuration
+//! goes through `ip` from iproute2; code that must run inside a namespace
+//! (attaching XDP, opening packet sockets) runs on a scoped thread that has
+//! `setns`-ed into it, so the calling thread never changes namespace.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace that is deleted when dropped.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+/// Runs `ip` with `args`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (is iproute2 installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Netns {
+    /// Creates a fresh namespace whose name contains `tag`, with loopback up
+    /// and IPv6 disabled (no router solicitations or DAD traffic in captures).
+    pub fn new(tag: &str) -> Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("ferry-{tag}-{}-{n}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        for key in ["all", "default"] {
+            ns.exec(&[
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+            ])?;
+        }
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside the namespace, failing with its stderr.
+    pub fn exec(&self, cmd: &[&str]) -> Result<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .with_context(|| format!("running {} in {}", cmd.join(" "), self.name))?;
+        if !out.status.success() {
+            bail!(
+                "{} in {} failed: {}",
+                cmd.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = File::open(&path).with_context(|| format!("opening {path}"))?;
+                // SAFETY: setns on a namespace fd we own; affects this thread only.
+                if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error()).context("setns");
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace {} panicked", self.name))?
+        })
+    }
+
+    /// Index of interface `ifname` in this namespace.
+    pub fn ifindex(&self, ifname: &str) -> Result<u32> {
+        let name = ifname.to_string();
+        self.enter(move || {
+            let c = std::ffi::CString::new(name.clone())?;
+            // SAFETY: valid NUL-terminated string.
+            let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            if i == 0 {
+                bail!("no interface {name}");
+            }
+            Ok(i)
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys its veths (and their peers).
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Creates a veth pair: `a` in namespace `na`, `b` in namespace `nb`, both up.
+pub fn veth(na: &Netns, a: &str, nb: &Netns, b: &str) -> Result<()> {
+    na.exec(&[
+        "ip",
+        "link",
+        "add",
+        a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "netns",
+        nb.name(),
+    ])?;
+    na.exec(&["ip", "link", "set", a, "up"])?;
+    nb.exec(&["ip", "link", "set", b, "up"])?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Pcap replay: every frame of a capture through the real, loaded XDP
+//! program (BPF_PROG_TEST_RUN), with the frames it would send written out.
+//!
+//! Reads classic pcap and pcapng (Ethernet link type only) and writes classic
+//! pcap with the input timestamps. Per-reason counts come from the program's
+//! own counters, read before and after the run, so they are what a live
+//! `ferry counters` would show for the same traffic.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use ferry_ebpf::abi;
+use pcap_file::{
+    DataLink,
+    pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
+    pcapng::{Block, PcapNgReader},
+};
+use serde::Serialize;
+
+use crate::{
+    counters::Counters,
+    datapath::{Datapath, action},
+};
+
+/// Frames shorter than an Ethernet header or larger than one XDP buffer
+/// cannot be run; they are skipped and counted.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    /// Shorter than 14 bytes.
+    pub too_short: u64,
+    /// Rejected by BPF_PROG_TEST_RUN (too large for one XDP buffer).
+    pub rejected: u64,
+    /// First rejection message, for the report.
+    pub first_error: Option<String>,
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Frames read from the input.
+    pub packets: u64,
+    /// Frames written to the output (TX + REDIRECT).
+    pub written: u64,
+    /// Frames whose capture was shorter than the original frame (run as captured).
+    pub truncated_in_capture: u64,
+    /// Frames not run.
+    pub skipped: Skipped,
+    /// Frames per XDP action ("tx", "redirect", "pass", "drop", ...).
+    pub verdicts: BTreeMap<&'static str, u64>,
+    /// Program counters accumulated during the run (non-zero only).
+    pub reasons: BTreeMap<&'static str, u64>,
+}
+
+/// One captured frame.
+struct Frame {
+    ts: Duration,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
+/// Frames from a pcap or pcapng stream.
+enum Source<R: Read> {
+    Pcap(PcapReader<R>),
+    /// The reader and the link type of each interface seen so far.
+    PcapNg(PcapNgReader<R>, Vec<DataLink>),
+}
+
+impl<R: BufRead> Source<R> {
+    fn open(mut r: R) -> Result<Self> {
+        let magic = r.fill_buf().context("reading capture header")?;
+        if magic.len() < 4 {
+            bail!("input is empty or not a capture file");
+        }
+        if magic[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+            return Ok(Self::PcapNg(
+                PcapNgReader::new(r).context("reading pcapng header")?,
+                Vec::new(),
+            ));
+        }
+        let reader = PcapReader::new(r).context("reading pcap header (not a pcap/pcapng file?)")?;
+        let dl = reader.header().datalink;
+        if dl != DataLink::ETHERNET {
+            bail!("capture link type is {dl:?}; ferry replays Ethernet (DLT_EN10MB) captures only");
+        }
+        Ok(Self::Pcap(reader))
+    }
+
+    fn next(&mut self) -> Result<Option<Frame>> {
+        match self {
+            Self::Pcap(r) => match r.next_packet() {
+                None => Ok(None),
+                Some(p) => {
+                    let p = p.context("reading pcap packet")?;
+                    Ok(Some(Frame {
+                        ts: p.timestamp,
+                        orig_len: p.orig_len,
+                        data: p.data.into_owned(),
+                    }))
+                }
+            },
+            Self::PcapNg(r, links) => loop {
+                let Some(b) = r.next_block() else {
+                    return Ok(None);
+                };
+                match b.context("reading pcapng block")? {
+                    Block::InterfaceDescription(i) => links.push(i.linktype),
+                    Block::EnhancedPacket(p) => {
+                        let dl = links.get(p.interface_id as usize).copied();
+                        if dl != Some(DataLink::ETHERNET) {
+                            bail!(
+                                "pcapng interface {} has link type {dl:?}; ferry replays Ethernet only",
+                                p.interface_id
+                            );
+                        }
+                        return Ok(Some(Frame {
+                            ts: p.timestamp,
+                            orig_len: p.original_len,
+                            data: p.data.into_owned(),
+                        }));
+                    }
+                    Block::SimplePacket(p) => {
+                        if links.first() != Some(&DataLink::ETHERNET) {
+                            bail!("pcapng simple packets on a non-Ethernet interface");
+                        }
+                        return Ok(Some(Frame {
+                            ts: Duration::ZERO,
+                            orig_len: p.original_len,
+                            data: p.data.into_owned(),
+                        }));
+                    }
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
+/// Replays `input` through program `prog` of `dp`, writing every frame it
+/// would transmit or redirect to `output`. `progress` is called with the
+/// number of frames done every 10,000 frames.
+pub fn replay<R: Read, W: Write>(
+    dp: &Datapath,
+    prog: &str,
+    input: R,
+    output: W,
+    mut progress: impl FnMut(u64),
+) -> Result<Report> {
+    let mut src = Source::open(BufReader::new(input))?;
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ..Default::default()
+    };
+    let mut out = PcapWriter::with_header(output, header).context("writing pcap header")?;
+    let before = dp.counters()?;
+    let mut rep = Report::default();
+    while let Some(f) = src.next()? {
+        rep.packets += 1;
+        if rep.packets % 10_000 == 0 {
+            progress(rep.packets);
+        }
+        if (f.data.len() as u64) < u64::from(f.orig_len) {
+            rep.truncated_in_capture += 1;
+        }
+        if f.data.len() < ferry_ebpf::eth::HLEN {
+            rep.skipped.too_short += 1;
+            continue;
+        }
+        let r = match dp.run(prog, &f.data) {
+            Ok(r) => r,
+            Err(e) => {
+                rep.skipped.rejected += 1;
+                rep.skipped
+                    .first_error
+                    .get_or_insert_with(|| format!("{e:#}"));
+                continue;
+            }
+        };
+        *rep.verdicts.entry(action::name(r.action)).or_default() += 1;
+        if r.action == action::TX || r.action == action::REDIRECT {
+            let len = r.output.len() as u32;
+            out.write_packet(&PcapPacket::new(f.ts, len, &r.output))
+                .context("writing output frame")?;
+            rep.written += 1;
+        }
+    }
+    let delta: Counters = dp.counters()?.since(&before);
+    rep.reasons = delta.nonzero().map(|(r, v)| (r.name(), v)).collect();
+    out.into_writer().flush().context("flushing output")?;
+    Ok(rep)
+}
+
+/// Name of the program a replay runs by default.
+pub const DEFAULT_PROGRAM: &str = abi::PROG_UPSTREAM;
