@@ -367,7 +367,7 @@ impl Config {
                 } else {
                     EGRESS_REDIRECT
                 },
-                pad: 0,
+                ..Default::default()
             },
             tunnels: self
                 .tunnels

@@ -3,7 +3,7 @@
 use std::{
     fs::File,
     io::{BufWriter, IsTerminal as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
 };
 
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &PathBuf, json: bool) -> Result<()> {
+fn check(path: &Path, json: bool) -> Result<()> {
     let c = Config::load(path)?;
     if json {
         let tunnels: Vec<_> = c
@@ -161,7 +161,7 @@ fn check(path: &PathBuf, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_replay(config: &PathBuf, input: &PathBuf, output: &PathBuf, json: bool) -> Result<()> {
+fn run_replay(config: &Path, input: &Path, output: &Path, json: bool) -> Result<()> {
     let c = Config::load(config)?;
     let tables = c.tables();
     let mut dp = Datapath::load()?;
@@ -236,8 +236,10 @@ fn run_replay(config: &PathBuf, input: &PathBuf, output: &PathBuf, json: bool) -
         println!("  {v:<10} {n:>10}");
     }
     println!("\nreasons:");
-    for (r, n) in &rep.reasons {
-        println!("  {r:<24} {n:>10}");
+    for r in ferry_ebpf::abi::Reason::ALL {
+        if let Some(n) = rep.reasons.get(r.name()) {
+            println!("  {:<24} {n:>10}", r.name());
+        }
     }
     if !tunnels.is_empty() {
         println!(

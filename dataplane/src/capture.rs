@@ -162,7 +162,7 @@ impl PacketSocket {
             }
             return Err(e).context("recvmsg(AF_PACKET)");
         }
-        if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        if from.sll_pkttype == libc::PACKET_OUTGOING {
             return Ok(None);
         }
         buf.truncate(n as usize);

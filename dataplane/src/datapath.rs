@@ -13,7 +13,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ferry_ebpf::abi::{
-    self, Addr, REASON_COUNT, Reason, Settings, TunnelInfo, TunnelKey, TunnelStats,
+    self, Addr, CounterBlock, LOCAL4_IN_MAP, LOCAL4_INLINE, Reason, Settings, TUNNEL_MARKER,
+    TUNNEL_PORTS, TUNNEL_USER_FLAGS, TunnelInfo, TunnelKey, TunnelStats,
 };
 
 use crate::{
@@ -112,23 +113,33 @@ impl Datapath {
             .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
     }
 
-    /// Installs everything in `tables`: settings, local addresses, and the
+    /// Installs everything in `tables`: local addresses, settings, and the
     /// tunnel table (as a fresh inner map flipped in with one update).
     pub fn apply(&mut self, tables: &Tables) -> Result<()> {
-        self.set_settings(tables.settings)?;
         self.set_local_addrs(&tables.local_addrs)?;
+        self.set_settings(with_local4(tables.settings, &tables.local_addrs))?;
         self.install_tunnels(&tables.tunnels)
     }
 
-    /// Writes the settings entry.
+    /// Writes the settings entry as given (see [`with_local4`]).
     pub fn set_settings(&mut self, s: Settings) -> Result<()> {
         let mut m: Array<_, Settings> = Array::try_from(self.map_mut(abi::MAP_SETTINGS)?)?;
         m.set(0, s, 0).context("writing settings")?;
         Ok(())
     }
 
-    /// Replaces the set of local CAPWAP data addresses.
+    /// Replaces the set of local CAPWAP data addresses (the hash map and the
+    /// inline IPv4 copy in the settings).
     pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        self.set_local_addr_map(addrs)?;
+        let current = {
+            let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
+            m.get(&0, 0).context("reading settings")?
+        };
+        self.set_settings(with_local4(current, addrs))
+    }
+
+    fn set_local_addr_map(&mut self, addrs: &[IpAddr]) -> Result<()> {
         if addrs.len() > abi::MAX_LOCAL_ADDRS as usize {
             bail!(
                 "{} local addresses given, at most {} supported",
@@ -162,15 +173,11 @@ impl Datapath {
                 abi::MAX_TUNNELS
             );
         }
+        let entries = table_entries(tunnels)?;
         let mut inner: HashMap<MapData, TunnelKey, TunnelInfo> =
             HashMap::create(abi::MAX_TUNNELS, 0).context("creating tunnel table map")?;
-        for t in tunnels {
-            if t.info.id >= abi::MAX_TUNNELS {
-                bail!("tunnel id {} out of range", t.info.id);
-            }
-            inner
-                .insert(t.key, t.info, 0)
-                .context("filling tunnel table")?;
+        for (k, v) in &entries {
+            inner.insert(k, v, 0).context("filling tunnel table")?;
         }
         let mut outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNEL_TABLES)?)?;
@@ -190,12 +197,11 @@ impl Datapath {
 
     /// Sums the per-CPU verdict counters.
     pub fn counters(&self) -> Result<Counters> {
-        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(abi::MAP_COUNTERS)?)?;
+        let m: PerCpuArray<_, CounterBlock> = PerCpuArray::try_from(self.map(abi::MAP_COUNTERS)?)?;
+        let per_cpu = m.get(&0, 0).context("reading counters")?;
         let mut c = Counters::default();
-        for i in 0..REASON_COUNT {
-            let v = m.get(&i, 0).context("reading counters")?;
-            let r = Reason::from_index(i).ok_or_else(|| anyhow!("counter index {i}"))?;
-            c.set(r, v.iter().sum());
+        for r in Reason::ALL {
+            c.set(*r, per_cpu.iter().map(|b| b.v[r.index() as usize]).sum());
         }
         Ok(c)
     }
@@ -261,4 +267,69 @@ impl Datapath {
         let fd = self.program(name)?.fd()?;
         Ok(fd.as_fd().try_clone_to_owned()?)
     }
+}
+
+/// `s` with its inline IPv4 address list set from `addrs`.
+pub fn with_local4(mut s: Settings, addrs: &[IpAddr]) -> Settings {
+    let v4: Vec<[u8; 4]> = addrs
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v) => Some(v.octets()),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    s.local4 = [[0; 4]; LOCAL4_INLINE];
+    if v4.len() > LOCAL4_INLINE {
+        s.local4_count = LOCAL4_IN_MAP;
+    } else {
+        s.local4_count = v4.len() as u8;
+        s.local4[..v4.len()].copy_from_slice(&v4);
+    }
+    s
+}
+
+/// The kernel entries for a tunnel list: each tunnel under its own key with
+/// user flags only, plus the derived lookup hints. Every address that has
+/// (address, port) tunnels gets `TUNNEL_PORTS` on its (address, any port)
+/// entry, which is a `TUNNEL_MARKER` when no any-port tunnel exists, so the
+/// program needs one hash lookup for address-only tunnels and unknown sources.
+pub fn table_entries(tunnels: &[Tunnel]) -> Result<Vec<(TunnelKey, TunnelInfo)>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut with_ports: BTreeSet<Addr> = BTreeSet::new();
+    let mut out: BTreeMap<TunnelKey, TunnelInfo> = BTreeMap::new();
+    for t in tunnels {
+        if t.info.id >= abi::MAX_TUNNELS {
+            bail!("tunnel id {} out of range", t.info.id);
+        }
+        if t.key.pad != 0 {
+            bail!("tunnel key padding must be zero");
+        }
+        let info = TunnelInfo {
+            flags: t.info.flags & TUNNEL_USER_FLAGS,
+            ..t.info
+        };
+        if out.insert(t.key, info).is_some() {
+            bail!("two tunnels share one key");
+        }
+        if t.key.port != 0 {
+            with_ports.insert(t.key.addr);
+        }
+    }
+    for addr in with_ports {
+        out.entry(TunnelKey::new(addr, 0))
+            .and_modify(|i| i.flags |= TUNNEL_PORTS)
+            .or_insert(TunnelInfo {
+                id: 0,
+                vlan: 0,
+                flags: TUNNEL_PORTS | TUNNEL_MARKER,
+            });
+    }
+    if out.len() > abi::MAX_TUNNELS as usize {
+        bail!(
+            "table needs {} entries (tunnels plus port markers), at most {} fit",
+            out.len(),
+            abi::MAX_TUNNELS
+        );
+    }
+    Ok(out.into_iter().collect())
 }

@@ -250,7 +250,7 @@ impl Model {
             return Err(Reason::PassNotData);
         }
         let plen = ipv6::payload_len(&ih);
-        if plen > MAX_FRAME || plen < udp::HLEN || l4 + plen > pkt.len() {
+        if !(udp::HLEN..=MAX_FRAME).contains(&plen) || l4 + plen > pkt.len() {
             return Err(Reason::DropBadLength);
         }
         let ip_end = l4 + plen;

@@ -192,6 +192,31 @@ fn hand_built() -> Vec<Case> {
         reason: Reason::Forwarded,
         output: Some(expected_tagged(GW, STA, 0, 201, eth::ETHERTYPE_IPV4, &ip)),
     });
+    let mut tr4 = transport(AP4.into());
+    tr4.sport = AP2_PORT;
+    v.push(Case {
+        name: "exact port wins over any-port tunnel at the same address",
+        pkt: craft::capwap_packet(
+            &tr4,
+            craft::header_8023(0),
+            &Options::default(),
+            &inner_8023(7),
+        ),
+        reason: Reason::Forwarded,
+        output: Some(expected_tagged(GW, STA, 0, 211, eth::ETHERTYPE_IPV4, &ip)),
+    });
+    tr4.sport = 4444;
+    v.push(Case {
+        name: "other port falls back to the any-port tunnel",
+        pkt: craft::capwap_packet(
+            &tr4,
+            craft::header_8023(0),
+            &Options::default(),
+            &inner_8023(7),
+        ),
+        reason: Reason::Forwarded,
+        output: Some(expected_tagged(GW, STA, 0, 210, eth::ETHERTYPE_IPV4, &ip)),
+    });
     v.push(Case {
         name: "t0 ipv6 udp",
         pkt: t0(ap6, &inner_8023(7)),
@@ -730,6 +755,46 @@ fn hand_built_packets_cover_every_branch() {
 }
 
 #[test]
+fn many_local_ipv4_addresses_use_the_hash_map() {
+    // More than LOCAL4_INLINE IPv4 addresses: locality comes from LOCAL_ADDRS.
+    let mut t = tables();
+    for i in 2..8u8 {
+        t.local_addrs
+            .push(std::net::Ipv4Addr::new(198, 18, 0, i).into());
+    }
+    let dp = datapath(&t);
+    let model = Model::new(&t);
+    let mut prev = dp.counters().unwrap();
+    for c in hand_built() {
+        let out = check(&dp, &model, &mut prev, &c.pkt, c.name);
+        assert_eq!(out.reason, c.reason, "{}", c.name);
+    }
+    let mut tr = transport(AP1.into());
+    tr.dst = "198.18.0.7".parse().unwrap();
+    let pkt = craft::capwap_packet(
+        &tr,
+        craft::header_8023(0),
+        &Options::default(),
+        &inner_8023(1),
+    );
+    assert_eq!(
+        check(&dp, &model, &mut prev, &pkt, "last local address").reason,
+        Reason::Forwarded
+    );
+    tr.dst = "198.18.0.8".parse().unwrap();
+    let pkt = craft::capwap_packet(
+        &tr,
+        craft::header_8023(0),
+        &Options::default(),
+        &inner_8023(1),
+    );
+    assert_eq!(
+        check(&dp, &model, &mut prev, &pkt, "not local").reason,
+        Reason::PassNotLocal
+    );
+}
+
+#[test]
 fn tx_egress_and_missing_redirect_egress() {
     let mut t = tables();
     t.settings.egress = abi::EGRESS_TX;
@@ -772,17 +837,22 @@ fn empty_table_drops_everything_from_aps() {
 /// A random well-formed-ish packet: any tunnel or a stranger, either family,
 /// either T, any DS bits, QoS/HT, options, payload.
 fn random_packet(rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let src: IpAddr = match rng.random_range(0..6) {
+    let src: IpAddr = match rng.random_range(0..7) {
         0 => AP1.into(),
         1 => AP2.into(),
         2 => AP3.into(),
         3 => AP6.into(),
         4 => STRANGER.into(),
+        5 => AP4.into(),
         _ => AP1.into(),
     };
     let mut tr = transport(src);
-    if src == IpAddr::from(AP2) && rng.random_bool(0.8) {
-        tr.sport = AP2_PORT;
+    if src == IpAddr::from(AP2) || src == IpAddr::from(AP4) {
+        tr.sport = if rng.random_bool(0.6) {
+            AP2_PORT
+        } else {
+            rng.random_range(1024..65535)
+        };
     }
     if rng.random_bool(0.2) {
         tr.tag = Some((
@@ -935,7 +1005,7 @@ fn ten_thousand_random_and_mutated_packets_agree() {
         );
     }
     // And per-tunnel statistics add up the same way on both sides.
-    for id in [1u32, 2, 3, 6] {
+    for id in [1u32, 2, 3, 4, 5, 6] {
         let want = stats.get(&id).copied().unwrap_or_default();
         assert!(
             want.rx_packets > 100,

@@ -6,7 +6,7 @@
 
 /// Name of the outer ARRAY_OF_MAPS holding the live tunnel table (one slot).
 pub const MAP_TUNNEL_TABLES: &str = "TUNNEL_TABLES";
-/// Name of the per-CPU verdict/reason counter array.
+/// Name of the per-CPU verdict/reason counter block (one entry: `[u64; REASON_COUNT]`).
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the per-CPU per-tunnel statistics array.
 pub const MAP_TUNNEL_STATS: &str = "TUNNEL_STATS";
@@ -50,7 +50,7 @@ pub const fn v4_mapped(a: [u8; 4]) -> Addr {
 
 /// Tunnel table key: AP address and UDP source port (0 = any port).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct TunnelKey {
     /// AP address ([`v4_mapped`] for IPv4).
     pub addr: Addr,
@@ -70,6 +70,15 @@ impl TunnelKey {
 
 /// Tunnel flag: installed in standby (backup role); data is dropped.
 pub const TUNNEL_STANDBY: u16 = 1;
+/// Internal flag on an (address, any port) entry: tunnels keyed by
+/// (address, port) exist for this address, so the program looks the exact
+/// port up before settling for this entry. Set by the table builder.
+pub const TUNNEL_PORTS: u16 = 2;
+/// Internal flag: the (address, any port) entry is only a [`TUNNEL_PORTS`]
+/// marker, not a tunnel. Set by the table builder.
+pub const TUNNEL_MARKER: u16 = 4;
+/// Flags user space may set; the others are derived when a table is built.
+pub const TUNNEL_USER_FLAGS: u16 = TUNNEL_STANDBY;
 
 /// Tunnel table value.
 #[repr(C)]
@@ -102,6 +111,13 @@ pub const EGRESS_TX: u8 = 0;
 /// Egress for forwarded frames: redirect through [`MAP_EGRESS`].
 pub const EGRESS_REDIRECT: u8 = 1;
 
+/// IPv4 local addresses compared inline (no hash lookup) when there are
+/// at most this many.
+pub const LOCAL4_INLINE: usize = 4;
+/// `Settings::local4_count` value meaning "more than [`LOCAL4_INLINE`]:
+/// consult [`MAP_LOCAL_ADDRS`]".
+pub const LOCAL4_IN_MAP: u8 = 0xff;
+
 /// Data plane settings (one entry).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -110,8 +126,20 @@ pub struct Settings {
     pub data_port: u16,
     /// `EGRESS_*`.
     pub egress: u8,
-    /// Always zero.
-    pub pad: u8,
+    /// Number of valid entries in `local4`, or [`LOCAL4_IN_MAP`]. Derived
+    /// from the local address list when it is installed.
+    pub local4_count: u8,
+    /// This node's IPv4 data addresses when there are few of them: the
+    /// common case costs compares instead of a hash lookup.
+    pub local4: [[u8; 4]; LOCAL4_INLINE],
+}
+
+/// The per-CPU counter block: one u64 per [`Reason`], by index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterBlock {
+    /// Totals by reason index.
+    pub v: [u64; REASON_COUNT as usize],
 }
 
 #[cfg(feature = "user")]
@@ -121,6 +149,7 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelInfo {}
     unsafe impl aya::Pod for super::TunnelStats {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::CounterBlock {}
 }
 
 /// What the program does with a packet.

@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use ferry_ebpf::{
     abi::{
-        self, Addr, EGRESS_REDIRECT, EGRESS_TX, MAX_LOCAL_ADDRS, MAX_TUNNELS, REASON_COUNT, Reason,
-        Settings, TUNNEL_STANDBY, TunnelInfo, TunnelKey, TunnelStats,
+        self, Addr, CounterBlock, EGRESS_REDIRECT, EGRESS_TX, LOCAL4_INLINE, MAX_LOCAL_ADDRS,
+        MAX_TUNNELS, REASON_COUNT, Reason, Settings, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY,
+        TunnelInfo, TunnelKey, TunnelStats,
     },
     capwap, dot11, eth, ipv4, ipv6, udp, vlan,
 };
@@ -27,8 +28,9 @@ use crate::packet;
 static TUNNEL_TABLES: ArrayOfMaps<HashMap<TunnelKey, TunnelInfo, { MAX_TUNNELS as usize }>, 1> =
     ArrayOfMaps::new();
 
+/// One block per CPU: a packet costs one lookup for both of its counters.
 #[btf_map]
-static COUNTERS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+static COUNTERS: PerCpuArray<CounterBlock, 1> = PerCpuArray::new();
 
 #[btf_map]
 static TUNNEL_STATS: PerCpuArray<TunnelStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
@@ -46,18 +48,24 @@ static EGRESS: DevMap<1> = DevMap::new();
 /// bound also keeps length arithmetic within what the verifier tracks.
 const MAX_FRAME: usize = 16_383;
 
+/// Counts a packet: `received` and its verdict reason.
 #[inline(always)]
 fn count(reason: Reason) {
-    if let Some(c) = COUNTERS.get_ptr_mut(reason.index()) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *c += 1 };
+    let i = reason.index() as usize;
+    if let Some(c) = COUNTERS.get_ptr_mut(0)
+        && i < REASON_COUNT as usize
+    {
+        // SAFETY: per-CPU block, only this CPU writes it while we run.
+        unsafe {
+            (*c).v[Reason::Received.index() as usize] += 1;
+            (*c).v[i] += 1;
+        }
     }
 }
 
 /// Upstream XDP entry point (AP-side interface).
 #[xdp]
 pub fn ferry_upstream(ctx: XdpContext) -> u32 {
-    count(Reason::Received);
     match try_upstream(&ctx) {
         Ok(action) => {
             count(Reason::Forwarded);
@@ -106,9 +114,27 @@ fn is_local(a: &Addr) -> bool {
     LOCAL_ADDRS.get_ptr(a).is_some()
 }
 
+/// IPv4 locality: a few compares when the node has few addresses.
+#[inline(always)]
+fn is_local4(s: &Settings, dst: [u8; 4]) -> bool {
+    let n = s.local4_count as usize;
+    if n > LOCAL4_INLINE {
+        return is_local(&abi::v4_mapped(dst));
+    }
+    let mut i = 0;
+    while i < LOCAL4_INLINE {
+        if i < n && s.local4[i] == dst {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Ethernet, optional outer tag, IPv4/IPv6, UDP to our data port.
 #[inline(always)]
-fn parse_outer(ctx: &XdpContext, port: u16) -> Result<Outer, Reason> {
+fn parse_outer(ctx: &XdpContext, s: &Settings) -> Result<Outer, Reason> {
+    let port = data_port(s);
     let eh = packet::load::<{ eth::HLEN }>(ctx, 0).ok_or(Reason::PassNotIp)?;
     let mut ethertype = eth::ethertype(&eh);
     let mut l3 = eth::HLEN;
@@ -123,7 +149,7 @@ fn parse_outer(ctx: &XdpContext, port: u16) -> Result<Outer, Reason> {
         if ipv4::version(&ih) != 4 || ihl < ipv4::MIN_HLEN {
             return Err(Reason::PassBadIp);
         }
-        if !is_local(&abi::v4_mapped(ipv4::dst(&ih))) {
+        if !is_local4(s, ipv4::dst(&ih)) {
             return Err(Reason::PassNotLocal);
         }
         if ih[ipv4::PROTO] != ipv4::PROTO_UDP {
@@ -219,7 +245,7 @@ struct Inner {
 #[inline(always)]
 fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     let s = settings();
-    let outer = parse_outer(ctx, data_port(&s))?;
+    let outer = parse_outer(ctx, &s)?;
     let c = outer.l4 + udp::HLEN;
     let end = outer.end;
     if c + capwap::FIXED_LEN > end {
@@ -246,7 +272,8 @@ fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     check_optional(ctx, c, hlen, &h)?;
 
     let info = lookup_tunnel(&outer)?;
-    if let Some(st) = TUNNEL_STATS.get_ptr_mut(info.id) {
+    let stats = TUNNEL_STATS.get_ptr_mut(info.id);
+    if let Some(st) = stats {
         // SAFETY: per-CPU slot.
         unsafe {
             (*st).rx_packets += 1;
@@ -281,7 +308,7 @@ fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::DropNoEgress);
     };
     rewrite(ctx, &inner, end, info.vlan)?;
-    if let Some(st) = TUNNEL_STATS.get_ptr_mut(info.id) {
+    if let Some(st) = stats {
         // SAFETY: per-CPU slot.
         unsafe {
             (*st).up_packets += 1;
@@ -323,23 +350,30 @@ fn check_optional(
     Ok(())
 }
 
-/// Exactly one outer lookup; (address, port) first, then (address, any port).
+/// Exactly one outer lookup. The (address, any port) entry comes first: it
+/// is the tunnel itself for APs declared without a port (one hash lookup),
+/// and carries `TUNNEL_PORTS` when (address, port) tunnels exist, in which
+/// case the exact port is tried before settling for it.
 #[inline(always)]
 fn lookup_tunnel(outer: &Outer) -> Result<TunnelInfo, Reason> {
-    let exact = TunnelKey::new(outer.src, outer.sport);
     let table = TUNNEL_TABLES
         .get(abi::TABLE_SLOT)
         .ok_or(Reason::DropUnknownTunnel)?;
-    if let Some(v) = table.get_ptr(&exact) {
-        // SAFETY: pointer from a successful lookup, read once.
-        return Ok(unsafe { *v });
-    }
-    let any = TunnelKey::new(outer.src, 0);
-    match table.get_ptr(&any) {
+    let any = table
+        .get_ptr(&TunnelKey::new(outer.src, 0))
+        .ok_or(Reason::DropUnknownTunnel)?;
+    // SAFETY: pointer from a successful lookup, read once.
+    let any = unsafe { *any };
+    if any.flags & TUNNEL_PORTS != 0
+        && let Some(e) = table.get_ptr(&TunnelKey::new(outer.src, outer.sport))
+    {
         // SAFETY: as above.
-        Some(v) => Ok(unsafe { *v }),
-        None => Err(Reason::DropUnknownTunnel),
+        return Ok(unsafe { *e });
     }
+    if any.flags & TUNNEL_MARKER != 0 {
+        return Err(Reason::DropUnknownTunnel);
+    }
+    Ok(any)
 }
 
 /// T=0: the payload is the client's Ethernet frame.

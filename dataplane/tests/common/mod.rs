@@ -22,6 +22,8 @@ pub const AP1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const AP2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
 /// AP 3: standby.
 pub const AP3: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
+/// AP 4: any port (VLAN 210) and, from port 12222, a second tunnel (VLAN 211).
+pub const AP4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 13);
 /// AP 6: IPv6, any port, VLAN 300.
 pub const AP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 1, 0x10);
 /// Not a tunnel.
@@ -43,12 +45,14 @@ pub fn tables() -> Tables {
         settings: Settings {
             data_port: 5247,
             egress: EGRESS_REDIRECT,
-            pad: 0,
+            ..Default::default()
         },
         tunnels: vec![
             tunnel(AP1.into(), 0, 1, 200, 0),
             tunnel(AP2.into(), AP2_PORT, 2, 201, 0),
             tunnel(AP3.into(), 0, 3, 200, TUNNEL_STANDBY),
+            tunnel(AP4.into(), 0, 4, 210, 0),
+            tunnel(AP4.into(), AP2_PORT, 5, 211, 0),
             tunnel(AP6.into(), 0, 6, 300, 0),
         ],
     }

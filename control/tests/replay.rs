@@ -1,0 +1,240 @@
+//! `ferry replay` and `ferry check` as a user runs them: the real binary, a
+//! generated capture, the output checked against the reference model and
+//! decoded by tshark.
+
+use std::{path::PathBuf, process::Command};
+
+use ferry::config::Config;
+use ferry_dataplane::model::Model;
+use ferry_ebpf::abi::Reason;
+use pcap_file::pcap::{PcapReader, PcapWriter};
+
+fn ferry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+fn repo(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+}
+
+fn frames(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut r = PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet() {
+        v.push(p.unwrap().data.into_owned());
+    }
+    v
+}
+
+/// A scratch directory removed when the test ends, pass or fail.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("ferry-test-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn replay_sample_matches_the_model_and_tshark() {
+    let dir = Scratch::new("sample");
+    let tmp = |n: &str| dir.path(n);
+    let cfg_path = repo("deploy/examples/ferry.toml");
+    let input = repo("deploy/examples/sample.pcap");
+    let out = tmp("replay-out.pcap");
+    let o = ferry()
+        .args(["replay", "--json", "--config"])
+        .arg(&cfg_path)
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    // The model, fed the same config, predicts every written frame in order.
+    let cfg = Config::load(&cfg_path).unwrap();
+    let model = Model::new(&cfg.tables());
+    let mut want = Vec::new();
+    let mut forwarded = 0u64;
+    let mut reasons = std::collections::BTreeMap::<&str, u64>::new();
+    for f in frames(&input) {
+        let o = model.upstream(&f);
+        *reasons.entry(o.reason.name()).or_default() += 1;
+        if o.reason == Reason::Forwarded {
+            forwarded += 1;
+            want.push(o.output);
+        }
+    }
+    let got = frames(&out);
+    assert!(forwarded > 50, "sample forwards too little: {forwarded}");
+    assert_eq!(got, want, "written frames differ from the model's");
+    assert_eq!(rep["written"], forwarded);
+    assert_eq!(rep["packets"], frames(&input).len() as u64);
+    for (name, n) in &reasons {
+        assert_eq!(rep["reasons"][name], *n, "reason {name}");
+    }
+    assert_eq!(
+        rep["verdicts"]["tx"], forwarded,
+        "one-arm config uses XDP_TX"
+    );
+
+    // tshark (an independent decoder) sees an 802.1Q tag with our VLANs and
+    // a valid client IPv4/UDP packet inside every frame.
+    let t = Command::new("tshark")
+        .args(["-r"])
+        .arg(&out)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "vlan.id",
+            "-e",
+            "ip.src",
+            "-e",
+            "udp.dstport",
+        ])
+        .output()
+        .expect("tshark (installed by deploy/bootstrap.sh)");
+    assert!(t.status.success());
+    let text = String::from_utf8_lossy(&t.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), got.len());
+    for l in lines {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert!(["200", "201"].contains(&f[0]), "vlan in {l:?}");
+        assert!(f[1].starts_with("198.19.4."), "inner source in {l:?}");
+        assert_eq!(f[2], "9", "inner UDP port in {l:?}");
+    }
+}
+
+#[test]
+fn replay_reads_pcapng_and_refuses_garbage() {
+    let dir = Scratch::new("formats");
+    let tmp = |n: &str| dir.path(n);
+    let input = repo("deploy/examples/sample.pcap");
+    let ng = tmp("sample.pcapng");
+    let st = Command::new("editcap")
+        .args(["-F", "pcapng"])
+        .arg(&input)
+        .arg(&ng)
+        .status()
+        .expect("editcap (wireshark tools, installed with tshark)");
+    assert!(st.success());
+    let out = tmp("ng-out.pcap");
+    let o = ferry()
+        .args(["replay", "--config"])
+        .arg(repo("deploy/examples/ferry.toml"))
+        .arg("--in")
+        .arg(&ng)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_pcap = tmp("pcap-out.pcap");
+    let o2 = ferry()
+        .args(["replay", "--config"])
+        .arg(repo("deploy/examples/ferry.toml"))
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(&from_pcap)
+        .output()
+        .unwrap();
+    assert!(o2.status.success());
+    assert_eq!(frames(&out), frames(&from_pcap));
+
+    let junk = tmp("junk.pcap");
+    std::fs::write(&junk, b"this is not a capture file at all").unwrap();
+    let o = ferry()
+        .args(["replay", "--config"])
+        .arg(repo("deploy/examples/ferry.toml"))
+        .arg("--in")
+        .arg(&junk)
+        .arg("--out")
+        .arg(tmp("junk-out.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pcap"), "{err}");
+
+    // A non-Ethernet capture is refused with the reason.
+    let raw = tmp("rawip.pcap");
+    let hdr = pcap_file::pcap::PcapHeader {
+        datalink: pcap_file::DataLink::RAW,
+        ..Default::default()
+    };
+    let w = PcapWriter::with_header(std::fs::File::create(&raw).unwrap(), hdr).unwrap();
+    drop(w);
+    let o = ferry()
+        .args(["replay", "--config"])
+        .arg(repo("deploy/examples/ferry.toml"))
+        .arg("--in")
+        .arg(&raw)
+        .arg("--out")
+        .arg(tmp("raw-out.pcap"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Ethernet"));
+}
+
+#[test]
+fn bad_config_is_refused_with_file_line_and_reason() {
+    let dir = Scratch::new("badconfig");
+    let tmp = |n: &str| dir.path(n);
+    let bad = tmp("bad.toml");
+    let text = std::fs::read_to_string(repo("deploy/examples/ferry.toml"))
+        .unwrap()
+        .replace("vlan = 201", "vlan = 5000");
+    std::fs::write(&bad, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("vlan = 5000"))
+        .unwrap()
+        + 1;
+    for args in [
+        vec!["check"],
+        vec!["replay", "--in", "/nonexistent", "--out", "/tmp/x.pcap"],
+    ] {
+        let o = ferry()
+            .args(&args)
+            .arg("--config")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "bad.toml:{line}:8: tunnel vlan 5000 is out of range 1-4094"
+            )),
+            "{err}"
+        );
+    }
+    let o = ferry()
+        .args(["check", "--json", "--config"])
+        .arg(repo("deploy/examples/ferry.toml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tunnels"].as_array().unwrap().len(), 4);
+    assert_eq!(v["egress"], "tx");
+}

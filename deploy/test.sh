@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: bootstrap, then format check, clippy and the whole test
+# suite (unit, differential BPF_PROG_TEST_RUN, config, replay, live veth).
+# Needs root: the tests load XDP programs and create network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/bootstrap.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
