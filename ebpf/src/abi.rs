@@ -43,13 +43,21 @@ pub type Addr = [u8; 16];
 /// Maps an IPv4 address into the 16-byte key space.
 #[inline(always)]
 pub const fn v4_mapped(a: [u8; 4]) -> Addr {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
+    // Built from words: an array literal with a run of zeros becomes a
+    // byte-wise memset loop in BPF code.
+    let words: [u32; 4] = [
+        0,
+        0,
+        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        u32::from_ne_bytes(a),
+    ];
+    // SAFETY: [u32; 4] and [u8; 16] have the same size; every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u32; 4], Addr>(words) }
 }
 
 /// Tunnel table key: AP address and UDP source port (0 = any port).
-#[repr(C)]
+/// Aligned to 4 so the program builds it with word stores.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct TunnelKey {
     /// AP address ([`v4_mapped`] for IPv4).
@@ -118,8 +126,9 @@ pub const LOCAL4_INLINE: usize = 4;
 /// consult [`MAP_LOCAL_ADDRS`]".
 pub const LOCAL4_IN_MAP: u8 = 0xff;
 
-/// Data plane settings (one entry).
-#[repr(C)]
+/// Data plane settings (one entry). Aligned to 4 so the program reads the
+/// address words with word loads.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
     /// CAPWAP data port the node listens on (host order; 0 means 5247).

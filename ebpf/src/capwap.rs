@@ -122,3 +122,73 @@ impl Header {
 pub const fn padded_option_len(value_len: u8) -> usize {
     (1 + value_len as usize + 3) & !3
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_header_from_rfc_example() {
+        // HLEN 2, K set: the header of every data channel keepalive.
+        let h = Header::parse(&[0x00, 0x10, 0x00, 0x08, 0, 0, 0, 0]);
+        assert_eq!(h.hlen, 2);
+        assert!(h.keepalive);
+        assert!(!h.native && !h.fragment && !h.radio_mac && !h.wireless_info);
+        assert_eq!(h.header_bytes(), 8);
+    }
+
+    #[test]
+    fn field_positions_match_the_bit_layout() {
+        // HLEN 5, RID 0b10110 (22), WBID 1, T, F, L, W, M, flags 0b101,
+        // fragment id 0xbeef, offset 0x1abc.
+        let b = [
+            0x00,
+            (5 << 3) | 0b101,
+            (0b10 << 6) | (1 << 1) | 1,
+            0xf5,
+            0xbe,
+            0xef,
+            0xd5,
+            0xe0,
+        ];
+        let h = Header::parse(&b);
+        assert_eq!((h.version, h.kind, h.hlen, h.rid, h.wbid), (0, 0, 5, 22, 1));
+        assert!(h.native && h.fragment && h.last && h.wireless_info && h.radio_mac);
+        assert!(!h.keepalive);
+        assert_eq!(h.flags, 0b101);
+        assert_eq!(h.frag_id, 0xbeef);
+        assert_eq!(h.frag_offset, 0x1abc);
+        assert_eq!(h.encode(), b);
+    }
+
+    #[test]
+    fn encode_parse_round_trip() {
+        for bits in 0u32..(1 << 12) {
+            let h = Header {
+                version: 0,
+                kind: (bits & 1) as u8,
+                hlen: ((bits >> 1) & 0x1f) as u8,
+                rid: ((bits * 7) & 0x1f) as u8,
+                wbid: ((bits * 13) & 0x1f) as u8,
+                native: bits & 0x40 != 0,
+                fragment: bits & 0x80 != 0,
+                last: bits & 0x100 != 0,
+                wireless_info: bits & 0x200 != 0,
+                radio_mac: bits & 0x400 != 0,
+                keepalive: bits & 0x800 != 0,
+                flags: (bits & 7) as u8,
+                frag_id: bits as u16 ^ 0x5a5a,
+                frag_offset: (bits as u16 * 3) & 0x1fff,
+            };
+            assert_eq!(Header::parse(&h.encode()), h);
+        }
+    }
+
+    #[test]
+    fn optional_fields_pad_to_words() {
+        assert_eq!(padded_option_len(6), 8); // Radio MAC: len + 6 bytes + 1 pad
+        assert_eq!(padded_option_len(3), 4);
+        assert_eq!(padded_option_len(4), 8);
+        assert_eq!(padded_option_len(0), 4);
+    }
+}

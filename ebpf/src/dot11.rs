@@ -153,3 +153,70 @@ pub const fn is_snap(b: &[u8; 6]) -> bool {
 pub const fn user_priority(qos0: u8) -> u8 {
     qos0 & 0x07
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fc(to: bool, from: bool, qos: bool, order: bool) -> FrameControl {
+        FrameControl {
+            ftype: TYPE_DATA,
+            subtype: if qos { SUBTYPE_QOS } else { 0 },
+            to_ds: to,
+            from_ds: from,
+            order,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn header_lengths() {
+        assert_eq!(fc(true, false, false, false).header_len(), 24);
+        assert_eq!(fc(true, true, false, false).header_len(), 30);
+        assert_eq!(fc(true, false, true, false).header_len(), 26);
+        assert_eq!(fc(true, false, true, true).header_len(), 30);
+        assert_eq!(fc(true, true, true, true).header_len(), 36);
+        // Order without QoS adds no HT control field.
+        assert_eq!(fc(true, false, false, true).header_len(), 24);
+    }
+
+    #[test]
+    fn address_selection_by_ds_bits() {
+        assert_eq!(
+            fc(false, false, false, false).da_sa_offsets(),
+            (ADDR1, ADDR2)
+        );
+        assert_eq!(
+            fc(true, false, false, false).da_sa_offsets(),
+            (ADDR3, ADDR2)
+        );
+        assert_eq!(
+            fc(false, true, false, false).da_sa_offsets(),
+            (ADDR1, ADDR3)
+        );
+        assert_eq!(fc(true, true, false, false).da_sa_offsets(), (ADDR3, ADDR4));
+    }
+
+    #[test]
+    fn frame_control_round_trip_and_bits() {
+        // QoS data (0x88), ToDS + Protected (0x41).
+        let f = FrameControl::parse(&[0x88, 0x41]);
+        assert_eq!((f.ftype, f.subtype), (TYPE_DATA, 8));
+        assert!(f.to_ds && !f.from_ds && f.protected && !f.order);
+        assert!(f.is_qos() && !f.is_null());
+        assert_eq!(f.encode(), [0x88, 0x41]);
+        // QoS null (0xc8).
+        assert!(FrameControl::parse(&[0xc8, 0x01]).is_null());
+        // Management (association request, 0x00).
+        assert_eq!(FrameControl::parse(&[0x00, 0x00]).ftype, TYPE_MGMT);
+    }
+
+    #[test]
+    fn snap_headers() {
+        assert!(is_snap(&SNAP_RFC1042));
+        assert!(is_snap(&SNAP_BRIDGE_TUNNEL));
+        assert!(!is_snap(&[0xaa, 0xaa, 0x03, 0x00, 0x00, 0x01]));
+        assert!(!is_snap(&[0x42, 0x42, 0x03, 0x00, 0x00, 0x00]));
+        assert_eq!(user_priority(0x0d), 5);
+    }
+}

@@ -12,6 +12,9 @@
 //! `user` feature adds `aya::Pod` impls for the map types.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod abi;
 pub mod capwap;
 pub mod dot11;

@@ -92,12 +92,17 @@ struct Outer {
     sport: u16,
 }
 
+/// Used only if the settings array were missing its one entry (it cannot be).
+static NO_SETTINGS: Settings = Settings {
+    data_port: 0,
+    egress: 0xff,
+    local4_count: 0,
+    local4: [[0; 4]; LOCAL4_INLINE],
+};
+
 #[inline(always)]
-fn settings() -> Settings {
-    match SETTINGS.get(0) {
-        Some(s) => *s,
-        None => Settings::default(),
-    }
+fn settings() -> &'static Settings {
+    SETTINGS.get(0).unwrap_or(&NO_SETTINGS)
 }
 
 #[inline(always)]
@@ -121,9 +126,10 @@ fn is_local4(s: &Settings, dst: [u8; 4]) -> bool {
     if n > LOCAL4_INLINE {
         return is_local(&abi::v4_mapped(dst));
     }
+    let want = u32::from_ne_bytes(dst);
     let mut i = 0;
     while i < LOCAL4_INLINE {
-        if i < n && s.local4[i] == dst {
+        if i < n && u32::from_ne_bytes(s.local4[i]) == want {
             return true;
         }
         i += 1;
@@ -245,7 +251,7 @@ struct Inner {
 #[inline(always)]
 fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     let s = settings();
-    let outer = parse_outer(ctx, &s)?;
+    let outer = parse_outer(ctx, s)?;
     let c = outer.l4 + udp::HLEN;
     let end = outer.end;
     if c + capwap::FIXED_LEN > end {

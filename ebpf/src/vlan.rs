@@ -48,3 +48,17 @@ pub const fn tag(tci: u16) -> [u8; TAG_LEN] {
     let c = tci.to_be_bytes();
     [t[0], t[1], c[0], c[1]]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tci_fields() {
+        let t = tci(5, 200);
+        assert_eq!(t, 0xa0c8);
+        assert_eq!((pcp(t), vid(t)), (5, 200));
+        assert_eq!(tag(t), [0x81, 0x00, 0xa0, 0xc8]);
+        assert!(is_tag(0x8100) && is_tag(0x88a8) && is_tag(0x9100) && !is_tag(0x0800));
+    }
+}
