@@ -6,8 +6,6 @@
 #   FERRY_BOOTSTRAP_QUIET=1 ...    # only print what it installs
 set -euo pipefail
 
-PINNED_NIGHTLY=nightly-2026-05-20
-PINNED_COMMIT=e50aa6fba
 BPF_LINKER_VERSION=0.13.0
 LLVM_DIR=/usr/lib/llvm-22
 
@@ -40,19 +38,17 @@ command -v cargo >/dev/null || die "cargo not found; run 'rustup default stable'
 
 # The eBPF object is built with the pinned nightly (LLVM 22, matching
 # bpf-linker). Use the machine's 'nightly' when it is that build.
-if rustup run nightly rustc -V 2>/dev/null | grep -q "$PINNED_COMMIT"; then
-    BPF_TOOLCHAIN=nightly
-else
-    BPF_TOOLCHAIN=$PINNED_NIGHTLY
-    if ! rustup run "$BPF_TOOLCHAIN" rustc -V >/dev/null 2>&1; then
-        say "installing $PINNED_NIGHTLY"
-        rustup toolchain install "$PINNED_NIGHTLY" --profile minimal --component rust-src >/dev/null
+BPF_TOOLCHAIN=$("$(dirname "$0")/bpf-toolchain.sh")
+if ! rustup run "$BPF_TOOLCHAIN" rustc -V >/dev/null 2>&1; then
+    say "installing $BPF_TOOLCHAIN"
+    rustup toolchain install "$BPF_TOOLCHAIN" --profile minimal --component rust-src,clippy >/dev/null
+fi
+for c in rust-src clippy; do
+    if ! rustup component list --toolchain "$BPF_TOOLCHAIN" --installed 2>/dev/null | grep -q "^$c"; then
+        say "adding $c to $BPF_TOOLCHAIN"
+        rustup component add "$c" --toolchain "$BPF_TOOLCHAIN" >/dev/null
     fi
-fi
-if ! rustup component list --toolchain "$BPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src'; then
-    say "adding rust-src to $BPF_TOOLCHAIN"
-    rustup component add rust-src --toolchain "$BPF_TOOLCHAIN" >/dev/null
-fi
+done
 for c in rustfmt clippy; do
     if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
         say "adding $c to the default toolchain"

@@ -8,4 +8,7 @@ deploy/bootstrap.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The XDP programs themselves only exist for the BPF target.
+(cd ebpf && cargo +"$(../deploy/bpf-toolchain.sh)" clippy --locked --target bpfel-unknown-none \
+    -Z build-std=core --bins -- -D warnings)
 cargo test --workspace --locked

@@ -17,6 +17,25 @@ fn repo(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
 }
 
+/// Runs `ferry replay` with the sample config; `extra` goes first (e.g. --json).
+fn replay(
+    extra: &[&str],
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> std::process::Output {
+    ferry()
+        .arg("replay")
+        .args(extra)
+        .arg("--config")
+        .arg(repo("deploy/examples/ferry.toml"))
+        .arg("--in")
+        .arg(input)
+        .arg("--out")
+        .arg(output)
+        .output()
+        .expect("run ferry")
+}
+
 fn frames(path: &std::path::Path) -> Vec<Vec<u8>> {
     let mut r = PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
     let mut v = Vec::new();
@@ -54,15 +73,7 @@ fn replay_sample_matches_the_model_and_tshark() {
     let cfg_path = repo("deploy/examples/ferry.toml");
     let input = repo("deploy/examples/sample.pcap");
     let out = tmp("replay-out.pcap");
-    let o = ferry()
-        .args(["replay", "--json", "--config"])
-        .arg(&cfg_path)
-        .arg("--in")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = replay(&["--json"], &input, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
 
@@ -136,40 +147,16 @@ fn replay_reads_pcapng_and_refuses_garbage() {
         .expect("editcap (wireshark tools, installed with tshark)");
     assert!(st.success());
     let out = tmp("ng-out.pcap");
-    let o = ferry()
-        .args(["replay", "--config"])
-        .arg(repo("deploy/examples/ferry.toml"))
-        .arg("--in")
-        .arg(&ng)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = replay(&[], &ng, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let from_pcap = tmp("pcap-out.pcap");
-    let o2 = ferry()
-        .args(["replay", "--config"])
-        .arg(repo("deploy/examples/ferry.toml"))
-        .arg("--in")
-        .arg(&input)
-        .arg("--out")
-        .arg(&from_pcap)
-        .output()
-        .unwrap();
+    let o2 = replay(&[], &input, &from_pcap);
     assert!(o2.status.success());
     assert_eq!(frames(&out), frames(&from_pcap));
 
     let junk = tmp("junk.pcap");
     std::fs::write(&junk, b"this is not a capture file at all").unwrap();
-    let o = ferry()
-        .args(["replay", "--config"])
-        .arg(repo("deploy/examples/ferry.toml"))
-        .arg("--in")
-        .arg(&junk)
-        .arg("--out")
-        .arg(tmp("junk-out.pcap"))
-        .output()
-        .unwrap();
+    let o = replay(&[], &junk, &tmp("junk-out.pcap"));
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("pcap"), "{err}");
@@ -182,15 +169,7 @@ fn replay_reads_pcapng_and_refuses_garbage() {
     };
     let w = PcapWriter::with_header(std::fs::File::create(&raw).unwrap(), hdr).unwrap();
     drop(w);
-    let o = ferry()
-        .args(["replay", "--config"])
-        .arg(repo("deploy/examples/ferry.toml"))
-        .arg("--in")
-        .arg(&raw)
-        .arg("--out")
-        .arg(tmp("raw-out.pcap"))
-        .output()
-        .unwrap();
+    let o = replay(&[], &raw, &tmp("raw-out.pcap"));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Ethernet"));
 }

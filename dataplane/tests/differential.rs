@@ -69,6 +69,11 @@ fn inner_8023(seq: u32) -> Vec<u8> {
     craft::ethernet(GW, STA, None, eth::ETHERTYPE_IPV4, &client_ip(seq))
 }
 
+/// An 802.3 (T=0) CAPWAP packet over transport `t` from radio `rid`.
+fn t0_via(t: &ferry_dataplane::craft::Transport, rid: u8, inner: &[u8]) -> Vec<u8> {
+    craft::capwap_packet(t, craft::header_8023(rid), &Options::default(), inner)
+}
+
 fn t0(src: IpAddr, inner: &[u8]) -> Vec<u8> {
     craft::capwap_packet(
         &transport(src),
@@ -159,36 +164,21 @@ fn hand_built() -> Vec<Case> {
     tr.tag = Some((vlan::TPID_8021Q, 100));
     v.push(Case {
         name: "t0 ipv4 outer 802.1q",
-        pkt: craft::capwap_packet(
-            &tr,
-            craft::header_8023(2),
-            &Options::default(),
-            &inner_8023(7),
-        ),
+        pkt: t0_via(&tr, 2, &inner_8023(7)),
         reason: Reason::Forwarded,
         output: Some(expected_tagged(GW, STA, 0, 200, eth::ETHERTYPE_IPV4, &ip)),
     });
     tr.tag = Some((vlan::TPID_8021AD, 100));
     v.push(case(
         "t0 ipv4 outer 802.1ad",
-        craft::capwap_packet(
-            &tr,
-            craft::header_8023(2),
-            &Options::default(),
-            &inner_8023(7),
-        ),
+        t0_via(&tr, 2, &inner_8023(7)),
         Reason::Forwarded,
     ));
     let mut tr2 = transport(AP2.into());
     tr2.sport = AP2_PORT;
     v.push(Case {
         name: "t0 exact port tunnel vlan 201",
-        pkt: craft::capwap_packet(
-            &tr2,
-            craft::header_8023(0),
-            &Options::default(),
-            &inner_8023(7),
-        ),
+        pkt: t0_via(&tr2, 0, &inner_8023(7)),
         reason: Reason::Forwarded,
         output: Some(expected_tagged(GW, STA, 0, 201, eth::ETHERTYPE_IPV4, &ip)),
     });
@@ -196,24 +186,14 @@ fn hand_built() -> Vec<Case> {
     tr4.sport = AP2_PORT;
     v.push(Case {
         name: "exact port wins over any-port tunnel at the same address",
-        pkt: craft::capwap_packet(
-            &tr4,
-            craft::header_8023(0),
-            &Options::default(),
-            &inner_8023(7),
-        ),
+        pkt: t0_via(&tr4, 0, &inner_8023(7)),
         reason: Reason::Forwarded,
         output: Some(expected_tagged(GW, STA, 0, 211, eth::ETHERTYPE_IPV4, &ip)),
     });
     tr4.sport = 4444;
     v.push(Case {
         name: "other port falls back to the any-port tunnel",
-        pkt: craft::capwap_packet(
-            &tr4,
-            craft::header_8023(0),
-            &Options::default(),
-            &inner_8023(7),
-        ),
+        pkt: t0_via(&tr4, 0, &inner_8023(7)),
         reason: Reason::Forwarded,
         output: Some(expected_tagged(GW, STA, 0, 210, eth::ETHERTYPE_IPV4, &ip)),
     });
@@ -227,12 +207,7 @@ fn hand_built() -> Vec<Case> {
     tr6.udplite = true;
     v.push(case(
         "t0 ipv6 udp-lite",
-        craft::capwap_packet(
-            &tr6,
-            craft::header_8023(0),
-            &Options::default(),
-            &inner_8023(7),
-        ),
+        t0_via(&tr6, 0, &inner_8023(7)),
         Reason::Forwarded,
     ));
     let opts = Options {
@@ -441,12 +416,7 @@ fn hand_built() -> Vec<Case> {
     other.dst = "198.18.0.99".parse().unwrap();
     v.push(case(
         "not local",
-        craft::capwap_packet(
-            &other,
-            craft::header_8023(0),
-            &Options::default(),
-            &inner_8023(1),
-        ),
+        t0_via(&other, 0, &inner_8023(1)),
         Reason::PassNotLocal,
     ));
     let mut tcp = t0(ap1, &inner_8023(1));
@@ -599,12 +569,7 @@ fn hand_built() -> Vec<Case> {
     wrong_port.sport = 999;
     v.push(case(
         "known address, other port",
-        craft::capwap_packet(
-            &wrong_port,
-            craft::header_8023(0),
-            &Options::default(),
-            &inner_8023(1),
-        ),
+        t0_via(&wrong_port, 0, &inner_8023(1)),
         Reason::DropUnknownTunnel,
     ));
     v.push(case(
@@ -771,23 +736,13 @@ fn many_local_ipv4_addresses_use_the_hash_map() {
     }
     let mut tr = transport(AP1.into());
     tr.dst = "198.18.0.7".parse().unwrap();
-    let pkt = craft::capwap_packet(
-        &tr,
-        craft::header_8023(0),
-        &Options::default(),
-        &inner_8023(1),
-    );
+    let pkt = t0_via(&tr, 0, &inner_8023(1));
     assert_eq!(
         check(&dp, &model, &mut prev, &pkt, "last local address").reason,
         Reason::Forwarded
     );
     tr.dst = "198.18.0.8".parse().unwrap();
-    let pkt = craft::capwap_packet(
-        &tr,
-        craft::header_8023(0),
-        &Options::default(),
-        &inner_8023(1),
-    );
+    let pkt = t0_via(&tr, 0, &inner_8023(1));
     assert_eq!(
         check(&dp, &model, &mut prev, &pkt, "not local").reason,
         Reason::PassNotLocal

@@ -208,7 +208,7 @@ fn parse_outer(ctx: &XdpContext, s: &Settings) -> Result<Outer, Reason> {
             return Err(Reason::PassNotData);
         }
         let plen = ipv6::payload_len(&ih);
-        if plen > MAX_FRAME || plen < udp::HLEN {
+        if !(udp::HLEN..=MAX_FRAME).contains(&plen) {
             return Err(Reason::DropBadLength);
         }
         let ip_end = l4 + plen;
@@ -366,12 +366,12 @@ fn lookup_tunnel(outer: &Outer) -> Result<TunnelInfo, Reason> {
         .get(abi::TABLE_SLOT)
         .ok_or(Reason::DropUnknownTunnel)?;
     let any = table
-        .get_ptr(&TunnelKey::new(outer.src, 0))
+        .get_ptr(TunnelKey::new(outer.src, 0))
         .ok_or(Reason::DropUnknownTunnel)?;
     // SAFETY: pointer from a successful lookup, read once.
     let any = unsafe { *any };
     if any.flags & TUNNEL_PORTS != 0
-        && let Some(e) = table.get_ptr(&TunnelKey::new(outer.src, outer.sport))
+        && let Some(e) = table.get_ptr(TunnelKey::new(outer.src, outer.sport))
     {
         // SAFETY: as above.
         return Ok(unsafe { *e });
