@@ -60,6 +60,9 @@ EXAMPLE\n  ferry-bench micro --packets 1000000"
         /// Tunnels in the large table.
         #[arg(long, default_value_t = 25_600)]
         tunnels: u32,
+        /// Stations in the large station table.
+        #[arg(long, default_value_t = 1_000_000)]
+        stations: u32,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -95,9 +98,12 @@ fn run(cli: Cli) -> Result<()> {
             packets,
             rounds,
             tunnels,
+            stations,
             json,
         } => {
-            let rep = micro::run(packets, rounds, tunnels.max(1), |l| eprintln!("{l}"))?;
+            let rep = micro::run(packets, rounds, tunnels.max(1), stations.max(1), |l| {
+                eprintln!("{l}")
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
                 return Ok(());
@@ -117,6 +123,10 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "802.3 decap, {} tunnels / 1 tunnel: {:.3}",
                 rep.many_tunnels, rep.scale_ratio
+            );
+            println!(
+                "802.3 encap, {} stations / 1 station: {:.3}",
+                rep.many_stations, rep.station_scale_ratio
             );
             for (t, ok) in &rep.targets {
                 println!("target {t}: {}", if *ok { "met" } else { "MISSED" });

@@ -21,13 +21,17 @@
 use std::{net::IpAddr, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
+pub use ferry_dataplane::tables::addr_key;
 use ferry_dataplane::{
     craft::{self, Dot11, Options, Transport},
     datapath::{Datapath, action},
-    tables::{Tables, Tunnel, addr_key},
+    tables::{Station, Tables, Tunnel},
 };
 use ferry_ebpf::{
-    abi::{self, EGRESS_REDIRECT, Reason, Settings, TunnelInfo, TunnelKey},
+    abi::{
+        self, DOWN_FIXED_PORT, DOWN_NEIGHBOUR, EGRESS_REDIRECT, Reason, Settings, TunnelDown,
+        TunnelInfo, TunnelKey,
+    },
     eth,
 };
 use serde::Serialize;
@@ -58,6 +62,10 @@ pub struct Report {
     pub scale_ratio: f64,
     /// Size of the large table.
     pub many_tunnels: u32,
+    /// Downstream encap with `many_stations` stations over 1 station.
+    pub station_scale_ratio: f64,
+    /// Size of the large station table.
+    pub many_stations: u32,
     /// Target checks: (name, met).
     pub targets: Vec<(String, bool)>,
 }
@@ -79,6 +87,8 @@ const CASE_DOT3: &str = "802.3 decap";
 const CASE_DOT11: &str = "802.11 decap";
 const CASE_DOT3_TX: &str = "802.3 decap, XDP_TX egress";
 const CASE_DOT3_MANY: &str = "802.3 decap, large table";
+const CASE_DOWN: &str = "802.3 encap (downstream)";
+const CASE_DOWN_MANY: &str = "802.3 encap, many stations";
 
 fn ap_addr(i: u32) -> IpAddr {
     // 198.18.128.0/17 and up: room for 32k APs inside 198.18.0.0/15.
@@ -86,12 +96,20 @@ fn ap_addr(i: u32) -> IpAddr {
     IpAddr::from([198, 18 + (n >> 16) as u8, (n >> 8) as u8, n as u8])
 }
 
-fn tables(tunnels: u32) -> Tables {
+/// The client MAC of station `i` (distinct for up to 2^32 stations).
+fn station_mac(i: u32) -> [u8; 6] {
+    let b = i.to_be_bytes();
+    [0x02, 0x5a, b[0], b[1], b[2], b[3]]
+}
+
+fn tables(tunnels: u32, stations: u32) -> Tables {
     Tables {
         local_addrs: vec![IpAddr::from(AC)],
         settings: Settings {
             data_port: 5247,
             egress: EGRESS_REDIRECT,
+            egress_down: EGRESS_REDIRECT,
+            df: 1,
             ..Default::default()
         },
         tunnels: (0..tunnels)
@@ -101,27 +119,61 @@ fn tables(tunnels: u32) -> Tables {
                     id: i,
                     vlan: 200,
                     flags: 0,
+                    station_limit: 512,
+                },
+                down: TunnelDown {
+                    ap: addr_key(ap_addr(i)),
+                    local: addr_key(IpAddr::from(AC)),
+                    port: 5247,
+                    flags: DOWN_FIXED_PORT | DOWN_NEIGHBOUR,
+                    vlan: 200,
+                    mtu: 1500,
+                    next_hop: [0x02, 0x0e, 0, 0, 0, 1],
+                    source_mac: [0x02, 0xac, 0, 0, 0, 1],
+                    ..Default::default()
                 },
             })
             .collect(),
+        client_vlans: vec![200],
+        // Stations spread over the tunnels; the table holds them all.
+        stations: (0..stations)
+            .map(|i| Station::new(station_mac(i), 200, i % tunnels, 0, None))
+            .collect(),
+        station_capacity: (stations + stations / 4).max(1024),
     }
 }
 
-fn datapath(tunnels: u32, egress: u8) -> Result<Datapath> {
+fn datapath(tunnels: u32, stations: u32, egress: u8) -> Result<Datapath> {
     let mut dp = Datapath::load()?;
-    let mut t = tables(tunnels);
+    let mut t = tables(tunnels, stations);
     t.settings.egress = egress;
     dp.apply(&t)?;
     dp.set_egress(1)?;
+    dp.set_egress_ap(1)?;
     Ok(dp)
 }
 
-fn client_frame() -> Vec<u8> {
-    // A 64-byte client frame (without FCS: 60), the classic small-packet case.
+/// A 64-byte client frame as it arrives from the client VLAN, to `station`.
+fn down_frame(station: u32) -> Vec<u8> {
+    let ip = craft::client_ipv4_udp([198, 19, 1, 1], [198, 19, 4, 10], 1, 14);
+    craft::ethernet(
+        station_mac(station),
+        [0x02, 0, 0, 0, 0, 1],
+        Some((ferry_ebpf::vlan::TPID_8021Q, 200)),
+        eth::ETHERTYPE_IPV4,
+        &ip,
+    )
+}
+
+/// A 64-byte client frame (without FCS: 60), the classic small-packet
+/// case, from a client whose MAC is derived from its AP's address (so each
+/// AP has its own station and learning stays in its steady state).
+fn client_frame(ap: IpAddr) -> Vec<u8> {
     let ip = craft::client_ipv4_udp([198, 19, 4, 10], [198, 19, 1, 1], 1, 18);
+    let a = addr_key(ap);
     craft::ethernet(
         [0x02, 0, 0, 0, 0, 1],
-        [0x02, 0, 0, 0, 0, 2],
+        [0x02, 0xc1, a[12], a[13], a[14], a[15]],
         None,
         eth::ETHERTYPE_IPV4,
         &ip,
@@ -134,7 +186,7 @@ fn dot3_packet(ap: IpAddr) -> Vec<u8> {
         &t,
         craft::header_8023(0),
         &Options::default(),
-        &client_frame(),
+        &client_frame(ap),
     )
 }
 
@@ -184,14 +236,24 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs the benchmark: `packets` single runs per case split over `rounds`,
 /// `many` tunnels in the large table. `progress` gets a line per round.
-pub fn run(packets: u64, rounds: u32, many: u32, mut progress: impl FnMut(&str)) -> Result<Report> {
+pub fn run(
+    packets: u64,
+    rounds: u32,
+    many: u32,
+    stations: u32,
+    mut progress: impl FnMut(&str),
+) -> Result<Report> {
     if rounds == 0 || packets < u64::from(rounds) {
         bail!("need at least one packet per round");
     }
+    progress(&format!(
+        "loading tables: {many} tunnels, {stations} stations"
+    ));
     let dps = [
-        datapath(1, EGRESS_REDIRECT)?,
-        datapath(many, EGRESS_REDIRECT)?,
-        datapath(1, abi::EGRESS_TX)?,
+        datapath(1, 1, EGRESS_REDIRECT)?,
+        datapath(many, 1, EGRESS_REDIRECT)?,
+        datapath(1, 1, abi::EGRESS_TX)?,
+        datapath(many, stations, EGRESS_REDIRECT)?,
     ];
     let last = ap_addr(many - 1);
     let cases = vec![
@@ -256,6 +318,27 @@ pub fn run(packets: u64, rounds: u32, many: u32, mut progress: impl FnMut(&str))
             pkt: dot3_packet(ap_addr(0)),
             more: Vec::new(),
             expect: (action::TX, Some(Reason::Forwarded)),
+            idempotent: false,
+        },
+        Case {
+            name: CASE_DOWN,
+            dp: 0,
+            prog: abi::PROG_DOWNSTREAM,
+            pkt: down_frame(0),
+            more: Vec::new(),
+            expect: (action::REDIRECT, Some(Reason::DownForwarded)),
+            idempotent: false,
+        },
+        Case {
+            name: CASE_DOWN_MANY,
+            dp: 3,
+            prog: abi::PROG_DOWNSTREAM,
+            pkt: down_frame(stations - 1),
+            // Rotate over 1,024 stations spread through the table.
+            more: (0..1024u64)
+                .map(|k| down_frame((k * u64::from(stations) / 1024) as u32))
+                .collect(),
+            expect: (action::REDIRECT, Some(Reason::DownForwarded)),
             idempotent: false,
         },
         Case {
@@ -336,7 +419,9 @@ pub fn run(packets: u64, rounds: u32, many: u32, mut progress: impl FnMut(&str))
         })
         .collect();
     let (dot3, dot11, many_i) = (idx(CASE_DOT3)?, idx(CASE_DOT11)?, idx(CASE_DOT3_MANY)?);
+    let (down, down_many) = (idx(CASE_DOWN)?, idx(CASE_DOWN_MANY)?);
     let scale = cost(many_i) / cost(dot3);
+    let station_scale = cost(down_many) / cost(down);
     let targets = vec![
         (
             "802.3 decap <= 2.0x XDP_DROP".to_string(),
@@ -350,6 +435,14 @@ pub fn run(packets: u64, rounds: u32, many: u32, mut progress: impl FnMut(&str))
             format!("802.3 decap at {many} tunnels within 15% of 1 tunnel"),
             (scale - 1.0).abs() <= 0.15,
         ),
+        (
+            "802.3 encap <= 2.5x XDP_DROP".to_string(),
+            results[down].x_drop <= 2.5,
+        ),
+        (
+            format!("802.3 encap at {stations} stations within 15% of 1 station"),
+            (station_scale - 1.0).abs() <= 0.15,
+        ),
     ];
     Ok(Report {
         packets_per_case: packets,
@@ -357,6 +450,8 @@ pub fn run(packets: u64, rounds: u32, many: u32, mut progress: impl FnMut(&str))
         cases: results,
         scale_ratio: scale,
         many_tunnels: many,
+        station_scale_ratio: station_scale,
+        many_stations: stations,
         targets,
     })
 }

@@ -30,6 +30,8 @@ pub struct Mix {
     pub stranger: u32,
     /// Malformed CAPWAP headers.
     pub malformed: u32,
+    /// Client-VLAN frames towards the stations (replies), some broadcast.
+    pub downlink: u32,
 }
 
 impl Default for Mix {
@@ -41,6 +43,7 @@ impl Default for Mix {
             control: 5,
             stranger: 5,
             malformed: 5,
+            downlink: 40,
         }
     }
 }
@@ -94,7 +97,8 @@ impl Generator {
     pub fn next_frame(&mut self) -> Vec<u8> {
         self.seq = self.seq.wrapping_add(1);
         let m = self.mix;
-        let total = m.dot3 + m.dot11 + m.keepalive + m.control + m.stranger + m.malformed;
+        let total =
+            m.dot3 + m.dot11 + m.keepalive + m.control + m.stranger + m.malformed + m.downlink;
         let mut pick = self.rng.random_range(0..total.max(1));
         // Prefer master tunnels for data so most of the sample forwards.
         let idx = self.rng.random_range(0..self.cfg.tunnels.len());
@@ -116,7 +120,8 @@ impl Generator {
             self.seq,
             18 + self.rng.random_range(0..200),
         );
-        if pick < m.dot3 {
+        // Tunnels that take native frames get 802.11 from their AP, as a real one would send.
+        if pick < m.dot3 && !self.cfg.tunnels[idx].native {
             let inner = craft::ethernet(gw, sta, None, eth::ETHERTYPE_IPV4, &ip);
             return craft::capwap_packet(
                 &tr,
@@ -125,8 +130,7 @@ impl Generator {
                 &inner,
             );
         }
-        pick -= m.dot3;
-        if pick < m.dot11 {
+        if pick < m.dot3 + m.dot11 {
             let tid = self.rng.random_range(0..8);
             let f = Dot11::uplink([0x02, 0xbb, 0, 0, 0, (idx % 250) as u8], sta, gw, Some(tid))
                 .frame(&craft::snap(eth::ETHERTYPE_IPV4, &ip));
@@ -141,7 +145,7 @@ impl Generator {
                 &f,
             );
         }
-        pick -= m.dot11;
+        pick -= m.dot3 + m.dot11;
         if pick < m.keepalive {
             let mut sid = [0u8; capwap::SESSION_ID_LEN];
             sid[..4].copy_from_slice(&(idx as u32).to_be_bytes());
@@ -165,6 +169,30 @@ impl Generator {
             };
         }
         pick -= m.control;
+        if pick < m.downlink {
+            // A reply from the gateway to the station, in its tunnel's VLAN.
+            let vid = self.cfg.tunnels[idx].vlan;
+            let da = if self.rng.random_bool(0.1) {
+                [0xff; 6]
+            } else {
+                sta
+            };
+            let reply = craft::client_ipv4_udp(
+                [198, 19, 1, 1],
+                [198, 19, 4, (idx % 250) as u8 + 2],
+                self.seq,
+                18 + self.rng.random_range(0..200),
+            );
+            let tci = ferry_ebpf::vlan::tci(self.rng.random_range(0..8), vid);
+            return craft::ethernet(
+                da,
+                gw,
+                Some((ferry_ebpf::vlan::TPID_8021Q, tci)),
+                eth::ETHERTYPE_IPV4,
+                &reply,
+            );
+        }
+        pick -= m.downlink;
         if pick < m.stranger {
             let mut s = tr.clone();
             s.src = match s.src {

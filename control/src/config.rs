@@ -10,12 +10,32 @@
 //! client_side = "eth0"         # may equal ap_side (one trunk port)
 //! [forwarding]                 # optional
 //! default_vlan = 200           # optional, default 200
+//! client_vlans = [200]         # optional, default: default_vlan and every tunnel's VLAN
+//! station_limit = 512          # optional: learned stations per tunnel
+//! station_capacity = 262144    # optional: station table size (LRU)
+//! [downstream]                 # optional
+//! dscp = [0, 8, 16, 24, 32, 40, 48, 56]  # outer DSCP by 802.1p priority
+//! df = true                    # IPv4 Don't Fragment on encapsulated packets
+//! mtu = 1500                   # default tunnel MTU (outer IP packet)
+//! next_hop_mac = "02:..."      # neighbour when the FIB has none (with source_mac)
+//! source_mac = "02:..."        # our AP-side MAC for that case
 //! [[tunnel]]
 //! ap = "ap1"
 //! address = "198.18.1.10"
 //! port = 5247                  # optional: without it, any port from that address
 //! role = "master"              # optional, default "master"; "backup" = installed in standby
 //! vlan = 200                   # optional, else default_vlan
+//! format = "802.3"             # optional: or "802.11" (native frames downstream)
+//! radio_mac = "02:..."         # optional: send the CAPWAP Radio MAC field
+//! mtu = 1500                   # optional, else downstream.mtu
+//! udp_lite = true              # IPv6 only, default true; false = UDP with full checksum
+//! next_hop_mac = "02:..."      # optional, else downstream.next_hop_mac
+//! station_limit = 512          # optional, else forwarding.station_limit
+//! [[station]]                  # static stations, never moved by learning
+//! mac = "02:..."
+//! ap = "ap1"
+//! radio = 0                    # optional, default 0
+//! bssid = "02:..."             # optional (needed downstream by 802.11 tunnels)
 //! ```
 //!
 //! A file is validated as a whole before anything is applied: the first
@@ -30,11 +50,20 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ferry_dataplane::tables::{Tables, Tunnel, addr_key};
+use ferry_dataplane::tables::{Station, Tables, Tunnel, addr_key, parse_mac};
 use ferry_ebpf::{
-    abi::{self, EGRESS_REDIRECT, EGRESS_TX, Settings, TUNNEL_STANDBY, TunnelInfo, TunnelKey},
+    abi::{
+        self, DOWN_FIXED_PORT, DOWN_IPV6, DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC,
+        DOWN_STANDBY, DOWN_UDPLITE, EGRESS_REDIRECT, EGRESS_TX, Settings, TUNNEL_STANDBY,
+        TunnelDown, TunnelInfo, TunnelKey,
+    },
     capwap,
 };
+
+/// Default outer DSCP by 802.1p priority: class selector CS0-CS7.
+pub const DEFAULT_DSCP: [u8; 8] = [0, 8, 16, 24, 32, 40, 48, 56];
+/// Default tunnel MTU.
+pub const DEFAULT_MTU: u16 = 1500;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -101,8 +130,33 @@ pub struct TunnelConfig {
     pub role: Role,
     /// Client VLAN.
     pub vlan: u16,
+    /// Native 802.11 frames downstream (T=1).
+    pub native: bool,
+    /// Radio MAC field sent downstream.
+    pub radio_mac: Option<[u8; 6]>,
+    /// Outer IP MTU downstream.
+    pub mtu: u16,
+    /// IPv6: UDP-Lite (default) or UDP.
+    pub udp_lite: bool,
+    /// Next-hop MAC when the FIB has none.
+    pub next_hop_mac: Option<[u8; 6]>,
+    /// Learned-station limit.
+    pub station_limit: u32,
     /// 1-based line of the `[[tunnel]]` entry.
     pub line: usize,
+}
+
+/// One `[[station]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StationConfig {
+    /// Client MAC.
+    pub mac: [u8; 6],
+    /// Index of its tunnel in `Config::tunnels`.
+    pub tunnel: usize,
+    /// Radio id.
+    pub radio: u8,
+    /// BSSID, if known.
+    pub bssid: Option<[u8; 6]>,
 }
 
 /// A validated configuration.
@@ -122,6 +176,18 @@ pub struct Config {
     pub default_vlan: u16,
     /// Tunnels, in file order.
     pub tunnels: Vec<TunnelConfig>,
+    /// VLANs served downstream.
+    pub client_vlans: Vec<u16>,
+    /// Station table capacity.
+    pub station_capacity: u32,
+    /// Outer DSCP by 802.1p priority.
+    pub dscp: [u8; 8],
+    /// IPv4 DF downstream.
+    pub df: bool,
+    /// Our AP-side MAC for configured next hops.
+    pub source_mac: Option<[u8; 6]>,
+    /// Static stations.
+    pub stations: Vec<StationConfig>,
 }
 
 #[derive(Deserialize)]
@@ -130,8 +196,31 @@ struct RawConfig {
     node: Spanned<RawNode>,
     interfaces: Spanned<RawInterfaces>,
     forwarding: Option<Spanned<RawForwarding>>,
+    downstream: Option<Spanned<RawDownstream>>,
     #[serde(default)]
     tunnel: Vec<Spanned<RawTunnel>>,
+    #[serde(default)]
+    station: Vec<Spanned<RawStation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDownstream {
+    dscp: Option<Spanned<Vec<Spanned<i64>>>>,
+    df: Option<bool>,
+    mtu: Option<Spanned<i64>>,
+    next_hop_mac: Option<Spanned<String>>,
+    source_mac: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStation {
+    mac: Spanned<String>,
+    ap: Spanned<String>,
+    radio: Option<Spanned<i64>>,
+    bssid: Option<Spanned<String>>,
+    vlan: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +242,9 @@ struct RawInterfaces {
 #[serde(deny_unknown_fields)]
 struct RawForwarding {
     default_vlan: Option<Spanned<i64>>,
+    client_vlans: Option<Spanned<Vec<Spanned<i64>>>>,
+    station_limit: Option<Spanned<i64>>,
+    station_capacity: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +255,12 @@ struct RawTunnel {
     port: Option<Spanned<i64>>,
     role: Option<Spanned<String>>,
     vlan: Option<Spanned<i64>>,
+    format: Option<Spanned<String>>,
+    radio_mac: Option<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
+    udp_lite: Option<Spanned<bool>>,
+    next_hop_mac: Option<Spanned<String>>,
+    station_limit: Option<Spanned<i64>>,
 }
 
 /// Turns byte spans into line/column for errors.
@@ -218,6 +316,22 @@ impl Source<'_> {
             return Err(self.at(v, format!("{what} {n} is out of range {lo}-{hi}")));
         }
         T::try_from(n).map_err(|_| self.at(v, format!("{what} {n} is out of range")))
+    }
+
+    fn mac(&self, v: &Spanned<String>, what: &str) -> Result<[u8; 6], ConfigError> {
+        let m = parse_mac(v.get_ref().trim()).ok_or_else(|| {
+            self.at(
+                v,
+                format!(
+                    "{what} {:?} is not a MAC address (aa:bb:cc:dd:ee:ff)",
+                    v.get_ref()
+                ),
+            )
+        })?;
+        if m[0] & 1 == 1 || m == [0; 6] {
+            return Err(self.at(v, format!("{what} {} must be a unicast MAC", v.get_ref())));
+        }
+        Ok(m)
     }
 
     fn ip(&self, v: &Spanned<String>, what: &str) -> Result<IpAddr, ConfigError> {
@@ -323,21 +437,93 @@ impl Config {
             }
         }
 
-        let default_vlan = match raw
-            .forwarding
-            .as_ref()
-            .and_then(|f| f.get_ref().default_vlan.as_ref())
-        {
-            Some(v) => src.int(
-                v,
-                "forwarding.default_vlan",
-                1,
-                i64::from(ferry_ebpf::vlan::VID_MAX),
-            )?,
+        let fwd = raw.forwarding.as_ref().map(|f| f.get_ref());
+        let vid_max = i64::from(ferry_ebpf::vlan::VID_MAX);
+        let default_vlan = match fwd.and_then(|f| f.default_vlan.as_ref()) {
+            Some(v) => src.int(v, "forwarding.default_vlan", 1, vid_max)?,
             None => DEFAULT_VLAN,
         };
-
-        let tunnels = parse_tunnels(&src, &raw.tunnel, default_vlan)?;
+        let station_limit = match fwd.and_then(|f| f.station_limit.as_ref()) {
+            Some(v) => src.int(v, "forwarding.station_limit", 0, i64::from(u32::MAX))?,
+            None => abi::DEFAULT_STATION_LIMIT,
+        };
+        let station_capacity = match fwd.and_then(|f| f.station_capacity.as_ref()) {
+            Some(v) => src.int(v, "forwarding.station_capacity", 16, 16_777_216)?,
+            None => abi::DEFAULT_STATION_CAPACITY,
+        };
+        let down = raw.downstream.as_ref().map(|d| d.get_ref());
+        let mut dscp = DEFAULT_DSCP;
+        if let Some(list) = down.and_then(|d| d.dscp.as_ref()) {
+            if list.get_ref().len() != 8 {
+                return Err(src.at(
+                    list,
+                    "downstream.dscp must list 8 values, one per 802.1p priority",
+                ));
+            }
+            for (i, v) in list.get_ref().iter().enumerate() {
+                dscp[i] = src.int(v, "downstream.dscp value", 0, 63)?;
+            }
+        }
+        let df = down.and_then(|d| d.df).unwrap_or(true);
+        let default_mtu = match down.and_then(|d| d.mtu.as_ref()) {
+            Some(v) => src.int(v, "downstream.mtu", 576, 9000)?,
+            None => DEFAULT_MTU,
+        };
+        let default_next_hop = match down.and_then(|d| d.next_hop_mac.as_ref()) {
+            Some(v) => Some(src.mac(v, "downstream.next_hop_mac")?),
+            None => None,
+        };
+        let source_mac = match down.and_then(|d| d.source_mac.as_ref()) {
+            Some(v) => Some(src.mac(v, "downstream.source_mac")?),
+            None => None,
+        };
+        let defaults = TunnelDefaults {
+            vlan: default_vlan,
+            station_limit,
+            mtu: default_mtu,
+            next_hop: default_next_hop,
+            has_source_mac: source_mac.is_some(),
+        };
+        let tunnels = parse_tunnels(&src, &raw.tunnel, &defaults, &addresses)?;
+        let client_vlans = match fwd.and_then(|f| f.client_vlans.as_ref()) {
+            Some(list) => {
+                let mut v = Vec::new();
+                for x in list.get_ref() {
+                    let id: u16 = src.int(x, "forwarding.client_vlans value", 1, vid_max)?;
+                    if !v.contains(&id) {
+                        v.push(id);
+                    }
+                }
+                for (t, rt) in tunnels.iter().zip(&raw.tunnel) {
+                    if !v.contains(&t.vlan) {
+                        return Err(src.at(
+                            rt,
+                            format!(
+                                "tunnel {:?} uses VLAN {}, which is not in forwarding.client_vlans",
+                                t.ap, t.vlan
+                            ),
+                        ));
+                    }
+                }
+                v
+            }
+            None => {
+                let mut v = vec![default_vlan];
+                for t in &tunnels {
+                    if !v.contains(&t.vlan) {
+                        v.push(t.vlan);
+                    }
+                }
+                v
+            }
+        };
+        let stations = parse_stations(&src, &raw.station, &tunnels)?;
+        if stations.len() as u64 > u64::from(station_capacity) {
+            return Err(src.err(
+                None,
+                "more static stations than forwarding.station_capacity",
+            ));
+        }
 
         Ok(Config {
             name,
@@ -347,6 +533,12 @@ impl Config {
             client_side: ifs.client_side.get_ref().clone(),
             default_vlan,
             tunnels,
+            client_vlans,
+            station_capacity,
+            dscp,
+            df,
+            source_mac,
+            stations,
         })
     }
 
@@ -356,44 +548,113 @@ impl Config {
     }
 
     /// The data plane tables this configuration describes. Tunnel ids are
-    /// the entries' positions in the file.
+    /// the entries' positions in the file. The FIB interface
+    /// (`settings.ap_ifindex`) is left 0; `ferry run` fills it in.
     pub fn tables(&self) -> Tables {
+        let egress = |one_arm: bool| if one_arm { EGRESS_TX } else { EGRESS_REDIRECT };
         Tables {
             local_addrs: self.addresses.clone(),
             settings: Settings {
                 data_port: self.data_port,
-                egress: if self.one_arm() {
-                    EGRESS_TX
-                } else {
-                    EGRESS_REDIRECT
-                },
+                egress: egress(self.one_arm()),
+                egress_down: egress(self.one_arm()),
+                df: u8::from(self.df),
+                dscp: self.dscp,
                 ..Default::default()
             },
             tunnels: self
                 .tunnels
                 .iter()
                 .enumerate()
-                .map(|(i, t)| Tunnel {
-                    key: TunnelKey::new(addr_key(t.address), t.port.unwrap_or(0)),
-                    info: TunnelInfo {
-                        id: i as u32,
-                        vlan: t.vlan,
-                        flags: if t.role == Role::Backup {
-                            TUNNEL_STANDBY
-                        } else {
-                            0
-                        },
-                    },
+                .map(|(i, t)| self.tunnel(i as u32, t))
+                .collect(),
+            client_vlans: self.client_vlans.clone(),
+            stations: self
+                .stations
+                .iter()
+                .map(|s| {
+                    Station::new(
+                        s.mac,
+                        self.tunnels[s.tunnel].vlan,
+                        s.tunnel as u32,
+                        s.radio,
+                        s.bssid,
+                    )
                 })
                 .collect(),
+            station_capacity: self.station_capacity,
         }
     }
+
+    fn tunnel(&self, id: u32, t: &TunnelConfig) -> Tunnel {
+        let v6 = t.address.is_ipv6();
+        // Tunnels are sourced from the node's first address of their family
+        // (validated to exist).
+        let local = self
+            .addresses
+            .iter()
+            .find(|a| a.is_ipv6() == v6)
+            .copied()
+            .unwrap_or(self.addresses[0]);
+        let mut flags = 0;
+        for (on, f) in [
+            (t.role == Role::Backup, DOWN_STANDBY),
+            (v6, DOWN_IPV6),
+            (v6 && t.udp_lite, DOWN_UDPLITE),
+            (t.native, DOWN_NATIVE),
+            (t.radio_mac.is_some(), DOWN_RADIO_MAC),
+            (t.port.is_some(), DOWN_FIXED_PORT),
+            (
+                t.next_hop_mac.is_some() && self.source_mac.is_some(),
+                DOWN_NEIGHBOUR,
+            ),
+        ] {
+            if on {
+                flags |= f;
+            }
+        }
+        Tunnel {
+            key: TunnelKey::new(addr_key(t.address), t.port.unwrap_or(0)),
+            info: TunnelInfo {
+                id,
+                vlan: t.vlan,
+                flags: if t.role == Role::Backup {
+                    TUNNEL_STANDBY
+                } else {
+                    0
+                },
+                station_limit: t.station_limit,
+            },
+            down: TunnelDown {
+                ap: addr_key(t.address),
+                local: addr_key(local),
+                port: t.port.unwrap_or(0),
+                flags,
+                vlan: t.vlan,
+                mtu: t.mtu,
+                radio_mac: t.radio_mac.unwrap_or([0; 6]),
+                next_hop: t.next_hop_mac.unwrap_or([0; 6]),
+                source_mac: self.source_mac.unwrap_or([0; 6]),
+                pad: [0; 6],
+            },
+        }
+    }
+}
+
+/// Tunnel settings that come from the file's defaults.
+struct TunnelDefaults {
+    vlan: u16,
+    station_limit: u32,
+    mtu: u16,
+    next_hop: Option<[u8; 6]>,
+    has_source_mac: bool,
 }
 
 fn parse_tunnels(
     src: &Source<'_>,
     raw: &[Spanned<RawTunnel>],
-    default_vlan: u16,
+    d: &TunnelDefaults,
+    addresses: &[IpAddr],
 ) -> Result<Vec<TunnelConfig>, ConfigError> {
     if raw.len() > abi::MAX_TUNNELS as usize {
         return Err(src.at(
@@ -444,7 +705,61 @@ fn parse_tunnels(
         };
         let vlan = match &t.vlan {
             Some(v) => src.int(v, "tunnel vlan", 1, i64::from(ferry_ebpf::vlan::VID_MAX))?,
-            None => default_vlan,
+            None => d.vlan,
+        };
+        if !addresses.iter().any(|a| a.is_ipv6() == address.is_ipv6()) {
+            let fam = if address.is_ipv6() { "IPv6" } else { "IPv4" };
+            return Err(src.at(&t.address, format!("tunnel address {address} is {fam}, but node.addresses has no {fam} address to source it from")));
+        }
+        let native = match &t.format {
+            None => false,
+            Some(f) => match f.get_ref().as_str() {
+                "802.3" => false,
+                "802.11" => true,
+                other => {
+                    return Err(src.at(
+                        f,
+                        format!("tunnel format {other:?} must be \"802.3\" or \"802.11\""),
+                    ));
+                }
+            },
+        };
+        let radio_mac = match &t.radio_mac {
+            Some(m) => Some(src.mac(m, "tunnel radio_mac")?),
+            None => None,
+        };
+        let mtu = match &t.mtu {
+            Some(v) => src.int(v, "tunnel mtu", 576, 9000)?,
+            None => d.mtu,
+        };
+        let udp_lite = match &t.udp_lite {
+            Some(v) if address.is_ipv4() => {
+                return Err(src.at(
+                    v,
+                    "tunnel udp_lite applies to IPv6 tunnels only (IPv4 CAPWAP uses UDP)",
+                ));
+            }
+            Some(v) => *v.get_ref(),
+            None => true,
+        };
+        if address.is_ipv6() && !udp_lite && mtu > DEFAULT_MTU {
+            let at = t.mtu.as_ref().map_or(st.span(), |m| m.span());
+            return Err(src.err(Some(at), format!("tunnel mtu {mtu}: IPv6 tunnels with udp_lite = false support at most 1500 (the program checksums the whole datagram)")));
+        }
+        let next_hop_mac = match &t.next_hop_mac {
+            Some(m) => Some(src.mac(m, "tunnel next_hop_mac")?),
+            None => d.next_hop,
+        };
+        if next_hop_mac.is_some() && !d.has_source_mac {
+            let at = t.next_hop_mac.as_ref().map_or(st.span(), |m| m.span());
+            return Err(src.err(
+                Some(at),
+                "a next_hop_mac needs downstream.source_mac (our AP-side MAC)",
+            ));
+        }
+        let station_limit = match &t.station_limit {
+            Some(v) => src.int(v, "tunnel station_limit", 0, i64::from(u32::MAX))?,
+            None => d.station_limit,
         };
         out.push(TunnelConfig {
             ap,
@@ -452,7 +767,68 @@ fn parse_tunnels(
             port,
             role,
             vlan,
+            native,
+            radio_mac,
+            mtu,
+            udp_lite,
+            next_hop_mac,
+            station_limit,
             line,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_stations(
+    src: &Source<'_>,
+    raw: &[Spanned<RawStation>],
+    tunnels: &[TunnelConfig],
+) -> Result<Vec<StationConfig>, ConfigError> {
+    let mut seen: HashMap<([u8; 6], u16), usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for st in raw {
+        let s = st.get_ref();
+        let mac = src.mac(&s.mac, "station mac")?;
+        let ap = s.ap.get_ref().trim();
+        let tunnel = tunnels
+            .iter()
+            .position(|t| t.ap == ap)
+            .ok_or_else(|| src.at(&s.ap, format!("station ap {ap:?} is not a [[tunnel]]")))?;
+        if let Some(v) = &s.vlan {
+            let vid: u16 = src.int(v, "station vlan", 1, i64::from(ferry_ebpf::vlan::VID_MAX))?;
+            if vid != tunnels[tunnel].vlan {
+                return Err(src.at(
+                    v,
+                    format!(
+                        "station vlan {vid} differs from tunnel {ap:?}'s VLAN {}",
+                        tunnels[tunnel].vlan
+                    ),
+                ));
+            }
+        }
+        let radio = match &s.radio {
+            Some(v) => src.int(v, "station radio", 0, 31)?,
+            None => 0,
+        };
+        let bssid = match &s.bssid {
+            Some(b) => Some(src.mac(b, "station bssid")?),
+            None => None,
+        };
+        let line = src.line(st.span().start);
+        if let Some(prev) = seen.insert((mac, tunnels[tunnel].vlan), line) {
+            return Err(src.at(
+                &s.mac,
+                format!(
+                    "station {} is already defined at line {prev}",
+                    s.mac.get_ref()
+                ),
+            ));
+        }
+        out.push(StationConfig {
+            mac,
+            tunnel,
+            radio,
+            bssid,
         });
     }
     Ok(out)
@@ -569,6 +945,74 @@ vlan = 201
         assert!(e.contains("listed twice"), "{e}");
         let e = err(&GOOD.replace("\"198.18.1.10\"", "\"224.0.0.1\""));
         assert!(e.contains("must be a unicast address"), "{e}");
+    }
+
+    #[test]
+    fn downstream_keys() {
+        let text = format!(
+            "{GOOD}[downstream]\ndscp = [0, 0, 0, 0, 0, 46, 46, 46]\ndf = false\nmtu = 1400\n\
+             next_hop_mac = \"02:0e:00:00:00:01\"\nsource_mac = \"02:ac:00:00:00:01\"\n\
+             [[station]]\nmac = \"02:5a:00:00:00:01\"\nap = \"ap2\"\nradio = 1\nbssid = \"02:bb:00:00:00:01\"\n"
+        );
+        let c = parse(&text.replace(
+            "vlan = 201",
+            "vlan = 201\nformat = \"802.11\"\nradio_mac = \"02:bb:00:00:00:02\"\nmtu = 1500",
+        ))
+        .unwrap();
+        assert_eq!(c.dscp[5], 46);
+        assert!(!c.df);
+        assert_eq!(c.client_vlans, vec![200, 201]);
+        let t = c.tables();
+        let d = t.tunnels[1].down;
+        assert_eq!(d.flags & DOWN_NATIVE, DOWN_NATIVE);
+        assert_eq!(d.flags & DOWN_RADIO_MAC, DOWN_RADIO_MAC);
+        assert_eq!(d.flags & DOWN_FIXED_PORT, DOWN_FIXED_PORT);
+        assert_eq!(d.flags & DOWN_NEIGHBOUR, DOWN_NEIGHBOUR);
+        assert_eq!(d.mtu, 1500);
+        assert_eq!(t.tunnels[0].down.mtu, 1400);
+        assert_eq!(t.tunnels[0].down.flags & DOWN_FIXED_PORT, 0);
+        assert_eq!(t.stations[0].key.vlan, 201);
+        assert_eq!(t.stations[0].info.tunnel, 1);
+    }
+
+    #[test]
+    fn downstream_errors() {
+        let e = err(&GOOD.replace("vlan = 201", "vlan = 201\nformat = \"ethernet\""));
+        assert!(e.contains("tunnel format \"ethernet\" must be"), "{e}");
+        let e = err(&GOOD.replace("vlan = 201", "vlan = 201\nudp_lite = false"));
+        assert!(e.contains("udp_lite applies to IPv6 tunnels only"), "{e}");
+        let e = err(&GOOD.replace(
+            "vlan = 201",
+            "vlan = 201\nnext_hop_mac = \"02:00:00:00:00:01\"",
+        ));
+        assert!(e.contains("needs downstream.source_mac"), "{e}");
+        let e = err(&GOOD.replace(
+            "vlan = 201",
+            "vlan = 201\nradio_mac = \"01:00:5e:00:00:01\"",
+        ));
+        assert!(e.contains("must be a unicast MAC"), "{e}");
+        let e = err(&format!(
+            "{GOOD}[[station]]\nmac = \"02:00:00:00:00:01\"\nap = \"ap9\"\n"
+        ));
+        assert!(e.contains("station ap \"ap9\" is not a [[tunnel]]"), "{e}");
+        let e = err(&format!(
+            "{GOOD}[[station]]\nmac = \"02:00:00:00:00:01\"\nap = \"ap1\"\nvlan = 201\n"
+        ));
+        assert!(e.contains("differs from tunnel \"ap1\"'s VLAN 200"), "{e}");
+        let e = err(&GOOD.replace(
+            "default_vlan = 200",
+            "default_vlan = 200\nclient_vlans = [200]",
+        ));
+        assert!(
+            e.contains("uses VLAN 201, which is not in forwarding.client_vlans"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}[downstream]\ndscp = [1, 2]\n"));
+        assert!(e.contains("downstream.dscp must list 8 values"), "{e}");
+        let e = err(&GOOD
+            .replace("\"198.18.1.10\"", "\"2001:2::10\"")
+            .replace(", \"2001:2::1\"", ""));
+        assert!(e.contains("has no IPv6 address"), "{e}");
     }
 
     #[test]

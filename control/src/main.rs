@@ -55,10 +55,16 @@ EXAMPLE\n  ferry check --config /etc/ferry/ferry.toml"
 kernel-loaded XDP program (BPF_PROG_TEST_RUN), with the tables from the configuration. \
 No interface is touched: the redirect egress points at loopback, which exists in every \
 network namespace.\n\n\
-Every frame the program would transmit (XDP_TX) or redirect (XDP_REDIRECT) is written to \
+Each frame runs through the program of the interface it would arrive on: the upstream \
+program (AP side: CAPWAP decapsulation into the client VLAN) or the downstream program \
+(client side: encapsulation down the station's tunnel); --from fixes the side. Stations \
+learned from upstream frames stay learned for later frames, so a capture of uplink then \
+downlink traffic replays like a live exchange.\n\n\
+Every frame the programs would transmit (XDP_TX) or redirect (XDP_REDIRECT) is written to \
 OUT in input order, exactly as it would leave, with the input's timestamp. The report \
-gives frames per verdict and the program's own counters per reason, plus per-tunnel \
-statistics.\n\n\
+gives frames per verdict, the programs' own counters per reason, learning events and \
+per-tunnel statistics. Downstream, the FIB is not consulted (there is no interface): \
+next hops come from next_hop_mac / source_mac in the configuration.\n\n\
 EXAMPLE\n  ferry replay --config deploy/examples/ferry.toml \\\n      --in deploy/examples/sample.pcap --out /tmp/client-vlan.pcap"
     )]
     Replay {
@@ -71,10 +77,24 @@ EXAMPLE\n  ferry replay --config deploy/examples/ferry.toml \\\n      --in deplo
         /// Output capture (pcap) of the frames the program sends.
         #[arg(long = "out", value_name = "OUT.pcap")]
         output: PathBuf,
+        /// Interface every frame arrives on; default: decided per frame
+        /// (CAPWAP to our data port = AP side, 802.1Q in a client VLAN =
+        /// client side, anything else = AP side).
+        #[arg(long, value_enum)]
+        from: Option<FromSide>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--from` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FromSide {
+    /// The AP-side interface (upstream program).
+    Ap,
+    /// The client-side interface (downstream program).
+    Client,
 }
 
 fn main() -> ExitCode {
@@ -85,8 +105,9 @@ fn main() -> ExitCode {
             config,
             input,
             output,
+            from,
             json,
-        } => run_replay(&config, &input, &output, json),
+        } => run_replay(&config, &input, &output, from, json),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,27 +182,35 @@ fn check(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_replay(config: &Path, input: &Path, output: &Path, json: bool) -> Result<()> {
+fn run_replay(
+    config: &Path,
+    input: &Path,
+    output: &Path,
+    from: Option<FromSide>,
+    json: bool,
+) -> Result<()> {
     let c = Config::load(config)?;
     let tables = c.tables();
     let mut dp = Datapath::load()?;
     dp.apply(&tables)?;
-    // Loopback (ifindex 1 in every namespace) stands in for the client side.
+    // Loopback (ifindex 1 in every namespace) stands in for both sides.
     dp.set_egress(1)?;
+    dp.set_egress_ap(1)?;
+    let sides = replay::Classifier::new(
+        &tables,
+        from.map(|f| match f {
+            FromSide::Ap => replay::Side::Ap,
+            FromSide::Client => replay::Side::Client,
+        }),
+    );
     let inf = File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let outf = File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let tty = std::io::stderr().is_terminal();
-    let rep = replay::replay(
-        &dp,
-        replay::DEFAULT_PROGRAM,
-        inf,
-        BufWriter::new(outf),
-        |n| {
-            if tty {
-                eprint!("\rreplayed {n} packets...");
-            }
-        },
-    )
+    let rep = replay::replay(&dp, &sides, inf, BufWriter::new(outf), |n| {
+        if tty {
+            eprint!("\rreplayed {n} packets...");
+        }
+    })
     .with_context(|| format!("replaying {}", input.display()))?;
     if tty && rep.packets >= 10_000 {
         eprintln!();
@@ -189,7 +218,7 @@ fn run_replay(config: &Path, input: &Path, output: &Path, json: bool) -> Result<
     let mut tunnels = Vec::new();
     for (t, tc) in tables.tunnels.iter().zip(&c.tunnels) {
         let s = dp.tunnel_stats(t.info.id)?;
-        if s.rx_packets > 0 {
+        if s.rx_packets > 0 || s.down_packets > 0 {
             tunnels.push((tc.ap.clone(), s));
         }
     }
@@ -197,19 +226,23 @@ fn run_replay(config: &Path, input: &Path, output: &Path, json: bool) -> Result<
         let v = json!({
             "config": config, "input": input, "output": output,
             "packets": rep.packets, "written": rep.written,
+            "from_ap": rep.from_ap, "from_client": rep.from_client, "events": rep.events,
             "truncated_in_capture": rep.truncated_in_capture,
             "skipped": rep.skipped, "verdicts": rep.verdicts, "reasons": rep.reasons,
             "tunnels": tunnels.iter().map(|(ap, s)| json!({
                 "ap": ap, "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
-                "up_packets": s.up_packets, "up_bytes": s.up_bytes})).collect::<Vec<_>>(),
+                "up_packets": s.up_packets, "up_bytes": s.up_bytes,
+                "down_packets": s.down_packets, "down_bytes": s.down_bytes})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
-        "replayed {} packets from {} through the XDP program; wrote {} frames to {}",
+        "replayed {} packets from {} ({} AP side, {} client side) through the XDP programs; wrote {} frames to {}",
         rep.packets,
         input.display(),
+        rep.from_ap,
+        rep.from_client,
         rep.written,
         output.display()
     );
@@ -243,14 +276,20 @@ fn run_replay(config: &Path, input: &Path, output: &Path, json: bool) -> Result<
     }
     if !tunnels.is_empty() {
         println!(
-            "\n{:<20} {:>10} {:>12} {:>10} {:>12}",
-            "tunnel", "rx pkts", "rx bytes", "up pkts", "up bytes"
+            "\n{:<20} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
+            "tunnel", "rx pkts", "rx bytes", "up pkts", "up bytes", "down pkts", "down bytes"
         );
         for (ap, s) in &tunnels {
             println!(
-                "{ap:<20} {:>10} {:>12} {:>10} {:>12}",
-                s.rx_packets, s.rx_bytes, s.up_packets, s.up_bytes
+                "{ap:<20} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
+                s.rx_packets, s.rx_bytes, s.up_packets, s.up_bytes, s.down_packets, s.down_bytes
             );
+        }
+    }
+    if !rep.events.is_empty() {
+        println!("\nstation learning:");
+        for (e, n) in &rep.events {
+            println!("  {e:<24} {n:>10}");
         }
     }
     Ok(())

@@ -5,8 +5,11 @@
 use std::{path::PathBuf, process::Command};
 
 use ferry::config::Config;
-use ferry_dataplane::model::Model;
-use ferry_ebpf::abi::Reason;
+use ferry_dataplane::{
+    model::Model,
+    replay::{Classifier, Side},
+};
+use ferry_ebpf::abi::{Reason, StationKey};
 use pcap_file::pcap::{PcapReader, PcapWriter};
 
 fn ferry() -> Command {
@@ -77,59 +80,133 @@ fn replay_sample_matches_the_model_and_tshark() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
 
-    // The model, fed the same config, predicts every written frame in order.
+    // The model, fed the same config, predicts every written frame in order,
+    // learning stations from uplink frames as the programs do.
     let cfg = Config::load(&cfg_path).unwrap();
-    let model = Model::new(&cfg.tables());
+    let tables = cfg.tables();
+    let mut model = Model::new(&tables);
+    let sides = Classifier::new(&tables, None);
     let mut want = Vec::new();
-    let mut forwarded = 0u64;
+    let mut up = Vec::new();
+    // (T flag, RID, DA, SA) of every frame encapsulated downstream.
+    let mut down = Vec::new();
     let mut reasons = std::collections::BTreeMap::<&str, u64>::new();
     for f in frames(&input) {
-        let o = model.upstream(&f);
+        let o = match sides.side(&f) {
+            Side::Ap => model.upstream(&f),
+            Side::Client => {
+                let st = model.stations();
+                let o = model.downstream(&f);
+                if o.reason == Reason::DownForwarded {
+                    let key = StationKey {
+                        mac: f[..6].try_into().unwrap(),
+                        vlan: u16::from_be_bytes([f[14], f[15]]) & 0xfff,
+                    };
+                    let rid = st[&key].rid;
+                    let native = cfg.tunnels[o.tunnel.unwrap() as usize].native;
+                    down.push((native, rid, f[..6].to_vec(), f[6..12].to_vec()));
+                }
+                o
+            }
+        };
         *reasons.entry(o.reason.name()).or_default() += 1;
+        *reasons
+            .entry(o.reason.direction().received().name())
+            .or_default() += 1;
         if o.reason == Reason::Forwarded {
-            forwarded += 1;
+            up.push(o.output.clone());
+        }
+        if matches!(o.reason, Reason::Forwarded | Reason::DownForwarded) {
             want.push(o.output);
         }
     }
     let got = frames(&out);
-    assert!(forwarded > 50, "sample forwards too little: {forwarded}");
+    assert!(
+        up.len() > 50 && down.len() > 30,
+        "sample forwards too little: {} up, {} down",
+        up.len(),
+        down.len()
+    );
     assert_eq!(got, want, "written frames differ from the model's");
-    assert_eq!(rep["written"], forwarded);
+    assert_eq!(rep["written"], want.len() as u64);
     assert_eq!(rep["packets"], frames(&input).len() as u64);
     for (name, n) in &reasons {
         assert_eq!(rep["reasons"][name], *n, "reason {name}");
     }
     assert_eq!(
-        rep["verdicts"]["tx"], forwarded,
+        rep["verdicts"]["tx"],
+        want.len() as u64,
         "one-arm config uses XDP_TX"
     );
 
-    // tshark (an independent decoder) sees an 802.1Q tag with our VLANs and
-    // a valid client IPv4/UDP packet inside every frame.
-    let t = Command::new("tshark")
-        .args(["-r"])
-        .arg(&out)
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "vlan.id",
-            "-e",
-            "ip.src",
-            "-e",
-            "udp.dstport",
-        ])
-        .output()
-        .expect("tshark (installed by deploy/bootstrap.sh)");
-    assert!(t.status.success());
-    let text = String::from_utf8_lossy(&t.stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), got.len());
-    for l in lines {
-        let f: Vec<&str> = l.split('\t').collect();
-        assert!(["200", "201"].contains(&f[0]), "vlan in {l:?}");
-        assert!(f[1].starts_with("198.19.4."), "inner source in {l:?}");
-        assert_eq!(f[2], "9", "inner UDP port in {l:?}");
+    // tshark (an independent decoder): every upstream frame carries an
+    // 802.1Q tag with our VLANs and a valid client IPv4/UDP packet; every
+    // downstream frame decodes as CAPWAP-Data with the right RID, WBID 1,
+    // T flag and inner frame.
+    let fields = |filter: &str, f: &[&str]| -> Vec<Vec<String>> {
+        let mut c = Command::new("tshark");
+        c.args(["-o", "capwap.swap_fc:FALSE", "-r"])
+            .arg(&out)
+            .args(["-Y", filter, "-T", "fields", "-E", "occurrence=l"]);
+        for x in f {
+            c.args(["-e", x]);
+        }
+        let t = c
+            .output()
+            .expect("tshark (installed by deploy/bootstrap.sh)");
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+        String::from_utf8_lossy(&t.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    };
+    let ups = fields("vlan && !capwap", &["vlan.id", "ip.src", "udp.dstport"]);
+    assert_eq!(ups.len(), up.len());
+    for f in &ups {
+        assert!(["200", "201"].contains(&f[0].as_str()), "vlan in {f:?}");
+        assert!(f[1].starts_with("198.19.4."), "inner source in {f:?}");
+        assert_eq!(f[2], "9", "inner UDP port in {f:?}");
+    }
+    let downs = fields(
+        "capwap.data",
+        &[
+            "capwap.header.rid",
+            "capwap.header.wbid",
+            "capwap.header.flags.t",
+            "eth.dst",
+            "eth.src",
+            "wlan.da",
+            "wlan.sa",
+            "ip.dst",
+        ],
+    );
+    assert_eq!(
+        downs.len(),
+        down.len(),
+        "every encapsulated frame is CAPWAP-Data to tshark"
+    );
+    let mac = |m: &[u8]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    for (f, (native, rid, da, sa)) in downs.iter().zip(&down) {
+        assert_eq!(f[0], rid.to_string(), "RID in {f:?}");
+        assert_eq!(f[1], "1", "WBID in {f:?}");
+        let t = matches!(f[2].as_str(), "1" | "True");
+        assert_eq!(t, *native, "T flag in {f:?}");
+        let (d, s) = if *native {
+            (&f[5], &f[6])
+        } else {
+            (&f[3], &f[4])
+        };
+        assert_eq!(d, &mac(da), "inner destination in {f:?}");
+        assert_eq!(s, &mac(sa), "inner source in {f:?}");
+        assert!(
+            f[7].starts_with("198.19.4."),
+            "inner IP destination in {f:?}"
+        );
     }
 }
 

@@ -1,12 +1,13 @@
 //! Verdict counters summed over CPUs.
 
-use ferry_ebpf::abi::{REASON_COUNT, Reason};
+use ferry_ebpf::abi::{EVENT_COUNT, Event, REASON_COUNT, Reason};
 use serde::Serialize;
 
-/// One total per [`Reason`].
+/// One total per [`Reason`] and per [`Event`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     values: Vec<u64>,
+    events: Vec<u64>,
 }
 
 impl Counters {
@@ -29,11 +30,41 @@ impl Counters {
         self.set(r, v + 1);
     }
 
+    /// The total for event `e`.
+    pub fn event(&self, e: Event) -> u64 {
+        self.events.get(e.index() as usize).copied().unwrap_or(0)
+    }
+
+    /// Sets the total for event `e`.
+    pub fn set_event(&mut self, e: Event, v: u64) {
+        if self.events.len() < EVENT_COUNT as usize {
+            self.events.resize(EVENT_COUNT as usize, 0);
+        }
+        self.events[e.index() as usize] = v;
+    }
+
+    /// Adds one to event `e`.
+    pub fn bump_event(&mut self, e: Event) {
+        let v = self.event(e);
+        self.set_event(e, v + 1);
+    }
+
+    /// Non-zero event totals.
+    pub fn nonzero_events(&self) -> impl Iterator<Item = (Event, u64)> + '_ {
+        Event::ALL
+            .iter()
+            .map(|e| (*e, self.event(*e)))
+            .filter(|(_, v)| *v != 0)
+    }
+
     /// `self - before`, reason by reason.
     pub fn since(&self, before: &Counters) -> Counters {
         let mut d = Counters::default();
         for r in Reason::ALL {
             d.set(*r, self.get(*r).saturating_sub(before.get(*r)));
+        }
+        for e in Event::ALL {
+            d.set_event(*e, self.event(*e).saturating_sub(before.event(*e)));
         }
         d
     }

@@ -311,3 +311,32 @@ pub fn client_ipv4_udp(src: [u8; 4], dst: [u8; 4], seq: u32, payload_len: usize)
     // Strip the Ethernet header udp_frame adds: callers wrap it themselves.
     udp_frame(&t, &payload)[eth::HLEN..].to_vec()
 }
+
+/// An IPv4 ICMP echo request (`reply = false`) or reply, without Ethernet.
+pub fn icmp_echo(
+    src: [u8; 4],
+    dst: [u8; 4],
+    id: u16,
+    seq: u16,
+    reply: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![if reply { 0 } else { 8 }, 0, 0, 0];
+    icmp.extend_from_slice(&id.to_be_bytes());
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(payload);
+    let c = inet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0u8; ipv4::MIN_HLEN];
+    ip[0] = 0x45;
+    ip[ipv4::TOTAL_LEN..ipv4::TOTAL_LEN + 2]
+        .copy_from_slice(&((ipv4::MIN_HLEN + icmp.len()) as u16).to_be_bytes());
+    ip[ipv4::TTL] = 64;
+    ip[ipv4::PROTO] = 1;
+    ip[ipv4::SRC..ipv4::SRC + 4].copy_from_slice(&src);
+    ip[ipv4::DST..ipv4::DST + 4].copy_from_slice(&dst);
+    let c = inet_checksum(&ip);
+    ip[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&icmp);
+    ip
+}

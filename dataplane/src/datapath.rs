@@ -13,15 +13,19 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ferry_ebpf::abi::{
-    self, Addr, CounterBlock, LOCAL4_IN_MAP, LOCAL4_INLINE, Reason, Settings, TUNNEL_MARKER,
-    TUNNEL_PORTS, TUNNEL_USER_FLAGS, TunnelInfo, TunnelKey, TunnelStats,
+    self, Addr, CounterBlock, DOWN_VALID, Event, LOCAL4_IN_MAP, LOCAL4_INLINE, Reason, Settings,
+    StationInfo, StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_USER_FLAGS, TunnelDown,
+    TunnelInfo, TunnelKey, TunnelStats,
 };
 
 use crate::{
     counters::Counters,
     object::OBJECT,
-    tables::{Tables, Tunnel, addr_key},
+    tables::{Station, Tables, Tunnel, addr_key},
 };
+
+/// `BPF_MAP_TYPE_LRU_HASH`.
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
 /// XDP return codes (uapi `enum xdp_action`).
 pub mod action {
@@ -67,6 +71,8 @@ pub struct RunResult {
 /// ferry's programs and maps, loaded into the kernel.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// Client VLANs currently set in `CLIENT_VLANS` (to clear on change).
+    client_vlans: Vec<u16>,
 }
 
 impl Datapath {
@@ -77,6 +83,7 @@ impl Datapath {
             .context("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
         for name in [
             abi::PROG_UPSTREAM,
+            abi::PROG_DOWNSTREAM,
             abi::PROG_PASS,
             abi::PROG_BASELINE_DROP,
             abi::PROG_BASELINE_TX,
@@ -89,7 +96,10 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("verifier rejected program {name}"))?;
         }
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf,
+            client_vlans: Vec::new(),
+        })
     }
 
     /// A loaded XDP program by name.
@@ -118,7 +128,103 @@ impl Datapath {
     pub fn apply(&mut self, tables: &Tables) -> Result<()> {
         self.set_local_addrs(&tables.local_addrs)?;
         self.set_settings(with_local4(tables.settings, &tables.local_addrs))?;
-        self.install_tunnels(&tables.tunnels)
+        self.set_client_vlans(&tables.client_vlans)?;
+        self.install_tunnels(&tables.tunnels)?;
+        self.install_stations(&tables.stations, tables.station_capacity)?;
+        let ids: Vec<u32> = tables.tunnels.iter().map(|t| t.info.id).collect();
+        self.reset_station_counts(&ids)
+    }
+
+    /// Sets the VLANs the downstream program serves.
+    pub fn set_client_vlans(&mut self, vlans: &[u16]) -> Result<()> {
+        let old = std::mem::take(&mut self.client_vlans);
+        let mut m: Array<_, u8> = Array::try_from(self.map_mut(abi::MAP_CLIENT_VLANS)?)?;
+        for v in &old {
+            m.set(u32::from(*v), 0, 0).context("clearing client VLAN")?;
+        }
+        for v in vlans {
+            if *v == 0 || *v > ferry_ebpf::vlan::VID_MAX {
+                bail!("client VLAN {v} out of range 1-4094");
+            }
+            m.set(u32::from(*v), 1, 0).context("setting client VLAN")?;
+        }
+        self.client_vlans = vlans.to_vec();
+        Ok(())
+    }
+
+    /// Replaces the station table with a fresh LRU hash of `capacity`
+    /// entries holding the static `stations` (learned ones start over).
+    pub fn install_stations(&mut self, stations: &[Station], capacity: u32) -> Result<()> {
+        if stations.len() as u64 > u64::from(capacity) {
+            bail!(
+                "{} static stations do not fit a table of {capacity}",
+                stations.len()
+            );
+        }
+        let obj = aya_obj::Map::new_from_params(
+            BPF_MAP_TYPE_LRU_HASH,
+            std::mem::size_of::<StationKey>() as u32,
+            std::mem::size_of::<StationInfo>() as u32,
+            capacity,
+            0,
+        );
+        let data = MapData::create(obj, "ferry_stations", None)
+            .with_context(|| format!("creating a station table of {capacity} entries"))?;
+        let mut inner: HashMap<MapData, StationKey, StationInfo> =
+            HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
+        for st in stations {
+            let info = StationInfo {
+                flags: st.info.flags | abi::STATION_STATIC,
+                ..st.info
+            };
+            inner
+                .insert(st.key, info, 0)
+                .context("adding static station")?;
+        }
+        let mut outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map_mut(abi::MAP_STATION_TABLES)?)?;
+        outer
+            .set(abi::TABLE_SLOT, &inner, 0)
+            .context("flipping the station table slot")?;
+        Ok(())
+    }
+
+    fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
+        let mut m: Array<_, u64> = Array::try_from(self.map_mut(abi::MAP_STATION_COUNT)?)?;
+        for id in ids {
+            m.set(*id, 0, 0).context("resetting station count")?;
+        }
+        Ok(())
+    }
+
+    /// Every station in the live table.
+    pub fn stations(&self) -> Result<Vec<(StationKey, StationInfo)>> {
+        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading station table slot")?;
+        let mut v = Vec::new();
+        for e in inner.iter() {
+            v.push(e.context("reading station")?);
+        }
+        Ok(v)
+    }
+
+    /// Learned stations counted against tunnel `id`'s limit.
+    pub fn station_count(&self, id: u32) -> Result<u64> {
+        let m: Array<_, u64> = Array::try_from(self.map(abi::MAP_STATION_COUNT)?)?;
+        m.get(&id, 0).context("reading station count")
+    }
+
+    /// The live downstream entry of tunnel `id` (port learned, flags).
+    pub fn tunnel_down(&self, id: u32) -> Result<TunnelDown> {
+        let outer: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
+        let inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading tunnel slot")?;
+        inner.get(&id, 0).context("reading downstream tunnel")
     }
 
     /// Writes the settings entry as given (see [`with_local4`]).
@@ -179,6 +285,23 @@ impl Datapath {
         for (k, v) in &entries {
             inner.insert(k, v, 0).context("filling tunnel table")?;
         }
+        let mut down: Array<MapData, TunnelDown> =
+            Array::create(abi::MAX_TUNNELS, 0).context("creating downstream tunnel map")?;
+        for t in tunnels {
+            let d = TunnelDown {
+                flags: t.down.flags | DOWN_VALID,
+                ..t.down
+            };
+            down.set(t.info.id, d, 0)
+                .context("filling downstream tunnels")?;
+        }
+        // Downstream first: a station learned from the new table always
+        // finds its tunnel id filled in.
+        let mut outer_down: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
+            ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNELS_DOWN)?)?;
+        outer_down
+            .set(abi::TABLE_SLOT, &down, 0)
+            .context("flipping the downstream tunnel slot")?;
         let mut outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNEL_TABLES)?)?;
         outer
@@ -187,11 +310,20 @@ impl Datapath {
         Ok(())
     }
 
-    /// Points the redirect egress at `ifindex`.
+    /// Points the upstream redirect egress (client side) at `ifindex`.
     pub fn set_egress(&mut self, ifindex: u32) -> Result<()> {
+        self.set_egress_slot(abi::EGRESS_SLOT, ifindex)
+    }
+
+    /// Points the downstream redirect egress (AP side) at `ifindex`.
+    pub fn set_egress_ap(&mut self, ifindex: u32) -> Result<()> {
+        self.set_egress_slot(abi::EGRESS_AP_SLOT, ifindex)
+    }
+
+    fn set_egress_slot(&mut self, slot: u32, ifindex: u32) -> Result<()> {
         let mut m: DevMap<_> = DevMap::try_from(self.map_mut(abi::MAP_EGRESS)?)?;
-        m.set(abi::EGRESS_SLOT, ifindex, None, 0)
-            .with_context(|| format!("setting egress ifindex {ifindex}"))?;
+        m.set(slot, ifindex, None, 0)
+            .with_context(|| format!("setting egress slot {slot} to ifindex {ifindex}"))?;
         Ok(())
     }
 
@@ -202,6 +334,9 @@ impl Datapath {
         let mut c = Counters::default();
         for r in Reason::ALL {
             c.set(*r, per_cpu.iter().map(|b| b.v[r.index() as usize]).sum());
+        }
+        for e in Event::ALL {
+            c.set_event(*e, per_cpu.iter().map(|b| b.e[e.index() as usize]).sum());
         }
         Ok(c)
     }
@@ -216,6 +351,8 @@ impl Datapath {
             rx_bytes: a.rx_bytes + s.rx_bytes,
             up_packets: a.up_packets + s.up_packets,
             up_bytes: a.up_bytes + s.up_bytes,
+            down_packets: a.down_packets + s.down_packets,
+            down_bytes: a.down_bytes + s.down_bytes,
         }))
     }
 
@@ -260,6 +397,29 @@ impl Datapath {
             .try_into()?;
         prog.attach(iface, mode)
             .with_context(|| format!("attaching {name} to {iface} in {mode:?} mode"))
+    }
+
+    /// Lab only: makes `iface` behave as a port in `vid` (TC programs that
+    /// strip the tag on ingress and add it on egress), for kernels without
+    /// VLAN devices. The programs stay attached as long as `self`.
+    pub fn attach_lab_vlan(&mut self, iface: &str, vid: u16) -> Result<()> {
+        use aya::programs::{SchedClassifier, TcAttachType};
+        let mut m: Array<_, u32> = Array::try_from(self.map_mut(abi::MAP_LAB_VLAN)?)?;
+        m.set(0, u32::from(vid), 0).context("setting lab VLAN")?;
+        for (name, at) in [
+            (abi::PROG_LAB_VLAN_POP, TcAttachType::Ingress),
+            (abi::PROG_LAB_VLAN_PUSH, TcAttachType::Egress),
+        ] {
+            let p: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            p.load().with_context(|| format!("loading {name}"))?;
+            p.attach(iface, at)
+                .with_context(|| format!("attaching {name} to {iface}"))?;
+        }
+        Ok(())
     }
 
     /// File descriptor of a loaded program (for chaining or pinning).
@@ -322,6 +482,7 @@ pub fn table_entries(tunnels: &[Tunnel]) -> Result<Vec<(TunnelKey, TunnelInfo)>>
                 id: 0,
                 vlan: 0,
                 flags: TUNNEL_PORTS | TUNNEL_MARKER,
+                station_limit: 0,
             });
     }
     if out.len() > abi::MAX_TUNNELS as usize {

@@ -22,16 +22,20 @@
 //! 6. Rewrite to DA SA 8100 TCI (EtherType | length) payload, trimmed to
 //!    the datagram end; TX or redirect.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ferry_ebpf::{
     abi::{
-        self, Action, EGRESS_REDIRECT, EGRESS_TX, Reason, TUNNEL_STANDBY, TunnelInfo, TunnelKey,
+        self, Action, DOWN_FIXED_PORT, DOWN_IPV6, DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC,
+        DOWN_STANDBY, DOWN_UDPLITE, DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Event, Reason,
+        STATION_BSSID, STATION_STATIC, Settings, StationInfo, StationKey, TUNNEL_STANDBY,
+        TunnelDown, TunnelInfo, TunnelKey,
     },
-    capwap, dot11, eth, ipv4, ipv6, udp, vlan,
+    capwap, dot11, encap, eth, ipv4, ipv6, udp, vlan,
 };
 
 use crate::{
+    counters::Counters,
     datapath::action,
     tables::{Tables, addr_key},
 };
@@ -54,10 +58,17 @@ pub struct Outcome {
 pub struct Model {
     local: Vec<abi::Addr>,
     port: u16,
-    egress: u8,
+    settings: Settings,
     tunnels: HashMap<TunnelKey, TunnelInfo>,
-    /// Set when the redirect egress is populated (the kernel's DEVMAP slot).
+    down: HashMap<u32, TunnelDown>,
+    client_vlans: HashSet<u16>,
+    stations: HashMap<StationKey, StationInfo>,
+    station_counts: HashMap<u32, u64>,
+    events: Counters,
+    /// Set when the upstream redirect egress is populated (DEVMAP slot 0).
     pub egress_ready: bool,
+    /// Set when the downstream redirect egress is populated (DEVMAP slot 1).
+    pub egress_down_ready: bool,
 }
 
 /// Same bound as the program: larger lengths cannot be in one XDP buffer.
@@ -74,14 +85,64 @@ impl Model {
         Self {
             local: tables.local_addrs.iter().map(|a| addr_key(*a)).collect(),
             port,
-            egress: tables.settings.egress,
+            settings: tables.settings,
             tunnels: tables.tunnels.iter().map(|t| (t.key, t.info)).collect(),
+            down: tables
+                .tunnels
+                .iter()
+                .map(|t| {
+                    let d = TunnelDown {
+                        flags: t.down.flags | DOWN_VALID,
+                        ..t.down
+                    };
+                    (t.info.id, d)
+                })
+                .collect(),
+            client_vlans: tables.client_vlans.iter().copied().collect(),
+            stations: tables
+                .stations
+                .iter()
+                .map(|s| {
+                    let info = StationInfo {
+                        flags: s.info.flags | STATION_STATIC,
+                        ..s.info
+                    };
+                    (s.key, info)
+                })
+                .collect(),
+            station_counts: HashMap::new(),
+            events: Counters::default(),
             egress_ready: true,
+            egress_down_ready: true,
         }
     }
 
-    /// Runs the upstream transform on one frame.
-    pub fn upstream(&self, pkt: &[u8]) -> Outcome {
+    /// The station table, sorted, with `last_seen` zeroed (time is not modelled).
+    pub fn stations(&self) -> BTreeMap<StationKey, StationInfo> {
+        self.stations
+            .iter()
+            .map(|(k, v)| (*k, StationInfo { last_seen: 0, ..*v }))
+            .collect()
+    }
+
+    /// Learned stations counted against tunnel `id`'s limit.
+    pub fn station_count(&self, id: u32) -> u64 {
+        self.station_counts.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Learning events so far.
+    pub fn events(&self) -> &Counters {
+        &self.events
+    }
+
+    /// The downstream entry of tunnel `id` (with any learned port).
+    pub fn tunnel_down(&self, id: u32) -> Option<TunnelDown> {
+        self.down.get(&id).copied()
+    }
+
+    /// Runs the upstream transform on one frame (learning stations as the
+    /// program does).
+    pub fn upstream(&mut self, pkt: &[u8]) -> Outcome {
         let mut tunnel = None;
         match self.try_upstream(pkt, &mut tunnel) {
             Ok((action, output)) => Outcome {
@@ -102,7 +163,11 @@ impl Model {
         }
     }
 
-    fn try_upstream(&self, pkt: &[u8], tunnel: &mut Option<u32>) -> Result<(u32, Vec<u8>), Reason> {
+    fn try_upstream(
+        &mut self,
+        pkt: &[u8],
+        tunnel: &mut Option<u32>,
+    ) -> Result<(u32, Vec<u8>), Reason> {
         let outer = self.parse_outer(pkt)?;
         let c = outer.l4 + udp::HLEN;
         let end = outer.end;
@@ -128,11 +193,15 @@ impl Model {
         }
         check_optional(&pkt[c..c + hlen], &h)?;
 
-        let info = self
-            .tunnels
-            .get(&TunnelKey::new(outer.src, outer.sport))
-            .or_else(|| self.tunnels.get(&TunnelKey::new(outer.src, 0)))
-            .copied()
+        let exact = if outer.sport != 0 {
+            self.tunnels
+                .get(&TunnelKey::new(outer.src, outer.sport))
+                .copied()
+        } else {
+            None
+        };
+        let info = exact
+            .or_else(|| self.tunnels.get(&TunnelKey::new(outer.src, 0)).copied())
             .ok_or(Reason::DropUnknownTunnel)?;
         *tunnel = Some(info.id);
         if info.flags & TUNNEL_STANDBY != 0 {
@@ -151,12 +220,217 @@ impl Model {
         } else {
             ethernet_inner(datagram, p)?
         };
-        let action = match self.egress {
+        let action = match self.settings.egress {
             EGRESS_TX => action::TX,
             EGRESS_REDIRECT if self.egress_ready => action::REDIRECT,
             _ => return Err(Reason::DropNoEgress),
         };
-        Ok((action, rewrite(datagram, &inner, info.vlan)))
+        let out = rewrite(datagram, &inner, info.vlan);
+        let mut sa = [0u8; 6];
+        sa.copy_from_slice(&inner.dst_src[6..]);
+        self.learn_station(&info, sa, h.rid, inner.bssid);
+        if exact.is_none() {
+            self.learn_ap_port(info.id, outer.sport);
+        }
+        Ok((action, out))
+    }
+
+    fn learn_station(&mut self, info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid: Option<[u8; 6]>) {
+        if eth::is_group(&sa) {
+            return;
+        }
+        let key = StationKey {
+            mac: sa,
+            vlan: info.vlan,
+        };
+        let (flags, bssid) = match bssid {
+            Some(b) => (STATION_BSSID, b),
+            None => (0, [0; 6]),
+        };
+        let fresh = StationInfo {
+            tunnel: info.id,
+            flags,
+            rid,
+            bssid,
+            pad: [0; 4],
+            last_seen: 0,
+        };
+        let limit = u64::from(info.station_limit);
+        if let Some(cur) = self.stations.get(&key).copied() {
+            if cur.flags & STATION_STATIC != 0 {
+                if cur.tunnel != info.id {
+                    self.events.bump_event(Event::StationStaticKept);
+                }
+                return;
+            }
+            if cur.tunnel == info.id && cur.rid == rid && cur.flags == flags && cur.bssid == bssid {
+                return;
+            }
+            let moved = cur.tunnel != info.id;
+            if moved && self.station_count(info.id) >= limit {
+                self.events.bump_event(Event::StationLimit);
+                return;
+            }
+            self.stations.insert(key, fresh);
+            if moved {
+                *self.station_counts.entry(cur.tunnel).or_default() -= 1;
+                *self.station_counts.entry(info.id).or_default() += 1;
+                self.events.bump_event(Event::StationMoved);
+            }
+            return;
+        }
+        if self.station_count(info.id) >= limit {
+            self.events.bump_event(Event::StationLimit);
+            return;
+        }
+        self.stations.insert(key, fresh);
+        *self.station_counts.entry(info.id).or_default() += 1;
+        self.events.bump_event(Event::StationLearned);
+    }
+
+    fn learn_ap_port(&mut self, id: u32, sport: u16) {
+        if let Some(d) = self.down.get_mut(&id)
+            && d.flags & DOWN_VALID != 0
+            && d.flags & DOWN_FIXED_PORT == 0
+            && d.port != sport
+        {
+            d.port = sport;
+            self.events.bump_event(Event::ApPortLearned);
+        }
+    }
+
+    /// Runs the downstream transform on one frame from the client side.
+    pub fn downstream(&self, pkt: &[u8]) -> Outcome {
+        let mut tunnel = None;
+        match self.try_downstream(pkt, &mut tunnel) {
+            Ok((action, output)) => Outcome {
+                action,
+                reason: Reason::DownForwarded,
+                output,
+                tunnel,
+            },
+            Err(reason) => Outcome {
+                action: match reason.action() {
+                    Action::Pass => action::PASS,
+                    _ => action::DROP,
+                },
+                reason,
+                output: pkt.to_vec(),
+                tunnel,
+            },
+        }
+    }
+
+    fn try_downstream(
+        &self,
+        pkt: &[u8],
+        tunnel: &mut Option<u32>,
+    ) -> Result<(u32, Vec<u8>), Reason> {
+        let kept_at = vlan::TAGGED_HLEN - 2;
+        if pkt.len() < kept_at || be16(pkt, eth::ETHERTYPE) != vlan::TPID_8021Q {
+            return Err(Reason::DownPassNotTagged);
+        }
+        let tci = be16(pkt, eth::HLEN);
+        let vid = vlan::vid(tci);
+        if !self.client_vlans.contains(&vid) {
+            return Err(Reason::DownPassOtherVlan);
+        }
+        let da: [u8; 6] = arr(pkt, eth::DST);
+        let sa: [u8; 6] = arr(pkt, eth::SRC);
+        if eth::is_group(&da) {
+            return Err(Reason::DownPassGroup);
+        }
+        let st = *self
+            .stations
+            .get(&StationKey { mac: da, vlan: vid })
+            .ok_or(Reason::DownDropUnknownStation)?;
+        let t = self
+            .down
+            .get(&st.tunnel)
+            .filter(|t| t.flags & DOWN_VALID != 0)
+            .ok_or(Reason::DownDropNoTunnel)?;
+        if t.vlan != vid {
+            return Err(Reason::DownDropNoTunnel);
+        }
+        if t.flags & DOWN_STANDBY != 0 {
+            return Err(Reason::DownDropStandby);
+        }
+        if t.port == 0 {
+            return Err(Reason::DownDropNoApPort);
+        }
+        let native = t.flags & DOWN_NATIVE != 0;
+        if native && st.flags & STATION_BSSID == 0 {
+            return Err(Reason::DownDropNoBssid);
+        }
+        let shape = encap::Shape::new(
+            t.flags & DOWN_IPV6 != 0,
+            t.flags & DOWN_RADIO_MAC != 0,
+            native,
+        );
+        let payload = shape.payload_len(pkt.len());
+        let ip_len = shape.ip_len(payload);
+        if ip_len > usize::from(t.mtu) {
+            return Err(Reason::DownPassMtu);
+        }
+        // The model has no FIB: it is the program with `ap_ifindex` 0.
+        if t.flags & DOWN_NEIGHBOUR == 0 {
+            return Err(Reason::DownDropNoNeighbour);
+        }
+        let action = match self.settings.egress_down {
+            EGRESS_TX => action::TX,
+            EGRESS_REDIRECT if self.egress_down_ready => action::REDIRECT,
+            _ => return Err(Reason::DownDropNoEgress),
+        };
+        *tunnel = Some(st.tunnel);
+        let h = encap::Headers {
+            dmac: t.next_hop,
+            smac: t.source_mac,
+            ap: t.ap,
+            local: t.local,
+            sport: self.port,
+            dport: t.port,
+            dscp: self.settings.dscp[usize::from(vlan::pcp(tci) & 7)],
+            df: self.settings.df != 0,
+            udplite: t.flags & DOWN_UDPLITE != 0,
+            rid: st.rid,
+            radio_mac: t.radio_mac,
+            da,
+            sa,
+            bssid: st.bssid,
+        };
+        let udp_payload = payload + shape.capwap_len();
+        let mut out = Vec::with_capacity(eth::HLEN + ip_len);
+        out.extend_from_slice(&encap::ethernet(&h, shape.ipv6));
+        if shape.ipv6 {
+            out.extend_from_slice(&encap::ipv6(&h, udp_payload));
+        } else {
+            out.extend_from_slice(&encap::ipv4(&h, udp_payload));
+        }
+        out.extend_from_slice(&encap::udp(&h, shape.ipv6, udp_payload));
+        out.extend_from_slice(&encap::capwap(&h, &shape));
+        if shape.radio_mac {
+            out.extend_from_slice(&encap::radio_mac_option(&h));
+        }
+        if native {
+            out.extend_from_slice(&encap::dot11_header(&h));
+            out.extend_from_slice(&encap::SNAP_PREFIX);
+        } else {
+            out.extend_from_slice(&da);
+            out.extend_from_slice(&sa);
+        }
+        out.extend_from_slice(&pkt[kept_at..]);
+        if shape.ipv6 && !h.udplite {
+            let l4 = eth::HLEN + ipv6::HLEN;
+            let udp_len = out.len() - l4;
+            let mut sum = encap::pseudo_sum_v6(&h.local, &h.ap, udp_len as u32, ipv6::NEXT_UDP);
+            for w in out[l4..].chunks(2) {
+                sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+            }
+            let c = encap::fold(sum);
+            let c = if c == 0 { 0xffff } else { c };
+            out[l4 + udp::CHECKSUM..l4 + udp::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        Ok((action, out))
     }
 
     fn parse_outer(&self, pkt: &[u8]) -> Result<Outer, Reason> {
@@ -286,6 +560,7 @@ struct Inner {
     /// EtherType, or is the 802.3 body that follows a length field.
     rest_from: usize,
     length: Option<u16>,
+    bssid: Option<[u8; 6]>,
 }
 
 /// Radio MAC and Wireless Specific Information must end inside HLEN.
@@ -330,6 +605,7 @@ fn ethernet_inner(d: &[u8], p: usize) -> Result<Inner, Reason> {
         pcp: 0,
         rest_from: p + eth::ETHERTYPE,
         length: None,
+        bssid: None,
     })
 }
 
@@ -366,6 +642,7 @@ fn dot11_to_8023(d: &[u8], p: usize) -> Result<Inner, Reason> {
     let mut dst_src = [0u8; 12];
     dst_src[..6].copy_from_slice(&d[p + da..p + da + 6]);
     dst_src[6..].copy_from_slice(&d[p + sa..p + sa + 6]);
+    let bssid = fc.bssid_offset().map(|o| arr::<6>(d, p + o));
     let body = p + hdr;
     let blen = d.len() - body;
     if blen >= dot11::SNAP_LEN && dot11::is_snap(&arr(d, body)) {
@@ -384,6 +661,7 @@ fn dot11_to_8023(d: &[u8], p: usize) -> Result<Inner, Reason> {
             pcp,
             rest_from: body + 6,
             length: None,
+            bssid,
         });
     }
     if blen == 0 || blen > eth::MAX_8023_LEN {
@@ -394,6 +672,7 @@ fn dot11_to_8023(d: &[u8], p: usize) -> Result<Inner, Reason> {
         pcp,
         rest_from: body,
         length: Some(blen as u16),
+        bssid,
     })
 }
 

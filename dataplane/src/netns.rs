@@ -140,3 +140,12 @@ pub fn veth(na: &Netns, a: &str, nb: &Netns, b: &str) -> Result<()> {
     nb.exec(&["ip", "link", "set", b, "up"])?;
     Ok(())
 }
+
+impl Netns {
+    /// MAC address of `ifname` in this namespace.
+    pub fn mac(&self, ifname: &str) -> Result<[u8; 6]> {
+        let s = self.exec(&["cat", &format!("/sys/class/net/{ifname}/address")])?;
+        crate::tables::parse_mac(s.trim())
+            .ok_or_else(|| anyhow::anyhow!("bad MAC {s:?} for {ifname}"))
+    }
+}

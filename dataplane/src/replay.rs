@@ -7,7 +7,7 @@
 //! `ferry counters` would show for the same traffic.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     io::{BufRead, BufReader, Read, Write},
     time::Duration,
 };
@@ -24,7 +24,103 @@ use serde::Serialize;
 use crate::{
     counters::Counters,
     datapath::{Datapath, action},
+    tables::{Tables, addr_key},
 };
+
+/// Which interface a replayed frame arrives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The AP-side interface: the upstream program.
+    Ap,
+    /// The client-side interface: the downstream program.
+    Client,
+}
+
+/// Decides the arrival side of each frame when the user did not fix it:
+/// UDP to our data port on one of our addresses is AP side (CAPWAP first,
+/// since its transport VLAN may also be a client VLAN); otherwise an
+/// 802.1Q frame in a client VLAN is client side; anything else is AP side,
+/// where the upstream program passes it to the host.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    local: HashSet<ferry_ebpf::abi::Addr>,
+    port: u16,
+    client_vlans: HashSet<u16>,
+    fixed: Option<Side>,
+}
+
+impl Classifier {
+    /// A classifier for `tables`; `fixed` forces one side for every frame.
+    pub fn new(tables: &Tables, fixed: Option<Side>) -> Self {
+        let port = match tables.settings.data_port {
+            0 => ferry_ebpf::capwap::DATA_PORT,
+            p => p,
+        };
+        Self {
+            local: tables.local_addrs.iter().map(|a| addr_key(*a)).collect(),
+            port,
+            client_vlans: tables.client_vlans.iter().copied().collect(),
+            fixed,
+        }
+    }
+
+    /// The side `frame` arrives on.
+    pub fn side(&self, f: &[u8]) -> Side {
+        if let Some(s) = self.fixed {
+            return s;
+        }
+        if self.is_capwap_data(f) {
+            return Side::Ap;
+        }
+        if f.len() >= 16 && u16::from_be_bytes([f[12], f[13]]) == ferry_ebpf::vlan::TPID_8021Q {
+            let vid = ferry_ebpf::vlan::vid(u16::from_be_bytes([f[14], f[15]]));
+            if self.client_vlans.contains(&vid) {
+                return Side::Client;
+            }
+        }
+        Side::Ap
+    }
+
+    fn is_capwap_data(&self, f: &[u8]) -> bool {
+        use ferry_ebpf::{eth, ipv4, ipv6, vlan};
+        if f.len() < eth::HLEN {
+            return false;
+        }
+        let mut l3 = eth::HLEN;
+        let mut et = u16::from_be_bytes([f[12], f[13]]);
+        if vlan::is_tag(et) && f.len() >= vlan::TAGGED_HLEN {
+            et = u16::from_be_bytes([f[16], f[17]]);
+            l3 = vlan::TAGGED_HLEN;
+        }
+        let (dst, l4, proto_ok) = match et {
+            eth::ETHERTYPE_IPV4 if f.len() >= l3 + ipv4::MIN_HLEN => {
+                let ihl = usize::from(f[l3] & 0x0f) * 4;
+                let mut d = [0u8; 4];
+                d.copy_from_slice(&f[l3 + ipv4::DST..l3 + ipv4::DST + 4]);
+                (
+                    ferry_ebpf::abi::v4_mapped(d),
+                    l3 + ihl,
+                    f[l3 + ipv4::PROTO] == ipv4::PROTO_UDP,
+                )
+            }
+            eth::ETHERTYPE_IPV6 if f.len() >= l3 + ipv6::HLEN => {
+                let mut d = [0u8; 16];
+                d.copy_from_slice(&f[l3 + ipv6::DST..l3 + ipv6::DST + 16]);
+                let nh = f[l3 + ipv6::NEXT_HEADER];
+                (
+                    d,
+                    l3 + ipv6::HLEN,
+                    nh == ipv6::NEXT_UDP || nh == ipv6::NEXT_UDPLITE,
+                )
+            }
+            _ => return false,
+        };
+        proto_ok
+            && self.local.contains(&dst)
+            && f.len() >= l4 + 4
+            && u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]) == self.port
+    }
+}
 
 /// Frames shorter than an Ethernet header or larger than one XDP buffer
 /// cannot be run; they are skipped and counted.
@@ -45,6 +141,10 @@ pub struct Report {
     pub packets: u64,
     /// Frames written to the output (TX + REDIRECT).
     pub written: u64,
+    /// Frames run as arriving on the AP side (upstream program).
+    pub from_ap: u64,
+    /// Frames run as arriving on the client side (downstream program).
+    pub from_client: u64,
     /// Frames whose capture was shorter than the original frame (run as captured).
     pub truncated_in_capture: u64,
     /// Frames not run.
@@ -53,6 +153,8 @@ pub struct Report {
     pub verdicts: BTreeMap<&'static str, u64>,
     /// Program counters accumulated during the run (non-zero only).
     pub reasons: BTreeMap<&'static str, u64>,
+    /// Station learning events during the run (non-zero only).
+    pub events: BTreeMap<&'static str, u64>,
 }
 
 /// One captured frame.
@@ -139,12 +241,13 @@ impl<R: BufRead> Source<R> {
     }
 }
 
-/// Replays `input` through program `prog` of `dp`, writing every frame it
-/// would transmit or redirect to `output`. `progress` is called with the
-/// number of frames done every 10,000 frames.
+/// Replays `input` through `dp`, each frame through the program of the side
+/// `sides` says it arrives on, writing every frame the programs would
+/// transmit or redirect to `output`. Station learning carries across frames,
+/// as it would live. `progress` is called every 10,000 frames.
 pub fn replay<R: Read, W: Write>(
     dp: &Datapath,
-    prog: &str,
+    sides: &Classifier,
     input: R,
     output: W,
     mut progress: impl FnMut(u64),
@@ -169,6 +272,16 @@ pub fn replay<R: Read, W: Write>(
             rep.skipped.too_short += 1;
             continue;
         }
+        let prog = match sides.side(&f.data) {
+            Side::Ap => {
+                rep.from_ap += 1;
+                abi::PROG_UPSTREAM
+            }
+            Side::Client => {
+                rep.from_client += 1;
+                abi::PROG_DOWNSTREAM
+            }
+        };
         let r = match dp.run(prog, &f.data) {
             Ok(r) => r,
             Err(e) => {
@@ -192,6 +305,3 @@ pub fn replay<R: Read, W: Write>(
     out.into_writer().flush().context("flushing output")?;
     Ok(rep)
 }
-
-/// Name of the program a replay runs by default.
-pub const DEFAULT_PROGRAM: &str = abi::PROG_UPSTREAM;

@@ -19,50 +19,18 @@ use ferry_ebpf::{
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Runs `pkt` through both; panics with context on any disagreement.
 fn check(
     dp: &Datapath,
-    model: &Model,
+    model: &mut Model,
     prev: &mut ferry_dataplane::counters::Counters,
     pkt: &[u8],
     what: &str,
 ) -> Outcome {
-    let want = model.upstream(pkt);
-    let got = dp.run(abi::PROG_UPSTREAM, pkt).expect("test run");
-    let now = dp.counters().expect("counters");
-    let delta = now.since(prev);
-    *prev = now;
-    let moved: Vec<(Reason, u64)> = delta.nonzero().collect();
-    assert_eq!(
-        got.action,
-        want.action,
-        "{what}: action kernel={} model={} (model reason {:?}, counters {moved:?})\npkt={}",
-        action::name(got.action),
-        action::name(want.action),
-        want.reason,
-        hex(pkt)
-    );
-    assert_eq!(
-        moved,
-        vec![(Reason::Received, 1), (want.reason, 1)]
-            .into_iter()
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_iter()
-            .collect::<Vec<_>>(),
-        "{what}: reason mismatch\npkt={}",
-        hex(pkt)
-    );
-    assert_eq!(
-        hex(&got.output),
-        hex(&want.output),
-        "{what}: output bytes differ (reason {:?})",
-        want.reason
-    );
-    want
+    common::check(dp, model, prev, pkt, what, abi::Direction::Up)
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    common::hex(b)
 }
 
 fn inner_8023(seq: u32) -> Vec<u8> {
@@ -696,11 +664,11 @@ fn hand_built() -> Vec<Case> {
 
 #[test]
 fn hand_built_packets_cover_every_branch() {
-    let (dp, model) = pair();
+    let (dp, mut model) = pair();
     let mut prev = dp.counters().unwrap();
     let mut seen = std::collections::BTreeSet::new();
     for c in hand_built() {
-        let out = check(&dp, &model, &mut prev, &c.pkt, c.name);
+        let out = check(&dp, &mut model, &mut prev, &c.pkt, c.name);
         assert_eq!(out.reason, c.reason, "{}: model reason", c.name);
         if let Some(exp) = &c.output {
             assert_eq!(hex(&out.output), hex(exp), "{}: output", c.name);
@@ -709,10 +677,12 @@ fn hand_built_packets_cover_every_branch() {
     }
     // Every reason except the ones that need a special setup is exercised here.
     for r in Reason::ALL {
-        if matches!(
-            r,
-            Reason::Received | Reason::DropNoEgress | Reason::DropInternal
-        ) {
+        if r.direction() != abi::Direction::Up
+            || matches!(
+                r,
+                Reason::Received | Reason::DropNoEgress | Reason::DropInternal
+            )
+        {
             continue;
         }
         assert!(seen.contains(r), "no hand-built case for {r:?}");
@@ -728,23 +698,23 @@ fn many_local_ipv4_addresses_use_the_hash_map() {
             .push(std::net::Ipv4Addr::new(198, 18, 0, i).into());
     }
     let dp = datapath(&t);
-    let model = Model::new(&t);
+    let mut model = Model::new(&t);
     let mut prev = dp.counters().unwrap();
     for c in hand_built() {
-        let out = check(&dp, &model, &mut prev, &c.pkt, c.name);
+        let out = check(&dp, &mut model, &mut prev, &c.pkt, c.name);
         assert_eq!(out.reason, c.reason, "{}", c.name);
     }
     let mut tr = transport(AP1.into());
     tr.dst = "198.18.0.7".parse().unwrap();
     let pkt = t0_via(&tr, 0, &inner_8023(1));
     assert_eq!(
-        check(&dp, &model, &mut prev, &pkt, "last local address").reason,
+        check(&dp, &mut model, &mut prev, &pkt, "last local address").reason,
         Reason::Forwarded
     );
     tr.dst = "198.18.0.8".parse().unwrap();
     let pkt = t0_via(&tr, 0, &inner_8023(1));
     assert_eq!(
-        check(&dp, &model, &mut prev, &pkt, "not local").reason,
+        check(&dp, &mut model, &mut prev, &pkt, "not local").reason,
         Reason::PassNotLocal
     );
 }
@@ -754,10 +724,10 @@ fn tx_egress_and_missing_redirect_egress() {
     let mut t = tables();
     t.settings.egress = abi::EGRESS_TX;
     let dp = datapath(&t);
-    let model = Model::new(&t);
+    let mut model = Model::new(&t);
     let mut prev = dp.counters().unwrap();
     let pkt = t0(AP1.into(), &inner_8023(3));
-    let o = check(&dp, &model, &mut prev, &pkt, "tx egress");
+    let o = check(&dp, &mut model, &mut prev, &pkt, "tx egress");
     assert_eq!(o.action, action::TX);
 
     // Redirect egress configured but the DEVMAP slot never filled.
@@ -767,7 +737,7 @@ fn tx_egress_and_missing_redirect_egress() {
     let mut model = Model::new(&t);
     model.egress_ready = false;
     let mut prev = dp.counters().unwrap();
-    let o = check(&dp, &model, &mut prev, &pkt, "no egress");
+    let o = check(&dp, &mut model, &mut prev, &pkt, "no egress");
     assert_eq!(o.reason, Reason::DropNoEgress);
     assert_eq!(o.output, pkt, "a dropped packet is left untouched");
 }
@@ -777,11 +747,11 @@ fn empty_table_drops_everything_from_aps() {
     let mut t = tables();
     t.tunnels.clear();
     let dp = datapath(&t);
-    let model = Model::new(&t);
+    let mut model = Model::new(&t);
     let mut prev = dp.counters().unwrap();
     let o = check(
         &dp,
-        &model,
+        &mut model,
         &mut prev,
         &t0(AP1.into(), &inner_8023(1)),
         "empty table",
@@ -918,7 +888,7 @@ fn mutate(rng: &mut ChaCha8Rng, mut pkt: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn ten_thousand_random_and_mutated_packets_agree() {
-    let (dp, model) = pair();
+    let (dp, mut model) = pair();
     let mut prev = dp.counters().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0x00fe_4747);
     let mut reasons = std::collections::BTreeMap::<Reason, u32>::new();
@@ -930,10 +900,10 @@ fn ten_thousand_random_and_mutated_packets_agree() {
         } else {
             mutate(&mut rng, base)
         };
-        let o = check(&dp, &model, &mut prev, &pkt, &format!("random #{i}"));
+        let o = check(&dp, &mut model, &mut prev, &pkt, &format!("random #{i}"));
         *reasons.entry(o.reason).or_default() += 1;
         if let Some(id) = o.tunnel {
-            let s = stats.entry(id).or_default();
+            let s: &mut abi::TunnelStats = stats.entry(id).or_default();
             s.rx_packets += 1;
             s.rx_bytes += pkt.len() as u64;
             if o.reason == Reason::Forwarded {
@@ -967,5 +937,12 @@ fn ten_thousand_random_and_mutated_packets_agree() {
             "tunnel {id} barely exercised: {want:?}"
         );
         assert_eq!(dp.tunnel_stats(id).unwrap(), want, "tunnel {id} statistics");
+        assert_eq!(
+            dp.station_count(id).unwrap(),
+            model.station_count(id),
+            "tunnel {id} station count"
+        );
     }
+    // Station learning left the same table on both sides.
+    assert_eq!(kernel_stations(&dp), model.stations());
 }

@@ -14,13 +14,31 @@ pub const MAP_TUNNEL_STATS: &str = "TUNNEL_STATS";
 pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 /// Name of the one-entry data plane settings array.
 pub const MAP_SETTINGS: &str = "SETTINGS";
-/// Name of the DEVMAP used to redirect to the client-side interface.
+/// Name of the DEVMAP used to redirect: slot 0 client side, slot 1 AP side.
 pub const MAP_EGRESS: &str = "EGRESS";
+/// Name of the outer ARRAY_OF_MAPS holding the live station table (one slot,
+/// an LRU hash sized by configuration).
+pub const MAP_STATION_TABLES: &str = "STATION_TABLES";
+/// Name of the outer ARRAY_OF_MAPS holding the live downstream tunnel table
+/// (one slot, an array indexed by tunnel id).
+pub const MAP_TUNNELS_DOWN: &str = "TUNNELS_DOWN";
+/// Name of the per-tunnel learned-station count (shared, atomic).
+pub const MAP_STATION_COUNT: &str = "STATION_COUNT";
+/// Name of the client VLAN set (array of 4096 flags, by VLAN id).
+pub const MAP_CLIENT_VLANS: &str = "CLIENT_VLANS";
 
 /// Name of the upstream (AP side) XDP program.
 pub const PROG_UPSTREAM: &str = "ferry_upstream";
+/// Name of the downstream (client side) XDP program.
+pub const PROG_DOWNSTREAM: &str = "ferry_downstream";
 /// Name of the pass-everything program (veth peers of a redirect target).
 pub const PROG_PASS: &str = "ferry_pass";
+/// Name of the lab TC program that strips the lab VLAN on ingress.
+pub const PROG_LAB_VLAN_POP: &str = "lab_vlan_pop";
+/// Name of the lab TC program that adds the lab VLAN on egress.
+pub const PROG_LAB_VLAN_PUSH: &str = "lab_vlan_push";
+/// Name of the lab VLAN id map (one u32).
+pub const MAP_LAB_VLAN: &str = "LAB_VLAN";
 /// Name of the XDP_DROP baseline program used by the benchmark.
 pub const PROG_BASELINE_DROP: &str = "baseline_drop";
 /// Name of the MAC-swap XDP_TX baseline program used by the benchmark.
@@ -35,6 +53,20 @@ pub const MAX_LOCAL_ADDRS: u32 = 64;
 pub const TABLE_SLOT: u32 = 0;
 /// Slot of the client-side interface in [`MAP_EGRESS`].
 pub const EGRESS_SLOT: u32 = 0;
+/// Slot of the AP-side interface in [`MAP_EGRESS`] (downstream).
+pub const EGRESS_AP_SLOT: u32 = 1;
+/// Capacity of the station table template in the object; the live table is
+/// created by user space with the configured capacity.
+pub const STATION_TEMPLATE_ENTRIES: u32 = 1024;
+/// Default station table capacity.
+pub const DEFAULT_STATION_CAPACITY: u32 = 262_144;
+/// Default per-tunnel limit on learned stations.
+pub const DEFAULT_STATION_LIMIT: u32 = 512;
+/// A station's `last_seen` is rewritten at most this often (ns): learning
+/// costs no map write per packet when nothing changed.
+pub const STATION_REFRESH_NS: u64 = 1_000_000_000;
+/// Number of VLAN ids (index space of [`MAP_CLIENT_VLANS`]).
+pub const VLAN_IDS: u32 = 4096;
 
 /// An IP address as 16 bytes: IPv6 as is, IPv4 as an IPv4-mapped IPv6
 /// address (`::ffff:a.b.c.d`), so one key type covers both families.
@@ -98,6 +130,85 @@ pub struct TunnelInfo {
     pub vlan: u16,
     /// `TUNNEL_*` flags.
     pub flags: u16,
+    /// Most stations the upstream path may learn behind this tunnel.
+    pub station_limit: u32,
+}
+
+/// Downstream tunnel flag: the slot holds a tunnel.
+pub const DOWN_VALID: u16 = 1;
+/// Downstream tunnel flag: standby (backup role).
+pub const DOWN_STANDBY: u16 = 2;
+/// Downstream tunnel flag: the AP is an IPv6 address.
+pub const DOWN_IPV6: u16 = 4;
+/// Downstream tunnel flag: IPv6 with UDP-Lite (checksum coverage 8).
+pub const DOWN_UDPLITE: u16 = 8;
+/// Downstream tunnel flag: send native 802.11 frames (T=1).
+pub const DOWN_NATIVE: u16 = 16;
+/// Downstream tunnel flag: include the Radio MAC optional field.
+pub const DOWN_RADIO_MAC: u16 = 32;
+/// Downstream tunnel flag: the AP's port is fixed by config (else learned).
+pub const DOWN_FIXED_PORT: u16 = 64;
+/// Downstream tunnel flag: `next_hop`/`source_mac` are set (FIB fallback).
+pub const DOWN_NEIGHBOUR: u16 = 128;
+
+/// Downstream tunnel table value (indexed by tunnel id).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TunnelDown {
+    /// AP address ([`v4_mapped`] for IPv4).
+    pub ap: Addr,
+    /// This node's address the tunnel is sourced from (same family).
+    pub local: Addr,
+    /// AP UDP port (host order); 0 until learned for any-port tunnels.
+    pub port: u16,
+    /// `DOWN_*` flags.
+    pub flags: u16,
+    /// Client VLAN (must match the station key's VLAN).
+    pub vlan: u16,
+    /// Largest outer IP packet; bigger frames are punted.
+    pub mtu: u16,
+    /// Radio MAC field content (with `DOWN_RADIO_MAC`).
+    pub radio_mac: [u8; 6],
+    /// Next-hop MAC used when the FIB has no answer (with `DOWN_NEIGHBOUR`).
+    pub next_hop: [u8; 6],
+    /// Source MAC used with `next_hop`.
+    pub source_mac: [u8; 6],
+    /// Always zero.
+    pub pad: [u8; 6],
+}
+
+/// Station table key: client MAC and VLAN.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct StationKey {
+    /// Client MAC.
+    pub mac: [u8; 6],
+    /// Client VLAN.
+    pub vlan: u16,
+}
+
+/// Station flag: configured, never moved or aged by learning.
+pub const STATION_STATIC: u8 = 1;
+/// Station flag: `bssid` is known.
+pub const STATION_BSSID: u8 = 2;
+
+/// Station table value.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StationInfo {
+    /// Tunnel id the station sits behind.
+    pub tunnel: u32,
+    /// `STATION_*` flags.
+    pub flags: u8,
+    /// Radio id the station was last seen on.
+    pub rid: u8,
+    /// BSSID (with `STATION_BSSID`).
+    pub bssid: [u8; 6],
+    /// Always zero.
+    pub pad: [u8; 4],
+    /// `bpf_ktime_get_coarse_ns` when last seen (0 for static entries):
+    /// a few ms resolution is plenty for a once-a-second refresh.
+    pub last_seen: u64,
 }
 
 /// Per-tunnel statistics (one per CPU; user space sums them).
@@ -112,6 +223,10 @@ pub struct TunnelStats {
     pub up_packets: u64,
     /// Bytes of those frames, as sent (tag included).
     pub up_bytes: u64,
+    /// Client frames encapsulated down this tunnel.
+    pub down_packets: u64,
+    /// Bytes of those frames, as sent (outer headers included).
+    pub down_bytes: u64,
 }
 
 /// Egress for forwarded frames: the client side is the AP-side interface.
@@ -133,7 +248,7 @@ pub const LOCAL4_IN_MAP: u8 = 0xff;
 pub struct Settings {
     /// CAPWAP data port the node listens on (host order; 0 means 5247).
     pub data_port: u16,
-    /// `EGRESS_*`.
+    /// `EGRESS_*` for upstream frames (client side).
     pub egress: u8,
     /// Number of valid entries in `local4`, or [`LOCAL4_IN_MAP`]. Derived
     /// from the local address list when it is installed.
@@ -141,15 +256,33 @@ pub struct Settings {
     /// This node's IPv4 data addresses when there are few of them: the
     /// common case costs compares instead of a hash lookup.
     pub local4: [[u8; 4]; LOCAL4_INLINE],
+    /// `EGRESS_*` for downstream frames (AP side).
+    pub egress_down: u8,
+    /// IPv4 DF on encapsulated packets (0 or 1).
+    pub df: u8,
+    /// DSCP for each 802.1p priority, for the outer header.
+    pub dscp: [u8; 8],
+    /// Always zero.
+    pub pad: [u8; 2],
+    /// AP-side ifindex for FIB lookups (0: no FIB, use tunnel neighbours).
+    pub ap_ifindex: u32,
 }
 
-/// The per-CPU counter block: one u64 per [`Reason`], by index.
+/// The per-CPU counter block: one u64 per [`Reason`] and per [`Event`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterBlock {
-    /// Totals by reason index.
-    pub v: [u64; REASON_COUNT as usize],
+    /// Totals by reason index (slots past `REASON_COUNT` stay zero).
+    pub v: [u64; REASON_SLOTS],
+    /// Totals by event index (slots past `EVENT_COUNT` stay zero).
+    pub e: [u64; EVENT_SLOTS],
 }
+
+/// Reason slots in a [`CounterBlock`]: a power of two, so the program can
+/// bound an index with a mask the verifier understands.
+pub const REASON_SLOTS: usize = 64;
+/// Event slots in a [`CounterBlock`] (power of two, as above).
+pub const EVENT_SLOTS: usize = 8;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -159,6 +292,9 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelStats {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::CounterBlock {}
+    unsafe impl aya::Pod for super::TunnelDown {}
+    unsafe impl aya::Pod for super::StationKey {}
+    unsafe impl aya::Pod for super::StationInfo {}
 }
 
 /// What the program does with a packet.
@@ -173,10 +309,10 @@ pub enum Action {
 }
 
 macro_rules! reasons {
-    ($( $(#[$doc:meta])* $variant:ident = $idx:literal, $name:literal, $action:ident; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident = $idx:literal, $name:literal, $dir:ident, $action:ident; )*) => {
         /// Why a packet got its verdict. Each packet counts exactly once under
-        /// one reason (plus once under [`Reason::Received`]), so
-        /// `received == sum of all other reasons` always holds.
+        /// one reason of its direction plus once under that direction's
+        /// received counter, so per direction `received == sum of the others`.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Reason {
@@ -198,6 +334,11 @@ macro_rules! reasons {
                 match self { $( Reason::$variant => Action::$action, )* }
             }
 
+            /// Which program counts it.
+            pub const fn direction(self) -> Direction {
+                match self { $( Reason::$variant => Direction::$dir, )* }
+            }
+
             /// Counter index.
             #[inline(always)]
             pub const fn index(self) -> u32 {
@@ -214,71 +355,172 @@ macro_rules! reasons {
 
 reasons! {
     /// Every packet the program saw.
-    Received = 0, "received", Pass;
+    Received = 0, "received", Up, Pass;
     /// Client frame forwarded upstream into the client VLAN.
-    Forwarded = 1, "forwarded", Forward;
+    Forwarded = 1, "forwarded", Up, Forward;
     /// Not IPv4/IPv6 (ARP, LLDP, ...), or more than one outer VLAN tag.
-    PassNotIp = 2, "pass_not_ip", Pass;
+    PassNotIp = 2, "pass_not_ip", Up, Pass;
     /// IP header not parseable here (bad version/IHL, truncated): the host decides.
-    PassBadIp = 3, "pass_bad_ip", Pass;
+    PassBadIp = 3, "pass_bad_ip", Up, Pass;
     /// Not addressed to one of this node's CAPWAP data addresses.
-    PassNotLocal = 4, "pass_not_local", Pass;
+    PassNotLocal = 4, "pass_not_local", Up, Pass;
     /// To this node but not UDP to the data port (SSH, CAPWAP control, ...).
-    PassNotData = 5, "pass_not_data", Pass;
+    PassNotData = 5, "pass_not_data", Up, Pass;
     /// Fragmented outer IP datagram (the host reassembles it).
-    PassIpFragment = 6, "pass_ip_fragment", Pass;
+    PassIpFragment = 6, "pass_ip_fragment", Up, Pass;
     /// IPv6 with extension headers.
-    PassIpv6Ext = 7, "pass_ipv6_ext", Pass;
+    PassIpv6Ext = 7, "pass_ipv6_ext", Up, Pass;
     /// CAPWAP data channel keepalive (K): answered by the control process.
-    PassKeepalive = 8, "pass_keepalive", Pass;
+    PassKeepalive = 8, "pass_keepalive", Up, Pass;
     /// DTLS-protected data channel (preamble type 1).
-    PassDtls = 9, "pass_dtls", Pass;
+    PassDtls = 9, "pass_dtls", Up, Pass;
     /// CAPWAP fragment (F): reassembled by the slow path.
-    PassCapwapFragment = 10, "pass_capwap_fragment", Pass;
+    PassCapwapFragment = 10, "pass_capwap_fragment", Up, Pass;
     /// 802.11 management frame: control plane.
-    PassDot11Mgmt = 11, "pass_dot11_mgmt", Pass;
+    PassDot11Mgmt = 11, "pass_dot11_mgmt", Up, Pass;
     /// EAPOL (802.1X) frame: control plane.
-    PassEapol = 12, "pass_eapol", Pass;
+    PassEapol = 12, "pass_eapol", Up, Pass;
     /// 802.11 A-MSDU: several subframes, split by the slow path.
-    PassAmsdu = 13, "pass_amsdu", Pass;
+    PassAmsdu = 13, "pass_amsdu", Up, Pass;
     /// IP or UDP length inconsistent with the packet.
-    DropBadLength = 14, "drop_bad_length", Drop;
+    DropBadLength = 14, "drop_bad_length", Up, Drop;
     /// UDP payload shorter than a CAPWAP header.
-    DropCapwapShort = 15, "drop_capwap_short", Drop;
+    DropCapwapShort = 15, "drop_capwap_short", Up, Drop;
     /// CAPWAP preamble version is not 0.
-    DropBadVersion = 16, "drop_bad_version", Drop;
+    DropBadVersion = 16, "drop_bad_version", Up, Drop;
     /// CAPWAP preamble type is neither clear (0) nor DTLS (1).
-    DropBadType = 17, "drop_bad_type", Drop;
+    DropBadType = 17, "drop_bad_type", Up, Drop;
     /// HLEN < 2 or past the end of the datagram.
-    DropBadHlen = 18, "drop_bad_hlen", Drop;
+    DropBadHlen = 18, "drop_bad_hlen", Up, Drop;
     /// Radio MAC or Wireless Specific Information runs past HLEN.
-    DropBadOptional = 19, "drop_bad_optional", Drop;
+    DropBadOptional = 19, "drop_bad_optional", Up, Drop;
     /// Source (address, port) is not a known tunnel.
-    DropUnknownTunnel = 20, "drop_unknown_tunnel", Drop;
+    DropUnknownTunnel = 20, "drop_unknown_tunnel", Up, Drop;
     /// Tunnel is in standby (this node is its backup AC).
-    DropStandby = 21, "drop_standby", Drop;
+    DropStandby = 21, "drop_standby", Up, Drop;
     /// Native frame (T=1) of a wireless binding other than IEEE 802.11.
-    DropBadWbid = 22, "drop_bad_wbid", Drop;
+    DropBadWbid = 22, "drop_bad_wbid", Up, Drop;
     /// Inner frame shorter than its header.
-    DropInnerShort = 23, "drop_inner_short", Drop;
+    DropInnerShort = 23, "drop_inner_short", Up, Drop;
     /// Client frame carries its own VLAN tag (VLAN hopping attempt).
-    DropInnerVlan = 24, "drop_inner_vlan", Drop;
+    DropInnerVlan = 24, "drop_inner_vlan", Up, Drop;
     /// 802.11 control or reserved-type frame: nothing to bridge.
-    DropDot11NotData = 25, "drop_dot11_not_data", Drop;
+    DropDot11NotData = 25, "drop_dot11_not_data", Up, Drop;
     /// 802.11 null-function data frame: no payload.
-    DropNullData = 26, "drop_null_data", Drop;
+    DropNullData = 26, "drop_null_data", Up, Drop;
     /// 802.11 frame still encrypted (Protected set).
-    DropProtected = 27, "drop_protected", Drop;
+    DropProtected = 27, "drop_protected", Up, Drop;
     /// 802.11 body empty, too long for an 802.3 length frame, or a SNAP
     /// header carrying a length instead of an EtherType.
-    DropBadPayload = 28, "drop_bad_payload", Drop;
+    DropBadPayload = 28, "drop_bad_payload", Up, Drop;
     /// No egress interface configured, or the redirect failed.
-    DropNoEgress = 29, "drop_no_egress", Drop;
+    DropNoEgress = 29, "drop_no_egress", Up, Drop;
     /// A packet helper (adjust head/tail) failed.
-    DropInternal = 30, "drop_internal", Drop;
+    DropInternal = 30, "drop_internal", Up, Drop;
+    /// Every frame the downstream program saw.
+    DownReceived = 31, "down_received", Down, Pass;
+    /// Client frame encapsulated down its AP's tunnel.
+    DownForwarded = 32, "down_forwarded", Down, Forward;
+    /// Not an 802.1Q-tagged frame: the host handles it.
+    DownPassNotTagged = 33, "down_pass_not_tagged", Down, Pass;
+    /// Tagged with a VLAN that is not a client VLAN.
+    DownPassOtherVlan = 34, "down_pass_other_vlan", Down, Pass;
+    /// Broadcast or multicast: replicated by the slow path.
+    DownPassGroup = 35, "down_pass_group", Down, Pass;
+    /// Larger than the tunnel MTU once encapsulated: fragmented by the slow path.
+    DownPassMtu = 36, "down_pass_mtu", Down, Pass;
+    /// No station with that MAC in that VLAN (unknown unicast).
+    DownDropUnknownStation = 37, "down_drop_unknown_station", Down, Drop;
+    /// The station's tunnel no longer exists or serves another VLAN.
+    DownDropNoTunnel = 38, "down_drop_no_tunnel", Down, Drop;
+    /// The station's tunnel is in standby.
+    DownDropStandby = 39, "down_drop_standby", Down, Drop;
+    /// Any-port tunnel whose AP port has not been seen yet.
+    DownDropNoApPort = 40, "down_drop_no_ap_port", Down, Drop;
+    /// Native 802.11 tunnel but no BSSID known for the station.
+    DownDropNoBssid = 41, "down_drop_no_bssid", Down, Drop;
+    /// Neither the FIB nor the tunnel config gives a next-hop MAC.
+    DownDropNoNeighbour = 42, "down_drop_no_neighbour", Down, Drop;
+    /// No AP-side egress configured, or the redirect failed.
+    DownDropNoEgress = 43, "down_drop_no_egress", Down, Drop;
+    /// A packet helper failed.
+    DownDropInternal = 44, "down_drop_internal", Down, Drop;
 }
 
 /// Number of counter slots.
-pub const REASON_COUNT: u32 = 31;
+pub const REASON_COUNT: u32 = 45;
+
+/// Which program a reason belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// `ferry_upstream` (AP side to client VLAN).
+    Up,
+    /// `ferry_downstream` (client VLAN to AP side).
+    Down,
+}
+
+impl Direction {
+    /// The received counter of this direction.
+    pub const fn received(self) -> Reason {
+        match self {
+            Direction::Up => Reason::Received,
+            Direction::Down => Reason::DownReceived,
+        }
+    }
+}
+
+/// Station learning events (not verdicts: a packet may cause none or one).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Event {
+    /// A new station was learned.
+    StationLearned = 0,
+    /// A known station appeared behind another tunnel (roaming).
+    StationMoved = 1,
+    /// Not learned: the tunnel has reached its station limit.
+    StationLimit = 2,
+    /// A static station was seen behind another tunnel and kept.
+    StationStaticKept = 3,
+    /// An any-port tunnel's AP port was learned or changed.
+    ApPortLearned = 4,
+}
+
+/// Number of event slots.
+pub const EVENT_COUNT: u32 = 5;
+
+impl Event {
+    /// Every event, by index.
+    pub const ALL: &'static [Event] = &[
+        Event::StationLearned,
+        Event::StationMoved,
+        Event::StationLimit,
+        Event::StationStaticKept,
+        Event::ApPortLearned,
+    ];
+
+    /// Stable snake_case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Event::StationLearned => "station_learned",
+            Event::StationMoved => "station_moved",
+            Event::StationLimit => "station_limit",
+            Event::StationStaticKept => "station_static_kept",
+            Event::ApPortLearned => "ap_port_learned",
+        }
+    }
+
+    /// Counter index.
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+}
 
 const _: () = assert!(Reason::ALL.len() == REASON_COUNT as usize);
+const _: () = assert!(Event::ALL.len() == EVENT_COUNT as usize);
+const _: () = assert!(REASON_COUNT as usize <= REASON_SLOTS && REASON_SLOTS.is_power_of_two());
+const _: () = assert!(EVENT_COUNT as usize <= EVENT_SLOTS && EVENT_SLOTS.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
+const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 36);

@@ -137,6 +137,20 @@ impl FrameControl {
     }
 }
 
+impl FrameControl {
+    /// Offset of the BSSID, if the DS bits put one in the header (WDS
+    /// frames carry none).
+    #[inline(always)]
+    pub const fn bssid_offset(&self) -> Option<usize> {
+        match (self.to_ds, self.from_ds) {
+            (false, false) => Some(ADDR3),
+            (true, false) => Some(ADDR1),
+            (false, true) => Some(ADDR2),
+            (true, true) => None,
+        }
+    }
+}
+
 /// Whether the first six body bytes are an LLC/SNAP header ferry strips.
 #[inline(always)]
 pub const fn is_snap(b: &[u8; 6]) -> bool {

@@ -18,6 +18,7 @@ extern crate std;
 pub mod abi;
 pub mod capwap;
 pub mod dot11;
+pub mod encap;
 pub mod eth;
 pub mod ipv4;
 pub mod ipv6;

@@ -5,9 +5,21 @@
 //! `cargo build --workspace` on the host stays green.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// 64-bit atomic add for the shared station counts (BPF has no CAS, so
+// core::sync::atomic offers no fetch_add on this target).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+// Verifier-visible bounds the optimiser cannot remove (see maps::mask63).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod baseline;
+#[cfg(target_arch = "bpf")]
+mod downstream;
+#[cfg(target_arch = "bpf")]
+mod lab;
+#[cfg(target_arch = "bpf")]
+mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
 #[cfg(target_arch = "bpf")]

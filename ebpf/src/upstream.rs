@@ -6,62 +6,30 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, PerCpuArray},
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
-    macros::{btf_map, xdp},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    macros::xdp,
     programs::XdpContext,
 };
 use ferry_ebpf::{
     abi::{
-        self, Addr, CounterBlock, EGRESS_REDIRECT, EGRESS_TX, LOCAL4_INLINE, MAX_LOCAL_ADDRS,
-        MAX_TUNNELS, REASON_COUNT, Reason, Settings, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY,
-        TunnelInfo, TunnelKey, TunnelStats,
+        self, Addr, DOWN_FIXED_PORT, DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Event, LOCAL4_INLINE,
+        Reason, STATION_BSSID, STATION_REFRESH_NS, STATION_STATIC, Settings, StationInfo,
+        StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY, TunnelInfo, TunnelKey,
     },
     capwap, dot11, eth, ipv4, ipv6, udp, vlan,
 };
 
-use crate::packet;
-
-/// The live tunnel table sits behind one outer slot so user space can replace
-/// the whole table with a single update (build the new inner map aside, flip).
-#[btf_map]
-static TUNNEL_TABLES: ArrayOfMaps<HashMap<TunnelKey, TunnelInfo, { MAX_TUNNELS as usize }>, 1> =
-    ArrayOfMaps::new();
-
-/// One block per CPU: a packet costs one lookup for both of its counters.
-#[btf_map]
-static COUNTERS: PerCpuArray<CounterBlock, 1> = PerCpuArray::new();
-
-#[btf_map]
-static TUNNEL_STATS: PerCpuArray<TunnelStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
-
-#[btf_map]
-static LOCAL_ADDRS: HashMap<Addr, u8, { MAX_LOCAL_ADDRS as usize }> = HashMap::new();
-
-#[btf_map]
-static SETTINGS: Array<Settings, 1> = Array::new();
-
-#[btf_map]
-static EGRESS: DevMap<1> = DevMap::new();
+use crate::{
+    maps::{
+        EGRESS, LOCAL_ADDRS, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES, TUNNELS_DOWN, count,
+        event, settings, station_count, station_count_add,
+    },
+    packet,
+};
 
 /// Frames larger than this cannot reach a non-multibuffer XDP program; the
 /// bound also keeps length arithmetic within what the verifier tracks.
 const MAX_FRAME: usize = 16_383;
-
-/// Counts a packet: `received` and its verdict reason.
-#[inline(always)]
-fn count(reason: Reason) {
-    let i = reason.index() as usize;
-    if let Some(c) = COUNTERS.get_ptr_mut(0)
-        && i < REASON_COUNT as usize
-    {
-        // SAFETY: per-CPU block, only this CPU writes it while we run.
-        unsafe {
-            (*c).v[Reason::Received.index() as usize] += 1;
-            (*c).v[i] += 1;
-        }
-    }
-}
 
 /// Upstream XDP entry point (AP-side interface).
 #[xdp]
@@ -90,19 +58,6 @@ struct Outer {
     /// AP address and port.
     src: Addr,
     sport: u16,
-}
-
-/// Used only if the settings array were missing its one entry (it cannot be).
-static NO_SETTINGS: Settings = Settings {
-    data_port: 0,
-    egress: 0xff,
-    local4_count: 0,
-    local4: [[0; 4]; LOCAL4_INLINE],
-};
-
-#[inline(always)]
-fn settings() -> &'static Settings {
-    SETTINGS.get(0).unwrap_or(&NO_SETTINGS)
 }
 
 #[inline(always)]
@@ -246,6 +201,8 @@ struct Inner {
     /// `Some(len)` writes an 802.3 length field; `None` keeps the EtherType
     /// already in place at `start + 16`.
     length: Option<u16>,
+    /// BSSID from the 802.11 header, when its DS bits carry one.
+    bssid: Option<[u8; 6]>,
 }
 
 #[inline(always)]
@@ -277,7 +234,7 @@ fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     check_optional(ctx, c, hlen, &h)?;
 
-    let info = lookup_tunnel(&outer)?;
+    let (info, exact) = lookup_tunnel(&outer)?;
     let stats = TUNNEL_STATS.get_ptr_mut(info.id);
     if let Some(st) = stats {
         // SAFETY: per-CPU slot.
@@ -321,7 +278,104 @@ fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
             (*st).up_bytes += (end - inner.start) as u64;
         }
     }
+    let mut sa = [0u8; 6];
+    sa.copy_from_slice(&inner.dst_src[6..]);
+    learn_station(&info, sa, h.rid, inner.bssid);
+    if !exact {
+        learn_ap_port(info.id, outer.sport);
+    }
     Ok(action)
+}
+
+/// Learns (or refreshes) the frame's source station behind `info`'s tunnel.
+/// Costs one lookup when nothing changed; `last_seen` is rewritten at most
+/// once per `STATION_REFRESH_NS`.
+#[inline(always)]
+fn learn_station(info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid: Option<[u8; 6]>) {
+    if eth::is_group(&sa) {
+        return;
+    }
+    let Some(table) = STATION_TABLES.get(abi::TABLE_SLOT) else {
+        return;
+    };
+    let key = StationKey {
+        mac: sa,
+        vlan: info.vlan,
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (flags, bssid) = match bssid {
+        Some(b) => (STATION_BSSID, b),
+        None => (0, [0; 6]),
+    };
+    let fresh = StationInfo {
+        tunnel: info.id,
+        flags,
+        rid,
+        bssid,
+        pad: [0; 4],
+        last_seen: now,
+    };
+    if let Some(e) = table.get_ptr_mut(key) {
+        // SAFETY: value pointer from a successful lookup.
+        let cur = unsafe { *e };
+        if cur.flags & STATION_STATIC != 0 {
+            if cur.tunnel != info.id {
+                event(Event::StationStaticKept);
+            }
+            return;
+        }
+        if cur.tunnel == info.id && cur.rid == rid && cur.flags == flags && cur.bssid == bssid {
+            if now.wrapping_sub(cur.last_seen) > STATION_REFRESH_NS {
+                // SAFETY: one aligned u64 store into the live value.
+                unsafe { (*e).last_seen = now };
+            }
+            return;
+        }
+        let moved = cur.tunnel != info.id;
+        if moved && station_count(info.id) >= u64::from(info.station_limit) {
+            event(Event::StationLimit);
+            return;
+        }
+        // A whole-value update, so readers never see half an entry.
+        if table.insert(key, fresh, 0).is_ok() && moved {
+            station_count_add(cur.tunnel, u64::MAX);
+            station_count_add(info.id, 1);
+            event(Event::StationMoved);
+        }
+        return;
+    }
+    if station_count(info.id) >= u64::from(info.station_limit) {
+        event(Event::StationLimit);
+        return;
+    }
+    // BPF_NOEXIST: of two CPUs learning the same station, one counts it.
+    if table.insert(key, fresh, 1).is_ok() {
+        station_count_add(info.id, 1);
+        event(Event::StationLearned);
+    }
+}
+
+/// Any-port tunnels send downstream traffic to the port their data comes
+/// from (APs behind NAT): remember it, writing only when it changes.
+#[inline(always)]
+fn learn_ap_port(id: u32, sport: u16) {
+    let Some(down) = TUNNELS_DOWN
+        .get(abi::TABLE_SLOT)
+        .and_then(|t| t.get_ptr_mut(id))
+    else {
+        return;
+    };
+    // SAFETY: array value pointer from a successful lookup.
+    unsafe {
+        if (*down).flags & DOWN_VALID != 0
+            && (*down).flags & DOWN_FIXED_PORT == 0
+            && (*down).port != sport
+        {
+            (*down).port = sport;
+            event(Event::ApPortLearned);
+        }
+    }
 }
 
 /// Radio MAC and Wireless Specific Information must end inside HLEN.
@@ -361,7 +415,7 @@ fn check_optional(
 /// and carries `TUNNEL_PORTS` when (address, port) tunnels exist, in which
 /// case the exact port is tried before settling for it.
 #[inline(always)]
-fn lookup_tunnel(outer: &Outer) -> Result<TunnelInfo, Reason> {
+fn lookup_tunnel(outer: &Outer) -> Result<(TunnelInfo, bool), Reason> {
     let table = TUNNEL_TABLES
         .get(abi::TABLE_SLOT)
         .ok_or(Reason::DropUnknownTunnel)?;
@@ -370,16 +424,18 @@ fn lookup_tunnel(outer: &Outer) -> Result<TunnelInfo, Reason> {
         .ok_or(Reason::DropUnknownTunnel)?;
     // SAFETY: pointer from a successful lookup, read once.
     let any = unsafe { *any };
+    // Source port 0 would find the (address, any port) entry again.
     if any.flags & TUNNEL_PORTS != 0
+        && outer.sport != 0
         && let Some(e) = table.get_ptr(TunnelKey::new(outer.src, outer.sport))
     {
         // SAFETY: as above.
-        return Ok(unsafe { *e });
+        return Ok((unsafe { *e }, true));
     }
     if any.flags & TUNNEL_MARKER != 0 {
         return Err(Reason::DropUnknownTunnel);
     }
-    Ok(any)
+    Ok((any, false))
 }
 
 /// T=0: the payload is the client's Ethernet frame.
@@ -403,6 +459,7 @@ fn ethernet_inner(ctx: &XdpContext, p: usize, end: usize) -> Result<Inner, Reaso
         pcp: 0,
         start: p - vlan::TAG_LEN,
         length: None,
+        bssid: None,
     })
 }
 
@@ -444,6 +501,10 @@ fn dot11_to_8023(ctx: &XdpContext, p: usize, end: usize) -> Result<Inner, Reason
     let mut dst_src = [0u8; 12];
     dst_src[..6].copy_from_slice(&da);
     dst_src[6..].copy_from_slice(&sa);
+    let bssid = match fc.bssid_offset() {
+        Some(o) => Some(packet::load::<{ eth::ADDR_LEN }>(ctx, p + o).ok_or(Reason::DropInternal)?),
+        None => None,
+    };
 
     let body = p + hdr;
     let blen = end - body;
@@ -467,6 +528,7 @@ fn dot11_to_8023(ctx: &XdpContext, p: usize, end: usize) -> Result<Inner, Reason
                 pcp,
                 start: body + dot11::SNAP_LEN - vlan::TAGGED_HLEN,
                 length: None,
+                bssid,
             });
         }
     }
@@ -478,6 +540,7 @@ fn dot11_to_8023(ctx: &XdpContext, p: usize, end: usize) -> Result<Inner, Reason
         pcp,
         start: body - vlan::TAGGED_HLEN,
         length: Some(blen as u16),
+        bssid,
     })
 }
 

@@ -5,12 +5,17 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ferry_dataplane::{
+    counters::Counters,
     craft::{self, Transport},
-    datapath::Datapath,
-    model::Model,
+    datapath::{Datapath, action},
+    model::{Model, Outcome},
     tables::{Tables, Tunnel, addr_key},
 };
-use ferry_ebpf::abi::{EGRESS_REDIRECT, Settings, TUNNEL_STANDBY, TunnelInfo, TunnelKey};
+use ferry_ebpf::abi::{self, Direction, Event, Reason};
+use ferry_ebpf::abi::{
+    DOWN_FIXED_PORT, DOWN_IPV6, DOWN_NEIGHBOUR, DOWN_STANDBY, DOWN_UDPLITE, EGRESS_REDIRECT,
+    Settings, TUNNEL_STANDBY, TunnelDown, TunnelInfo, TunnelKey,
+};
 
 /// The AC's IPv4 data address.
 pub const AC4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -31,10 +36,49 @@ pub const STRANGER: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 9);
 /// AP 2's port.
 pub const AP2_PORT: u16 = 12222;
 
-fn tunnel(addr: IpAddr, port: u16, id: u32, vlan: u16, flags: u16) -> Tunnel {
+/// The AC's MAC on the AP side.
+pub const AC_MAC: [u8; 6] = [0x02, 0xac, 0, 0, 0, 1];
+/// The next hop towards the APs.
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0x0e, 0, 0, 0, 1];
+
+/// A tunnel with downstream settings: sourced from the AC address of its
+/// family, the configured neighbour, IPv6 with UDP-Lite.
+pub fn tunnel(addr: IpAddr, port: u16, id: u32, vlan: u16, flags: u16) -> Tunnel {
+    let local: IpAddr = if addr.is_ipv6() {
+        AC6.into()
+    } else {
+        AC4.into()
+    };
+    let mut dflags = DOWN_NEIGHBOUR;
+    if flags & TUNNEL_STANDBY != 0 {
+        dflags |= DOWN_STANDBY;
+    }
+    if addr.is_ipv6() {
+        dflags |= DOWN_IPV6 | DOWN_UDPLITE;
+    }
+    if port != 0 {
+        dflags |= DOWN_FIXED_PORT;
+    }
     Tunnel {
         key: TunnelKey::new(addr_key(addr), port),
-        info: TunnelInfo { id, vlan, flags },
+        info: TunnelInfo {
+            id,
+            vlan,
+            flags,
+            station_limit: 512,
+        },
+        down: TunnelDown {
+            ap: addr_key(addr),
+            local: addr_key(local),
+            port,
+            flags: dflags,
+            vlan,
+            mtu: 1500,
+            radio_mac: [0; 6],
+            next_hop: ROUTER_MAC,
+            source_mac: AC_MAC,
+            pad: [0; 6],
+        },
     }
 }
 
@@ -45,6 +89,9 @@ pub fn tables() -> Tables {
         settings: Settings {
             data_port: 5247,
             egress: EGRESS_REDIRECT,
+            egress_down: EGRESS_REDIRECT,
+            df: 1,
+            dscp: [0, 8, 16, 24, 32, 40, 48, 56],
             ..Default::default()
         },
         tunnels: vec![
@@ -55,6 +102,9 @@ pub fn tables() -> Tables {
             tunnel(AP4.into(), AP2_PORT, 5, 211, 0),
             tunnel(AP6.into(), 0, 6, 300, 0),
         ],
+        client_vlans: vec![200, 201, 210, 211, 300],
+        stations: Vec::new(),
+        station_capacity: 4096,
     }
 }
 
@@ -64,6 +114,7 @@ pub fn datapath(tables: &Tables) -> Datapath {
     let mut dp = Datapath::load().expect("load eBPF object (needs root)");
     dp.apply(tables).expect("apply tables");
     dp.set_egress(1).expect("set egress to lo");
+    dp.set_egress_ap(1).expect("set AP-side egress to lo");
     dp
 }
 
@@ -92,4 +143,75 @@ pub const BSSID: [u8; 6] = [0x02, 0xbb, 0xbb, 0xbb, 0xbb, 0x01];
 /// A client's IPv4 packet (as the payload of an Ethernet/SNAP header).
 pub fn client_ip(seq: u32) -> Vec<u8> {
     craft::client_ipv4_udp([198, 19, 4, 10], [198, 19, 1, 1], seq, 32)
+}
+
+/// Hex dump for assertion messages.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs `pkt` through the loaded program of `dir` and through the model;
+/// panics with context unless they agree on action, counter reason,
+/// learning events and output bytes.
+pub fn check(
+    dp: &Datapath,
+    model: &mut Model,
+    prev: &mut Counters,
+    pkt: &[u8],
+    what: &str,
+    dir: Direction,
+) -> Outcome {
+    let events_before = model.events().clone();
+    let (want, prog) = match dir {
+        Direction::Up => (model.upstream(pkt), abi::PROG_UPSTREAM),
+        Direction::Down => (model.downstream(pkt), abi::PROG_DOWNSTREAM),
+    };
+    let got = dp.run(prog, pkt).expect("test run");
+    let now = dp.counters().expect("counters");
+    let delta = now.since(prev);
+    *prev = now;
+    let moved: Vec<(Reason, u64)> = delta.nonzero().collect();
+    assert_eq!(
+        got.action,
+        want.action,
+        "{what}: action kernel={} model={} (model reason {:?}, counters {moved:?})\npkt={}",
+        action::name(got.action),
+        action::name(want.action),
+        want.reason,
+        hex(pkt)
+    );
+    let mut expect: Vec<(Reason, u64)> = vec![(dir.received(), 1), (want.reason, 1)];
+    expect.sort();
+    assert_eq!(moved, expect, "{what}: reason mismatch\npkt={}", hex(pkt));
+    let want_events: Vec<(Event, u64)> = model
+        .events()
+        .since(&events_before)
+        .nonzero_events()
+        .collect();
+    let got_events: Vec<(Event, u64)> = delta.nonzero_events().collect();
+    assert_eq!(
+        got_events,
+        want_events,
+        "{what}: learning events differ\npkt={}",
+        hex(pkt)
+    );
+    assert_eq!(
+        hex(&got.output),
+        hex(&want.output),
+        "{what}: output bytes differ (reason {:?})",
+        want.reason
+    );
+    want
+}
+
+/// The kernel's station table, sorted, `last_seen` zeroed, for comparing
+/// with [`Model::stations`].
+pub fn kernel_stations(
+    dp: &Datapath,
+) -> std::collections::BTreeMap<abi::StationKey, abi::StationInfo> {
+    dp.stations()
+        .expect("stations")
+        .into_iter()
+        .map(|(k, v)| (k, abi::StationInfo { last_seen: 0, ..v }))
+        .collect()
 }

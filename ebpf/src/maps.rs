@@ -1,0 +1,154 @@
+//! The maps both XDP programs share, and the small helpers around them.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use ferry_ebpf::abi::{
+    Addr, CounterBlock, EVENT_SLOTS, Event, MAX_LOCAL_ADDRS, MAX_TUNNELS, REASON_SLOTS, Reason,
+    STATION_TEMPLATE_ENTRIES, Settings, StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey,
+    TunnelStats, VLAN_IDS,
+};
+
+/// The live tunnel table sits behind one outer slot so user space can replace
+/// the whole table with a single update (build the new inner map aside, flip).
+#[btf_map]
+pub static TUNNEL_TABLES: ArrayOfMaps<HashMap<TunnelKey, TunnelInfo, { MAX_TUNNELS as usize }>, 1> =
+    ArrayOfMaps::new();
+
+/// Downstream view of the same tunnels, by id, swapped the same way.
+#[btf_map]
+pub static TUNNELS_DOWN: ArrayOfMaps<Array<TunnelDown, { MAX_TUNNELS as usize }>, 1> =
+    ArrayOfMaps::new();
+
+/// Stations (client MAC, VLAN) -> tunnel. The inner LRU hash is created by
+/// user space at the configured size (the template size here does not bind:
+/// the kernel does not compare hash capacities of inner maps).
+#[btf_map]
+pub static STATION_TABLES: ArrayOfMaps<
+    LruHashMap<StationKey, StationInfo, { STATION_TEMPLATE_ENTRIES as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+/// Learned stations per tunnel id (shared by all CPUs, updated atomically).
+#[btf_map]
+pub static STATION_COUNT: Array<u64, { MAX_TUNNELS as usize }> = Array::new();
+
+/// One block per CPU: a packet costs one lookup for both of its counters.
+#[btf_map]
+pub static COUNTERS: PerCpuArray<CounterBlock, 1> = PerCpuArray::new();
+
+/// Per-tunnel packet and byte counts, per CPU.
+#[btf_map]
+pub static TUNNEL_STATS: PerCpuArray<TunnelStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
+
+/// This node's CAPWAP data addresses (IPv6, and IPv4 beyond the inline ones).
+#[btf_map]
+pub static LOCAL_ADDRS: HashMap<Addr, u8, { MAX_LOCAL_ADDRS as usize }> = HashMap::new();
+
+/// The one settings entry.
+#[btf_map]
+pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Client VLANs served downstream: 1 at the VLAN id's index.
+#[btf_map]
+pub static CLIENT_VLANS: Array<u8, { VLAN_IDS as usize }> = Array::new();
+
+/// Redirect targets: slot 0 client side, slot 1 AP side.
+#[btf_map]
+pub static EGRESS: DevMap<2> = DevMap::new();
+
+/// Used only if the settings array were missing its one entry (it cannot be).
+static NO_SETTINGS: Settings = Settings {
+    data_port: 0,
+    egress: 0xff,
+    local4_count: 0,
+    local4: [[0; 4]; ferry_ebpf::abi::LOCAL4_INLINE],
+    egress_down: 0xff,
+    df: 0,
+    dscp: [0; 8],
+    pad: [0; 2],
+    ap_ifindex: 0,
+};
+
+/// The settings entry.
+#[inline(always)]
+pub fn settings() -> &'static Settings {
+    SETTINGS.get(0).unwrap_or(&NO_SETTINGS)
+}
+
+/// `i & 63`, done in assembly: LLVM knows a reason index is below 45 and
+/// would delete a plain mask or compare, after which the verifier, which
+/// cannot follow that proof through register spills, sees an unbounded
+/// index into the counter block.
+#[inline(always)]
+fn mask63(i: u32) -> usize {
+    const _: () = assert!(REASON_SLOTS == 64);
+    let mut v = u64::from(i);
+    // SAFETY: one ALU instruction on a register we own.
+    unsafe { core::arch::asm!("{0} &= 63", inout(reg) v) };
+    v as usize
+}
+
+/// `i & 7` for event indices (see [`mask63`]).
+#[inline(always)]
+fn mask7(i: u32) -> usize {
+    const _: () = assert!(EVENT_SLOTS == 8);
+    let mut v = u64::from(i);
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("{0} &= 7", inout(reg) v) };
+    v as usize
+}
+
+/// Counts a packet under its direction's received counter and `reason`.
+#[inline(always)]
+pub fn count(reason: Reason) {
+    let i = mask63(reason.index());
+    let rx = mask63(reason.direction().received().index());
+    if let Some(c) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: per-CPU block, only this CPU writes it while we run.
+        // Indices are masked below the array length, so unchecked access
+        // is in bounds (a checked one would leave a panic path, which BPF
+        // cannot have).
+        unsafe {
+            *(*c).v.get_unchecked_mut(rx) += 1;
+            *(*c).v.get_unchecked_mut(i) += 1;
+        }
+    }
+}
+
+/// Counts a learning event.
+#[inline(always)]
+pub fn event(e: Event) {
+    let i = mask7(e.index());
+    if let Some(c) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: as in `count`.
+        unsafe { *(*c).e.get_unchecked_mut(i) += 1 };
+    }
+}
+
+/// Adds `delta` (wrapping: `u64::MAX` subtracts one) to a tunnel's
+/// learned-station count. BPF has 64-bit atomic add (no CAS), and its
+/// result is not used, so this is a plain `lock xadd`.
+#[inline(always)]
+pub fn station_count_add(tunnel: u32, delta: u64) {
+    if let Some(p) = STATION_COUNT.get_ptr_mut(tunnel) {
+        // SAFETY: array slots are stable for the map's lifetime and 8-byte
+        // aligned; other CPUs update the same slot, hence the atomic.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta);
+        }
+    }
+}
+
+/// A tunnel's learned-station count.
+#[inline(always)]
+pub fn station_count(tunnel: u32) -> u64 {
+    match STATION_COUNT.get_ptr(tunnel) {
+        // SAFETY: aligned 8-byte read of a live array slot (atomic on BPF).
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => u64::MAX,
+    }
+}
