@@ -13,5 +13,5 @@ target/release/ferry replay --config deploy/examples/ferry.toml \
 if command -v tshark >/dev/null; then
     echo
     echo "first frames of $out (tshark):"
-    tshark -r "$out" -c 5 2>/dev/null || true
+    tshark -o capwap.swap_fc:FALSE -r "$out" -c 8 2>/dev/null || true
 fi

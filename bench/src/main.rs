@@ -125,8 +125,12 @@ fn run(cli: Cli) -> Result<()> {
                 rep.many_tunnels, rep.scale_ratio
             );
             println!(
-                "802.3 encap, {} stations / 1 station: {:.3}",
+                "802.3 encap, {} stations / 1,024 stations (same rotation): {:.3}",
                 rep.many_stations, rep.station_scale_ratio
+            );
+            println!(
+                "802.3 encap, {} stations rotating / 1 hot station: {:.3}",
+                rep.many_stations, rep.station_hot_ratio
             );
             for (t, ok) in &rep.targets {
                 println!("target {t}: {}", if *ok { "met" } else { "MISSED" });

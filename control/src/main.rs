@@ -130,14 +130,17 @@ fn check(path: &Path, json: bool) -> Result<()> {
             .iter()
             .map(|t| {
                 json!({"ap": t.ap, "address": t.address.to_string(), "port": t.port,
-                       "role": t.role.as_str(), "vlan": t.vlan})
+                       "role": t.role.as_str(), "vlan": t.vlan,
+                       "format": if t.native { "802.11" } else { "802.3" },
+                       "mtu": t.mtu, "station_limit": t.station_limit})
             })
             .collect();
         let v = json!({
             "node": c.name, "addresses": c.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "data_port": c.data_port, "ap_side": c.ap_side, "client_side": c.client_side,
             "default_vlan": c.default_vlan, "egress": if c.one_arm() { "tx" } else { "redirect" },
-            "tunnels": tunnels,
+            "tunnels": tunnels, "client_vlans": c.client_vlans,
+            "static_stations": c.stations.len(), "station_capacity": c.station_capacity,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -164,21 +167,28 @@ fn check(path: &Path, json: bool) -> Result<()> {
         }
     );
     println!(
-        "{:<20} {:<40} {:>6} {:<7} {:>5}",
-        "AP", "ADDRESS", "PORT", "ROLE", "VLAN"
+        "{:<20} {:<40} {:>6} {:<7} {:>5} {:<7}",
+        "AP", "ADDRESS", "PORT", "ROLE", "VLAN", "FORMAT"
     );
     for t in &c.tunnels {
         let port = t.port.map_or("any".to_string(), |p| p.to_string());
+        let format = if t.native { "802.11" } else { "802.3" };
         println!(
-            "{:<20} {:<40} {:>6} {:<7} {:>5}",
+            "{:<20} {:<40} {:>6} {:<7} {:>5} {:<7}",
             t.ap,
             t.address,
             port,
             t.role.as_str(),
-            t.vlan
+            t.vlan,
+            format
         );
     }
-    println!("{} tunnels", c.tunnels.len());
+    println!(
+        "{} tunnels, {} static stations; client VLANs {:?}",
+        c.tunnels.len(),
+        c.stations.len(),
+        c.client_vlans
+    );
     Ok(())
 }
 

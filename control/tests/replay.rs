@@ -133,6 +133,10 @@ fn replay_sample_matches_the_model_and_tshark() {
     for (name, n) in &reasons {
         assert_eq!(rep["reasons"][name], *n, "reason {name}");
     }
+    for (e, n) in model.events().nonzero_events() {
+        assert_eq!(rep["events"][e.name()], n, "event {}", e.name());
+    }
+    assert!(rep["events"]["station_learned"].as_u64().unwrap_or(0) >= 3);
     assert_eq!(
         rep["verdicts"]["tx"],
         want.len() as u64,

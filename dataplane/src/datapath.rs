@@ -73,6 +73,9 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// Client VLANs currently set in `CLIENT_VLANS` (to clear on change).
     client_vlans: Vec<u16>,
+    /// Table generation written into the settings; only ever grows, so the
+    /// programs' per-CPU learning hints from older tables never match.
+    generation: u32,
 }
 
 impl Datapath {
@@ -99,6 +102,7 @@ impl Datapath {
         Ok(Self {
             ebpf,
             client_vlans: Vec::new(),
+            generation: 1,
         })
     }
 
@@ -186,7 +190,7 @@ impl Datapath {
         outer
             .set(abi::TABLE_SLOT, &inner, 0)
             .context("flipping the station table slot")?;
-        Ok(())
+        self.bump_generation()
     }
 
     fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
@@ -227,11 +231,26 @@ impl Datapath {
         inner.get(&id, 0).context("reading downstream tunnel")
     }
 
-    /// Writes the settings entry as given (see [`with_local4`]).
+    /// Writes the settings entry as given (see [`with_local4`]), except
+    /// the generation, which the datapath owns.
     pub fn set_settings(&mut self, s: Settings) -> Result<()> {
+        let s = Settings {
+            generation: self.generation,
+            ..s
+        };
         let mut m: Array<_, Settings> = Array::try_from(self.map_mut(abi::MAP_SETTINGS)?)?;
         m.set(0, s, 0).context("writing settings")?;
         Ok(())
+    }
+
+    /// Starts a new table generation (after installing tunnels or stations).
+    fn bump_generation(&mut self) -> Result<()> {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let current = {
+            let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
+            m.get(&0, 0).context("reading settings")?
+        };
+        self.set_settings(current)
     }
 
     /// Replaces the set of local CAPWAP data addresses (the hash map and the
@@ -307,7 +326,7 @@ impl Datapath {
         outer
             .set(abi::TABLE_SLOT, &inner, 0)
             .context("flipping the tunnel table slot")?;
-        Ok(())
+        self.bump_generation()
     }
 
     /// Points the upstream redirect egress (client side) at `ifindex`.
@@ -353,6 +372,7 @@ impl Datapath {
             up_bytes: a.up_bytes + s.up_bytes,
             down_packets: a.down_packets + s.down_packets,
             down_bytes: a.down_bytes + s.down_bytes,
+            port_hint: 0,
         }))
     }
 

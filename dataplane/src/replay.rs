@@ -302,6 +302,7 @@ pub fn replay<R: Read, W: Write>(
     }
     let delta: Counters = dp.counters()?.since(&before);
     rep.reasons = delta.nonzero().map(|(r, v)| (r.name(), v)).collect();
+    rep.events = delta.nonzero_events().map(|(e, v)| (e.name(), v)).collect();
     out.into_writer().flush().context("flushing output")?;
     Ok(rep)
 }

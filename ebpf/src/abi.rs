@@ -227,6 +227,9 @@ pub struct TunnelStats {
     pub down_packets: u64,
     /// Bytes of those frames, as sent (outer headers included).
     pub down_bytes: u64,
+    /// Not a statistic: this CPU's hint of the AP port last seen for an
+    /// any-port tunnel, `generation << 16 | port` (user space ignores it).
+    pub port_hint: u64,
 }
 
 /// Egress for forwarded frames: the client side is the AP-side interface.
@@ -266,6 +269,37 @@ pub struct Settings {
     pub pad: [u8; 2],
     /// AP-side ifindex for FIB lookups (0: no FIB, use tunnel neighbours).
     pub ap_ifindex: u32,
+    /// Bumped by user space whenever it installs tunnel or station tables:
+    /// invalidates the programs' per-CPU learning hints.
+    pub generation: u32,
+}
+
+/// Slots of the per-CPU learning cache (direct-mapped by client MAC).
+pub const STATION_CACHE_SLOTS: u32 = 1024;
+
+/// One per-CPU learning hint: "this CPU saw `mac` behind `tunnel` and the
+/// station table agreed, at `checked`". A hit skips the station-table
+/// lookup; a hint older than `STATION_REFRESH_NS`, or from another
+/// generation, is ignored.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StationHint {
+    /// Client MAC.
+    pub mac: [u8; 6],
+    /// Client VLAN.
+    pub vlan: u16,
+    /// Tunnel id.
+    pub tunnel: u32,
+    /// Radio id.
+    pub rid: u8,
+    /// `STATION_*` flags as learned.
+    pub flags: u8,
+    /// BSSID.
+    pub bssid: [u8; 6],
+    /// `Settings::generation` when written.
+    pub generation: u32,
+    /// `bpf_ktime_get_coarse_ns` when the table last agreed.
+    pub checked: u64,
 }
 
 /// The per-CPU counter block: one u64 per [`Reason`] and per [`Event`].
@@ -295,6 +329,7 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelDown {}
     unsafe impl aya::Pod for super::StationKey {}
     unsafe impl aya::Pod for super::StationInfo {}
+    unsafe impl aya::Pod for super::StationHint {}
 }
 
 /// What the program does with a packet.
@@ -523,4 +558,5 @@ const _: () = assert!(EVENT_COUNT as usize <= EVENT_SLOTS && EVENT_SLOTS.is_powe
 const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
 const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Settings>() == 36);
+const _: () = assert!(core::mem::size_of::<Settings>() == 40);
+const _: () = assert!(core::mem::size_of::<StationHint>() == 32);

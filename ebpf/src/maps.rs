@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use ferry_ebpf::abi::{
     Addr, CounterBlock, EVENT_SLOTS, Event, MAX_LOCAL_ADDRS, MAX_TUNNELS, REASON_SLOTS, Reason,
-    STATION_TEMPLATE_ENTRIES, Settings, StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey,
-    TunnelStats, VLAN_IDS,
+    STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings, StationHint, StationInfo, StationKey,
+    TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
 };
 
 /// The live tunnel table sits behind one outer slot so user space can replace
@@ -31,6 +31,12 @@ pub static STATION_TABLES: ArrayOfMaps<
     LruHashMap<StationKey, StationInfo, { STATION_TEMPLATE_ENTRIES as usize }>,
     1,
 > = ArrayOfMaps::new();
+
+/// Per-CPU learning hints, direct-mapped by client MAC: a station that
+/// keeps talking through the same tunnel costs no station-table lookup.
+#[btf_map]
+pub static STATION_CACHE: PerCpuArray<StationHint, { STATION_CACHE_SLOTS as usize }> =
+    PerCpuArray::new();
 
 /// Learned stations per tunnel id (shared by all CPUs, updated atomically).
 #[btf_map]
@@ -71,6 +77,7 @@ static NO_SETTINGS: Settings = Settings {
     dscp: [0; 8],
     pad: [0; 2],
     ap_ifindex: 0,
+    generation: 0,
 };
 
 /// The settings entry.

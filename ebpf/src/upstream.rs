@@ -13,16 +13,17 @@ use aya_ebpf::{
 use ferry_ebpf::{
     abi::{
         self, Addr, DOWN_FIXED_PORT, DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Event, LOCAL4_INLINE,
-        Reason, STATION_BSSID, STATION_REFRESH_NS, STATION_STATIC, Settings, StationInfo,
-        StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY, TunnelInfo, TunnelKey,
+        Reason, STATION_BSSID, STATION_CACHE_SLOTS, STATION_REFRESH_NS, STATION_STATIC, Settings,
+        StationHint, StationInfo, StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY,
+        TunnelInfo, TunnelKey,
     },
     capwap, dot11, eth, ipv4, ipv6, udp, vlan,
 };
 
 use crate::{
     maps::{
-        EGRESS, LOCAL_ADDRS, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES, TUNNELS_DOWN, count,
-        event, settings, station_count, station_count_add,
+        EGRESS, LOCAL_ADDRS, STATION_CACHE, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES,
+        TUNNELS_DOWN, count, event, settings, station_count, station_count_add,
     },
     packet,
 };
@@ -280,9 +281,9 @@ fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     let mut sa = [0u8; 6];
     sa.copy_from_slice(&inner.dst_src[6..]);
-    learn_station(&info, sa, h.rid, inner.bssid);
+    learn_station(s.generation, &info, sa, h.rid, inner.bssid);
     if !exact {
-        learn_ap_port(info.id, outer.sport);
+        learn_ap_port(s.generation, info.id, outer.sport, stats);
     }
     Ok(action)
 }
@@ -291,22 +292,77 @@ fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
 /// Costs one lookup when nothing changed; `last_seen` is rewritten at most
 /// once per `STATION_REFRESH_NS`.
 #[inline(always)]
-fn learn_station(info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid: Option<[u8; 6]>) {
+fn learn_station(generation: u32, info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid: Option<[u8; 6]>) {
     if eth::is_group(&sa) {
         return;
     }
-    let Some(table) = STATION_TABLES.get(abi::TABLE_SLOT) else {
-        return;
-    };
-    let key = StationKey {
-        mac: sa,
-        vlan: info.vlan,
-    };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (flags, bssid) = match bssid {
         Some(b) => (STATION_BSSID, b),
         None => (0, [0; 6]),
+    };
+    // This CPU's hint: the table agreed less than a refresh period ago.
+    let hint = STATION_CACHE.get_ptr_mut(cache_slot(&sa));
+    if let Some(h) = hint {
+        // SAFETY: per-CPU slot, read once.
+        let h = unsafe { *h };
+        if h.generation == generation
+            && h.mac == sa
+            && h.vlan == info.vlan
+            && h.tunnel == info.id
+            && h.rid == rid
+            && h.flags == flags
+            && h.bssid == bssid
+            && now.wrapping_sub(h.checked) <= STATION_REFRESH_NS
+        {
+            return;
+        }
+    }
+    if learn_in_table(info, sa, rid, flags, bssid, now)
+        && let Some(h) = hint
+    {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            *h = StationHint {
+                mac: sa,
+                vlan: info.vlan,
+                tunnel: info.id,
+                rid,
+                flags,
+                bssid,
+                generation,
+                checked: now,
+            }
+        };
+    }
+}
+
+/// The hint slot for a client MAC (multiplicative hash of its last four
+/// bytes, the part vendors vary).
+#[inline(always)]
+fn cache_slot(mac: &[u8; 6]) -> u32 {
+    let x = u32::from_ne_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ u32::from(mac[1]);
+    x.wrapping_mul(0x9e37_79b1) >> (32 - STATION_CACHE_SLOTS.trailing_zeros())
+}
+
+/// The station-table half of learning; true when the table now holds this
+/// station behind this tunnel as learned (so the hint may say so).
+#[inline(always)]
+fn learn_in_table(
+    info: &TunnelInfo,
+    sa: [u8; 6],
+    rid: u8,
+    flags: u8,
+    bssid: [u8; 6],
+    now: u64,
+) -> bool {
+    let Some(table) = STATION_TABLES.get(abi::TABLE_SLOT) else {
+        return false;
+    };
+    let key = StationKey {
+        mac: sa,
+        vlan: info.vlan,
     };
     let fresh = StationInfo {
         tunnel: info.id,
@@ -323,43 +379,60 @@ fn learn_station(info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid: Option<[u8; 6]>
             if cur.tunnel != info.id {
                 event(Event::StationStaticKept);
             }
-            return;
+            return false;
         }
         if cur.tunnel == info.id && cur.rid == rid && cur.flags == flags && cur.bssid == bssid {
             if now.wrapping_sub(cur.last_seen) > STATION_REFRESH_NS {
                 // SAFETY: one aligned u64 store into the live value.
                 unsafe { (*e).last_seen = now };
             }
-            return;
+            return true;
         }
         let moved = cur.tunnel != info.id;
         if moved && station_count(info.id) >= u64::from(info.station_limit) {
             event(Event::StationLimit);
-            return;
+            return false;
         }
         // A whole-value update, so readers never see half an entry.
-        if table.insert(key, fresh, 0).is_ok() && moved {
+        if table.insert(key, fresh, 0).is_err() {
+            return false;
+        }
+        if moved {
             station_count_add(cur.tunnel, u64::MAX);
             station_count_add(info.id, 1);
             event(Event::StationMoved);
         }
-        return;
+        return true;
     }
     if station_count(info.id) >= u64::from(info.station_limit) {
         event(Event::StationLimit);
-        return;
+        return false;
     }
     // BPF_NOEXIST: of two CPUs learning the same station, one counts it.
     if table.insert(key, fresh, 1).is_ok() {
         station_count_add(info.id, 1);
         event(Event::StationLearned);
+        return true;
     }
+    false
 }
 
 /// Any-port tunnels send downstream traffic to the port their data comes
 /// from (APs behind NAT): remember it, writing only when it changes.
 #[inline(always)]
-fn learn_ap_port(id: u32, sport: u16) {
+fn learn_ap_port(generation: u32, id: u32, sport: u16, stats: Option<*mut abi::TunnelStats>) {
+    // The per-CPU tunnel stats line is already hot: keep the last port there.
+    let want = (u64::from(generation) << 16) | u64::from(sport);
+    if let Some(st) = stats {
+        // SAFETY: per-CPU slot.
+        if unsafe { (*st).port_hint } == want {
+            return;
+        }
+    }
+    if let Some(st) = stats {
+        // SAFETY: per-CPU slot.
+        unsafe { (*st).port_hint = want };
+    }
     let Some(down) = TUNNELS_DOWN
         .get(abi::TABLE_SLOT)
         .and_then(|t| t.get_ptr_mut(id))

@@ -161,6 +161,7 @@ pub fn check(
     what: &str,
     dir: Direction,
 ) -> Outcome {
+    pin_to_one_cpu();
     let events_before = model.events().clone();
     let (want, prog) = match dir {
         Direction::Up => (model.upstream(pkt), abi::PROG_UPSTREAM),
@@ -214,4 +215,25 @@ pub fn kernel_stations(
         .into_iter()
         .map(|(k, v)| (k, abi::StationInfo { last_seen: 0, ..v }))
         .collect()
+}
+
+/// Keeps the calling test thread on CPU 0. The programs' learning hints are
+/// per CPU (like a NIC queue's), and the model has no notion of CPUs: a
+/// test must not hop between CPUs halfway through a sequence of packets.
+pub fn pin_to_one_cpu() {
+    thread_local!(static PINNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    PINNED.with(|p| {
+        if !p.get() {
+            // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            p.set(true);
+        }
+    });
 }
