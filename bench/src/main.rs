@@ -121,8 +121,12 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{:<28} {:>9.2} {:>10.2} {:>12}", c.name, c.ns, c.x_drop, r);
             }
             println!(
-                "802.3 decap, {} tunnels / 1 tunnel: {:.3}",
+                "802.3 decap, {} tunnels / 1,024 tunnels (same rotation): {:.3}",
                 rep.many_tunnels, rep.scale_ratio
+            );
+            println!(
+                "802.3 decap, {} tunnels rotating / 1 hot tunnel: {:.3}",
+                rep.many_tunnels, rep.scale_hot_ratio
             );
             println!(
                 "802.3 encap, {} stations / 1,024 stations (same rotation): {:.3}",

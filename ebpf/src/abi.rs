@@ -277,10 +277,16 @@ pub struct Settings {
 /// Slots of the per-CPU learning cache (direct-mapped by client MAC).
 pub const STATION_CACHE_SLOTS: u32 = 1024;
 
+/// Frames a learning hint vouches for before the station table is
+/// consulted again (which also refreshes `last_seen`, at most once per
+/// `STATION_REFRESH_NS`). Counting frames instead of reading the clock
+/// keeps the common case free of helper calls.
+pub const STATION_HINT_BUDGET: u32 = 64;
+
 /// One per-CPU learning hint: "this CPU saw `mac` behind `tunnel` and the
-/// station table agreed, at `checked`". A hit skips the station-table
-/// lookup; a hint older than `STATION_REFRESH_NS`, or from another
-/// generation, is ignored.
+/// station table agreed". A hit skips the station-table lookup and spends
+/// one unit of `budget`; an empty budget, or a hint from another
+/// generation, sends the frame through the table again.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct StationHint {
@@ -298,8 +304,10 @@ pub struct StationHint {
     pub bssid: [u8; 6],
     /// `Settings::generation` when written.
     pub generation: u32,
-    /// `bpf_ktime_get_coarse_ns` when the table last agreed.
-    pub checked: u64,
+    /// Frames left before the table is consulted again.
+    pub budget: u32,
+    /// Always zero.
+    pub pad: u32,
 }
 
 /// The per-CPU counter block: one u64 per [`Reason`] and per [`Event`].

@@ -13,9 +13,9 @@ use aya_ebpf::{
 use ferry_ebpf::{
     abi::{
         self, Addr, DOWN_FIXED_PORT, DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Event, LOCAL4_INLINE,
-        Reason, STATION_BSSID, STATION_CACHE_SLOTS, STATION_REFRESH_NS, STATION_STATIC, Settings,
-        StationHint, StationInfo, StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY,
-        TunnelInfo, TunnelKey,
+        Reason, STATION_BSSID, STATION_CACHE_SLOTS, STATION_HINT_BUDGET, STATION_REFRESH_NS,
+        STATION_STATIC, Settings, StationHint, StationInfo, StationKey, TUNNEL_MARKER,
+        TUNNEL_PORTS, TUNNEL_STANDBY, TunnelInfo, TunnelKey,
     },
     capwap, dot11, eth, ipv4, ipv6, udp, vlan,
 };
@@ -296,29 +296,31 @@ fn learn_station(generation: u32, info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid
     if eth::is_group(&sa) {
         return;
     }
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (flags, bssid) = match bssid {
         Some(b) => (STATION_BSSID, b),
         None => (0, [0; 6]),
     };
-    // This CPU's hint: the table agreed less than a refresh period ago.
+    // This CPU's hint: the table agreed within the last few frames.
     let hint = STATION_CACHE.get_ptr_mut(cache_slot(&sa));
-    if let Some(h) = hint {
+    if let Some(hp) = hint {
         // SAFETY: per-CPU slot, read once.
-        let h = unsafe { *h };
-        if h.generation == generation
+        let h = unsafe { *hp };
+        if h.budget > 0
+            && h.generation == generation
             && h.mac == sa
             && h.vlan == info.vlan
             && h.tunnel == info.id
             && h.rid == rid
             && h.flags == flags
             && h.bssid == bssid
-            && now.wrapping_sub(h.checked) <= STATION_REFRESH_NS
         {
+            // SAFETY: per-CPU slot.
+            unsafe { (*hp).budget = h.budget - 1 };
             return;
         }
     }
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if learn_in_table(info, sa, rid, flags, bssid, now)
         && let Some(h) = hint
     {
@@ -332,7 +334,8 @@ fn learn_station(generation: u32, info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid
                 flags,
                 bssid,
                 generation,
-                checked: now,
+                budget: STATION_HINT_BUDGET,
+                pad: 0,
             }
         };
     }
