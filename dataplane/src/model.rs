@@ -144,23 +144,8 @@ impl Model {
     /// program does).
     pub fn upstream(&mut self, pkt: &[u8]) -> Outcome {
         let mut tunnel = None;
-        match self.try_upstream(pkt, &mut tunnel) {
-            Ok((action, output)) => Outcome {
-                action,
-                reason: Reason::Forwarded,
-                output,
-                tunnel,
-            },
-            Err(reason) => Outcome {
-                action: match reason.action() {
-                    Action::Pass => action::PASS,
-                    _ => action::DROP,
-                },
-                reason,
-                output: pkt.to_vec(),
-                tunnel,
-            },
-        }
+        let r = self.try_upstream(pkt, &mut tunnel);
+        outcome(pkt, r, Reason::Forwarded, tunnel)
     }
 
     fn try_upstream(
@@ -302,23 +287,8 @@ impl Model {
     /// Runs the downstream transform on one frame from the client side.
     pub fn downstream(&self, pkt: &[u8]) -> Outcome {
         let mut tunnel = None;
-        match self.try_downstream(pkt, &mut tunnel) {
-            Ok((action, output)) => Outcome {
-                action,
-                reason: Reason::DownForwarded,
-                output,
-                tunnel,
-            },
-            Err(reason) => Outcome {
-                action: match reason.action() {
-                    Action::Pass => action::PASS,
-                    _ => action::DROP,
-                },
-                reason,
-                output: pkt.to_vec(),
-                tunnel,
-            },
-        }
+        let r = self.try_downstream(pkt, &mut tunnel);
+        outcome(pkt, r, Reason::DownForwarded, tunnel)
     }
 
     fn try_downstream(
@@ -542,6 +512,33 @@ impl Model {
             src: ipv6::src(&ih),
             sport: udp::src_port(&uh),
         })
+    }
+}
+
+/// The outcome of a transform: `forwarded` on success; on a pass or drop
+/// the frame comes back untouched.
+fn outcome(
+    pkt: &[u8],
+    r: Result<(u32, Vec<u8>), Reason>,
+    forwarded: Reason,
+    tunnel: Option<u32>,
+) -> Outcome {
+    match r {
+        Ok((action, output)) => Outcome {
+            action,
+            reason: forwarded,
+            output,
+            tunnel,
+        },
+        Err(reason) => Outcome {
+            action: match reason.action() {
+                Action::Pass => action::PASS,
+                _ => action::DROP,
+            },
+            reason,
+            output: pkt.to_vec(),
+            tunnel,
+        },
     }
 }
 

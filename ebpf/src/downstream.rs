@@ -19,7 +19,7 @@ use ferry_ebpf::{
 };
 
 use crate::{
-    maps::{CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN, count, settings},
+    maps::{CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN, settings, verdict},
     packet,
 };
 
@@ -32,19 +32,7 @@ const AF_INET6: u8 = 10;
 /// Downstream XDP entry point (client-side interface).
 #[xdp]
 pub fn ferry_downstream(ctx: XdpContext) -> u32 {
-    match try_downstream(&ctx) {
-        Ok(action) => {
-            count(Reason::DownForwarded);
-            action
-        }
-        Err(reason) => {
-            count(reason);
-            match reason.action() {
-                abi::Action::Pass => xdp_action::XDP_PASS,
-                _ => xdp_action::XDP_DROP,
-            }
-        }
-    }
+    verdict(try_downstream(&ctx), Reason::DownForwarded)
 }
 
 #[inline(always)]

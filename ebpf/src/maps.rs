@@ -3,13 +3,14 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
+    bindings::xdp_action,
     btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use ferry_ebpf::abi::{
-    Addr, CounterBlock, EVENT_SLOTS, Event, MAX_LOCAL_ADDRS, MAX_TUNNELS, REASON_SLOTS, Reason,
-    STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings, StationHint, StationInfo, StationKey,
-    TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
+    Action, Addr, CounterBlock, EVENT_SLOTS, Event, MAX_LOCAL_ADDRS, MAX_TUNNELS, REASON_SLOTS,
+    Reason, STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings, StationHint, StationInfo,
+    StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
 };
 
 /// The live tunnel table sits behind one outer slot so user space can replace
@@ -122,6 +123,26 @@ pub fn count(reason: Reason) {
         unsafe {
             *(*c).v.get_unchecked_mut(rx) += 1;
             *(*c).v.get_unchecked_mut(i) += 1;
+        }
+    }
+}
+
+/// Counts a program's result and turns it into the XDP action: `Ok` is a
+/// forward (`forwarded` counted, the action returned as is), `Err` a pass
+/// or drop counted under its reason.
+#[inline(always)]
+pub fn verdict(r: Result<u32, Reason>, forwarded: Reason) -> u32 {
+    match r {
+        Ok(action) => {
+            count(forwarded);
+            action
+        }
+        Err(reason) => {
+            count(reason);
+            match reason.action() {
+                Action::Pass => xdp_action::XDP_PASS,
+                _ => xdp_action::XDP_DROP,
+            }
         }
     }
 }

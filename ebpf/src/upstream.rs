@@ -23,7 +23,7 @@ use ferry_ebpf::{
 use crate::{
     maps::{
         EGRESS, LOCAL_ADDRS, STATION_CACHE, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES,
-        TUNNELS_DOWN, count, event, settings, station_count, station_count_add,
+        TUNNELS_DOWN, event, settings, station_count, station_count_add, verdict,
     },
     packet,
 };
@@ -35,19 +35,7 @@ const MAX_FRAME: usize = 16_383;
 /// Upstream XDP entry point (AP-side interface).
 #[xdp]
 pub fn ferry_upstream(ctx: XdpContext) -> u32 {
-    match try_upstream(&ctx) {
-        Ok(action) => {
-            count(Reason::Forwarded);
-            action
-        }
-        Err(reason) => {
-            count(reason);
-            match reason.action() {
-                abi::Action::Pass => xdp_action::XDP_PASS,
-                _ => xdp_action::XDP_DROP,
-            }
-        }
-    }
+    verdict(try_upstream(&ctx), Reason::Forwarded)
 }
 
 /// Where the outer transport headers put us.
