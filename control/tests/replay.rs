@@ -215,6 +215,32 @@ fn replay_sample_matches_the_model_and_tshark() {
 }
 
 #[test]
+fn from_fixes_the_arrival_side() {
+    let dir = Scratch::new("from");
+    let input = repo("deploy/examples/sample.pcap");
+    let n = frames(&input).len() as u64;
+    for (side, key) in [("ap", "from_ap"), ("client", "from_client")] {
+        let o = replay(&["--json", "--from", side], &input, &dir.path("out.pcap"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(rep[key], n, "--from {side}");
+        // Through the other program only, nothing of the other direction moves.
+        let other = if side == "ap" {
+            "down_received"
+        } else {
+            "received"
+        };
+        assert!(
+            rep["reasons"][other].is_null(),
+            "--from {side}: {}",
+            rep["reasons"]
+        );
+    }
+    let o = replay(&["--from", "sideways"], &input, &dir.path("x.pcap"));
+    assert_eq!(o.status.code(), Some(2), "clap refuses an unknown side");
+}
+
+#[test]
 fn replay_reads_pcapng_and_refuses_garbage() {
     let dir = Scratch::new("formats");
     let tmp = |n: &str| dir.path(n);
