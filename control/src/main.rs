@@ -184,7 +184,7 @@ fn check(path: &Path, json: bool) -> Result<()> {
         );
     }
     println!(
-        "{} tunnels, {} static stations; client VLANs {:?}",
+        "{} tunnels, {} static station(s); client VLANs {:?}",
         c.tunnels.len(),
         c.stations.len(),
         c.client_vlans
