@@ -127,16 +127,20 @@ impl Datapath {
             .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
     }
 
-    /// Installs everything in `tables`: local addresses, settings, and the
-    /// tunnel table (as a fresh inner map flipped in with one update).
+    /// Installs everything in `tables`: local addresses, settings, client
+    /// VLANs, the tunnel table and a fresh station table (each table a new
+    /// inner map flipped in with one update). Learned stations and AP ports
+    /// start over.
     pub fn apply(&mut self, tables: &Tables) -> Result<()> {
         self.set_local_addrs(&tables.local_addrs)?;
         self.set_settings(with_local4(tables.settings, &tables.local_addrs))?;
         self.set_client_vlans(&tables.client_vlans)?;
         self.install_tunnels(&tables.tunnels)?;
-        self.install_stations(&tables.stations, tables.station_capacity)?;
+        // Zero the learned-station counts right before the empty table goes
+        // live, so the counts describe the new table.
         let ids: Vec<u32> = tables.tunnels.iter().map(|t| t.info.id).collect();
-        self.reset_station_counts(&ids)
+        self.reset_station_counts(&ids)?;
+        self.install_stations(&tables.stations, tables.station_capacity)
     }
 
     /// Sets the VLANs the downstream program serves.
