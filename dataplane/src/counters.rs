@@ -24,12 +24,6 @@ impl Counters {
         self.values[r.index() as usize] = v;
     }
 
-    /// Adds one to `r`.
-    pub fn bump(&mut self, r: Reason) {
-        let v = self.get(r);
-        self.set(r, v + 1);
-    }
-
     /// The total for event `e`.
     pub fn event(&self, e: Event) -> u64 {
         self.events.get(e.index() as usize).copied().unwrap_or(0)

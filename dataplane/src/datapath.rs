@@ -4,7 +4,7 @@
 //! what lets `ferry replay`, the differential tests and the benchmark run
 //! the real programs through BPF_PROG_TEST_RUN without any NIC.
 
-use std::{net::IpAddr, os::fd::AsFd as _};
+use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -13,15 +13,15 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ferry_ebpf::abi::{
-    self, Addr, CounterBlock, DOWN_VALID, Event, LOCAL4_IN_MAP, LOCAL4_INLINE, Reason, Settings,
-    StationInfo, StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_USER_FLAGS, TunnelDown,
-    TunnelInfo, TunnelKey, TunnelStats,
+    self, Addr, CounterBlock, Event, LOCAL4_IN_MAP, LOCAL4_INLINE, Reason, Settings, StationInfo,
+    StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_USER_FLAGS, TunnelDown, TunnelInfo, TunnelKey,
+    TunnelStats,
 };
 
 use crate::{
     counters::Counters,
     object::OBJECT,
-    tables::{Station, Tables, Tunnel, addr_key},
+    tables::{Station, Tables, Tunnel, addr_key, installed_settings},
 };
 
 /// `BPF_MAP_TYPE_LRU_HASH`.
@@ -240,7 +240,7 @@ impl Datapath {
     pub fn set_settings(&mut self, s: Settings) -> Result<()> {
         let s = Settings {
             generation: self.generation,
-            ..s
+            ..installed_settings(s)
         };
         let mut m: Array<_, Settings> = Array::try_from(self.map_mut(abi::MAP_SETTINGS)?)?;
         m.set(0, s, 0).context("writing settings")?;
@@ -311,11 +311,7 @@ impl Datapath {
         let mut down: Array<MapData, TunnelDown> =
             Array::create(abi::MAX_TUNNELS, 0).context("creating downstream tunnel map")?;
         for t in tunnels {
-            let d = TunnelDown {
-                flags: t.down.flags | DOWN_VALID,
-                ..t.down
-            };
-            down.set(t.info.id, d, 0)
+            down.set(t.info.id, t.down_entry(), 0)
                 .context("filling downstream tunnels")?;
         }
         // Downstream first: a station learned from the new table always
@@ -444,12 +440,6 @@ impl Datapath {
                 .with_context(|| format!("attaching {name} to {iface}"))?;
         }
         Ok(())
-    }
-
-    /// File descriptor of a loaded program (for chaining or pinning).
-    pub fn program_fd(&self, name: &str) -> Result<std::os::fd::OwnedFd> {
-        let fd = self.program(name)?.fd()?;
-        Ok(fd.as_fd().try_clone_to_owned()?)
     }
 }
 

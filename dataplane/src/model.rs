@@ -37,7 +37,7 @@ use ferry_ebpf::{
 use crate::{
     counters::Counters,
     datapath::action,
-    tables::{Tables, addr_key},
+    tables::{Tables, addr_key, installed_settings},
 };
 
 /// What the model decided for one packet.
@@ -77,26 +77,16 @@ const MAX_FRAME: usize = 16_383;
 impl Model {
     /// A model of the program loaded with `tables` (egress assumed ready).
     pub fn new(tables: &Tables) -> Self {
-        let port = if tables.settings.data_port == 0 {
-            capwap::DATA_PORT
-        } else {
-            tables.settings.data_port
-        };
+        let settings = installed_settings(tables.settings);
         Self {
             local: tables.local_addrs.iter().map(|a| addr_key(*a)).collect(),
-            port,
-            settings: tables.settings,
+            port: settings.data_port,
+            settings,
             tunnels: tables.tunnels.iter().map(|t| (t.key, t.info)).collect(),
             down: tables
                 .tunnels
                 .iter()
-                .map(|t| {
-                    let d = TunnelDown {
-                        flags: t.down.flags | DOWN_VALID,
-                        ..t.down
-                    };
-                    (t.info.id, d)
-                })
+                .map(|t| (t.info.id, t.down_entry()))
                 .collect(),
             client_vlans: tables.client_vlans.iter().copied().collect(),
             stations: tables
@@ -401,6 +391,16 @@ impl Model {
             out[l4 + udp::CHECKSUM..l4 + udp::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
         }
         Ok((action, out))
+    }
+
+    /// Whether `pkt` is addressed to this node's data port, the way the
+    /// upstream program decides it (malformed or fragmented included): the
+    /// frames that arrive on the AP side.
+    pub fn is_data_channel(&self, pkt: &[u8]) -> bool {
+        !matches!(
+            self.parse_outer(pkt),
+            Err(Reason::PassNotIp | Reason::PassBadIp | Reason::PassNotLocal | Reason::PassNotData)
+        )
     }
 
     fn parse_outer(&self, pkt: &[u8]) -> Result<Outer, Reason> {

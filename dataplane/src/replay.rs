@@ -24,8 +24,10 @@ use serde::Serialize;
 use crate::{
     counters::Counters,
     datapath::{Datapath, action},
-    tables::{Tables, addr_key},
+    model::Model,
+    tables::Tables,
 };
+use ferry_ebpf::{eth, vlan};
 
 /// Which interface a replayed frame arrives on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +45,8 @@ pub enum Side {
 /// where the upstream program passes it to the host.
 #[derive(Clone, Debug)]
 pub struct Classifier {
-    local: HashSet<ferry_ebpf::abi::Addr>,
-    port: u16,
+    /// The reference model's outer-header parser decides "to our data port".
+    model: Model,
     client_vlans: HashSet<u16>,
     fixed: Option<Side>,
 }
@@ -52,13 +54,8 @@ pub struct Classifier {
 impl Classifier {
     /// A classifier for `tables`; `fixed` forces one side for every frame.
     pub fn new(tables: &Tables, fixed: Option<Side>) -> Self {
-        let port = match tables.settings.data_port {
-            0 => ferry_ebpf::capwap::DATA_PORT,
-            p => p,
-        };
         Self {
-            local: tables.local_addrs.iter().map(|a| addr_key(*a)).collect(),
-            port,
+            model: Model::new(tables),
             client_vlans: tables.client_vlans.iter().copied().collect(),
             fixed,
         }
@@ -69,56 +66,18 @@ impl Classifier {
         if let Some(s) = self.fixed {
             return s;
         }
-        if self.is_capwap_data(f) {
+        if self.model.is_data_channel(f) {
             return Side::Ap;
         }
-        if f.len() >= 16 && u16::from_be_bytes([f[12], f[13]]) == ferry_ebpf::vlan::TPID_8021Q {
-            let vid = ferry_ebpf::vlan::vid(u16::from_be_bytes([f[14], f[15]]));
+        if f.len() >= vlan::TAGGED_HLEN - 2
+            && u16::from_be_bytes([f[eth::ETHERTYPE], f[eth::ETHERTYPE + 1]]) == vlan::TPID_8021Q
+        {
+            let vid = vlan::vid(u16::from_be_bytes([f[eth::HLEN], f[eth::HLEN + 1]]));
             if self.client_vlans.contains(&vid) {
                 return Side::Client;
             }
         }
         Side::Ap
-    }
-
-    fn is_capwap_data(&self, f: &[u8]) -> bool {
-        use ferry_ebpf::{eth, ipv4, ipv6, vlan};
-        if f.len() < eth::HLEN {
-            return false;
-        }
-        let mut l3 = eth::HLEN;
-        let mut et = u16::from_be_bytes([f[12], f[13]]);
-        if vlan::is_tag(et) && f.len() >= vlan::TAGGED_HLEN {
-            et = u16::from_be_bytes([f[16], f[17]]);
-            l3 = vlan::TAGGED_HLEN;
-        }
-        let (dst, l4, proto_ok) = match et {
-            eth::ETHERTYPE_IPV4 if f.len() >= l3 + ipv4::MIN_HLEN => {
-                let ihl = usize::from(f[l3] & 0x0f) * 4;
-                let mut d = [0u8; 4];
-                d.copy_from_slice(&f[l3 + ipv4::DST..l3 + ipv4::DST + 4]);
-                (
-                    ferry_ebpf::abi::v4_mapped(d),
-                    l3 + ihl,
-                    f[l3 + ipv4::PROTO] == ipv4::PROTO_UDP,
-                )
-            }
-            eth::ETHERTYPE_IPV6 if f.len() >= l3 + ipv6::HLEN => {
-                let mut d = [0u8; 16];
-                d.copy_from_slice(&f[l3 + ipv6::DST..l3 + ipv6::DST + 16]);
-                let nh = f[l3 + ipv6::NEXT_HEADER];
-                (
-                    d,
-                    l3 + ipv6::HLEN,
-                    nh == ipv6::NEXT_UDP || nh == ipv6::NEXT_UDPLITE,
-                )
-            }
-            _ => return false,
-        };
-        proto_ok
-            && self.local.contains(&dst)
-            && f.len() >= l4 + 4
-            && u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]) == self.port
     }
 }
 

@@ -83,6 +83,29 @@ impl Station {
     }
 }
 
+/// `s` as it is installed: a data port of 0 means the CAPWAP default, so
+/// the program can compare the port without a per-packet fallback.
+pub fn installed_settings(s: Settings) -> Settings {
+    Settings {
+        data_port: if s.data_port == 0 {
+            ferry_ebpf::capwap::DATA_PORT
+        } else {
+            s.data_port
+        },
+        ..s
+    }
+}
+
+impl Tunnel {
+    /// The downstream entry as installed (marked valid).
+    pub fn down_entry(&self) -> TunnelDown {
+        TunnelDown {
+            flags: self.down.flags | abi::DOWN_VALID,
+            ..self.down
+        }
+    }
+}
+
 /// The 16-byte key form of an address (IPv4 mapped into IPv6).
 pub fn addr_key(ip: IpAddr) -> Addr {
     match ip {

@@ -249,7 +249,8 @@ pub const LOCAL4_IN_MAP: u8 = 0xff;
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
-    /// CAPWAP data port the node listens on (host order; 0 means 5247).
+    /// CAPWAP data port the node listens on (host order). User space
+    /// installs 5247 when none is configured; the program never defaults.
     pub data_port: u16,
     /// `EGRESS_*` for upstream frames (client side).
     pub egress: u8,
@@ -388,10 +389,6 @@ macro_rules! reasons {
                 self as u32
             }
 
-            /// The reason at counter index `i`.
-            pub const fn from_index(i: u32) -> Option<Reason> {
-                match i { $( $idx => Some(Reason::$variant), )* _ => None }
-            }
         }
     };
 }

@@ -104,7 +104,7 @@ fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
         smac,
         ap: t.ap,
         local: t.local,
-        sport: data_port(s),
+        sport: s.data_port,
         dport: t.port,
         dscp: s.dscp[usize::from(vlan::pcp(tci) & 7)],
         df: s.df != 0,
@@ -127,15 +127,6 @@ fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
         }
     }
     Ok(action)
-}
-
-#[inline(always)]
-fn data_port(s: &Settings) -> u16 {
-    if s.data_port == 0 {
-        capwap::DATA_PORT
-    } else {
-        s.data_port
-    }
 }
 
 #[inline(always)]

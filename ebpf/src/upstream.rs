@@ -50,15 +50,6 @@ struct Outer {
 }
 
 #[inline(always)]
-fn data_port(s: &Settings) -> u16 {
-    if s.data_port == 0 {
-        capwap::DATA_PORT
-    } else {
-        s.data_port
-    }
-}
-
-#[inline(always)]
 fn is_local(a: &Addr) -> bool {
     LOCAL_ADDRS.get_ptr(a).is_some()
 }
@@ -84,7 +75,7 @@ fn is_local4(s: &Settings, dst: [u8; 4]) -> bool {
 /// Ethernet, optional outer tag, IPv4/IPv6, UDP to our data port.
 #[inline(always)]
 fn parse_outer(ctx: &XdpContext, s: &Settings) -> Result<Outer, Reason> {
-    let port = data_port(s);
+    let port = s.data_port;
     let eh = packet::load::<{ eth::HLEN }>(ctx, 0).ok_or(Reason::PassNotIp)?;
     let mut ethertype = eth::ethertype(&eh);
     let mut l3 = eth::HLEN;
