@@ -68,13 +68,13 @@ fn expected_tagged(
     et: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&vlan::tag(vlan::tci(pcp, vid)));
-    f.extend_from_slice(&et.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
+    craft::ethernet(
+        dst,
+        src,
+        Some((vlan::TPID_8021Q, vlan::tci(pcp, vid))),
+        et,
+        payload,
+    )
 }
 
 struct Case {
