@@ -19,9 +19,17 @@
 //! mtu = 1500                   # default tunnel MTU (outer IP packet)
 //! next_hop_mac = "02:..."      # neighbour when the FIB has none (with source_mac)
 //! source_mac = "02:..."        # our AP-side MAC for that case
+//! [admin]                      # optional
+//! socket = "/run/ferry/ac1.sock"   # default /run/ferry/<node name>.sock
+//! [metrics]                    # optional
+//! listen = "127.0.0.1:9847"    # Prometheus text exposition; "" turns it off
+//! [keepalive]                  # optional
+//! dead_interval = 60           # seconds without a keepalive before a tunnel is dead
+//! unknown_rate = 10            # answers per second to unknown Session IDs
 //! [[tunnel]]
 //! ap = "ap1"
-//! address = "198.18.1.10"
+//! address = "198.18.1.10"      # or session_id = "<32 hex digits>": bound by the
+//!                              # first keepalive carrying it (APs behind NAT)
 //! port = 5247                  # optional: without it, any port from that address
 //! role = "master"              # optional, default "master"; "backup" = installed in standby
 //! vlan = 200                   # optional, else default_vlan
@@ -122,8 +130,11 @@ impl Role {
 pub struct TunnelConfig {
     /// AP name (unique).
     pub ap: String,
-    /// AP address.
-    pub address: IpAddr,
+    /// AP address; `None` for a tunnel declared by Session ID, whose
+    /// address and port come from its first keepalive.
+    pub address: Option<IpAddr>,
+    /// Session ID the tunnel is declared by (instead of an address).
+    pub session_id: Option<[u8; 16]>,
     /// AP source port; `None` = any port.
     pub port: Option<u16>,
     /// Role.
@@ -188,7 +199,22 @@ pub struct Config {
     pub source_mac: Option<[u8; 6]>,
     /// Static stations.
     pub stations: Vec<StationConfig>,
+    /// Admin socket path.
+    pub admin_socket: PathBuf,
+    /// Metrics listen address; `None` = off.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Keepalive dead interval.
+    pub dead_interval: std::time::Duration,
+    /// Answers per second to keepalives with unknown Session IDs.
+    pub unknown_rate: u32,
+    /// Defaults a table file's tunnels take.
+    defaults: TunnelDefaults,
+    /// Whether `forwarding.client_vlans` was given (else derived).
+    client_vlans_given: bool,
 }
+
+/// Default metrics address.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9847";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,6 +227,38 @@ struct RawConfig {
     tunnel: Vec<Spanned<RawTunnel>>,
     #[serde(default)]
     station: Vec<Spanned<RawStation>>,
+    admin: Option<Spanned<RawAdmin>>,
+    metrics: Option<Spanned<RawMetrics>>,
+    keepalive: Option<Spanned<RawKeepalive>>,
+}
+
+/// A swap table file: tunnels and static stations only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    #[serde(default)]
+    tunnel: Vec<Spanned<RawTunnel>>,
+    #[serde(default)]
+    station: Vec<Spanned<RawStation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeepalive {
+    dead_interval: Option<Spanned<i64>>,
+    unknown_rate: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -251,7 +309,8 @@ struct RawForwarding {
 #[serde(deny_unknown_fields)]
 struct RawTunnel {
     ap: Spanned<String>,
-    address: Spanned<String>,
+    address: Option<Spanned<String>>,
+    session_id: Option<Spanned<String>>,
     port: Option<Spanned<i64>>,
     role: Option<Spanned<String>>,
     vlan: Option<Spanned<i64>>,
@@ -484,46 +543,51 @@ impl Config {
             next_hop: default_next_hop,
             has_source_mac: source_mac.is_some(),
         };
-        let tunnels = parse_tunnels(&src, &raw.tunnel, &defaults, &addresses)?;
-        let client_vlans = match fwd.and_then(|f| f.client_vlans.as_ref()) {
-            Some(list) => {
-                let mut v = Vec::new();
-                for x in list.get_ref() {
-                    let id: u16 = src.int(x, "forwarding.client_vlans value", 1, vid_max)?;
-                    if !v.contains(&id) {
-                        v.push(id);
-                    }
-                }
-                for (t, rt) in tunnels.iter().zip(&raw.tunnel) {
-                    if !v.contains(&t.vlan) {
-                        return Err(src.at(
-                            rt,
-                            format!(
-                                "tunnel {:?} uses VLAN {}, which is not in forwarding.client_vlans",
-                                t.ap, t.vlan
-                            ),
-                        ));
-                    }
-                }
-                v
+        let client_vlans_given = fwd.and_then(|f| f.client_vlans.as_ref());
+        let (tunnels, client_vlans, stations) = parse_table(
+            &src,
+            &raw.tunnel,
+            &raw.station,
+            &defaults,
+            &addresses,
+            client_vlans_given,
+            station_capacity,
+        )?;
+        let admin_socket = match raw.admin.as_ref().and_then(|a| a.get_ref().socket.as_ref()) {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(src.at(p, "admin.socket must be a path"));
             }
-            None => {
-                let mut v = vec![default_vlan];
-                for t in &tunnels {
-                    if !v.contains(&t.vlan) {
-                        v.push(t.vlan);
-                    }
-                }
-                v
-            }
+            Some(p) => PathBuf::from(p.get_ref().trim()),
+            None => PathBuf::from(format!("/run/ferry/{name}.sock")),
         };
-        let stations = parse_stations(&src, &raw.station, &tunnels)?;
-        if stations.len() as u64 > u64::from(station_capacity) {
-            return Err(src.err(
-                None,
-                "more static stations than forwarding.station_capacity",
-            ));
-        }
+        let metrics = match raw
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get_ref().listen.as_ref())
+        {
+            Some(l) if l.get_ref().trim().is_empty() => None,
+            Some(l) => Some(l.get_ref().trim().parse().map_err(|_| {
+                src.at(
+                    l,
+                    format!(
+                        "metrics.listen {:?} is not an address:port (like {DEFAULT_METRICS})",
+                        l.get_ref()
+                    ),
+                )
+            })?),
+            None => DEFAULT_METRICS.parse().ok(),
+        };
+        let ka = raw.keepalive.as_ref().map(|k| k.get_ref());
+        let dead_interval = match ka.and_then(|k| k.dead_interval.as_ref()) {
+            Some(v) => {
+                std::time::Duration::from_secs(src.int(v, "keepalive.dead_interval", 1, 86_400)?)
+            }
+            None => crate::keepalive::DEFAULT_DEAD_INTERVAL,
+        };
+        let unknown_rate = match ka.and_then(|k| k.unknown_rate.as_ref()) {
+            Some(v) => src.int(v, "keepalive.unknown_rate", 0, 100_000)?,
+            None => 10,
+        };
 
         Ok(Config {
             name,
@@ -539,7 +603,119 @@ impl Config {
             df,
             source_mac,
             stations,
+            admin_socket,
+            metrics,
+            dead_interval,
+            unknown_rate,
+            defaults,
+            client_vlans_given: client_vlans_given.is_some(),
         })
+    }
+
+    /// Validates a swap table file (`[[tunnel]]` and `[[station]]` entries,
+    /// the same schema as in the configuration) against this configuration's
+    /// defaults and addresses; the result is this configuration with the
+    /// new tunnels and stations. Nothing is applied here.
+    pub fn with_table(&self, file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let src = Source { file, text };
+        let raw: RawTable = toml::from_str(text)
+            .map_err(|e| src.err(e.span(), e.message().trim_end().to_string()))?;
+        // Explicit client VLANs stay as configured; derived ones follow the
+        // new tunnels.
+        let given: Vec<Spanned<i64>> = self
+            .client_vlans
+            .iter()
+            .map(|v| Spanned::new(0..0, i64::from(*v)))
+            .collect();
+        let given = Spanned::new(0..0, given);
+        let (tunnels, client_vlans, stations) = parse_table(
+            &src,
+            &raw.tunnel,
+            &raw.station,
+            &self.defaults,
+            &self.addresses,
+            self.client_vlans_given.then_some(&given),
+            self.station_capacity,
+        )?;
+        Ok(Self {
+            tunnels,
+            client_vlans,
+            stations,
+            ..self.clone()
+        })
+    }
+
+    /// The tunnels and stations as a swap table file with every field
+    /// explicit; [`Config::with_table`] of it gives `self` back. The state
+    /// file keeps the running table this way, so a restart restores what
+    /// was swapped in rather than what the configuration file says.
+    pub fn table_toml(&self) -> String {
+        use toml::{Value as V, map::Map};
+        let mac = |m: &[u8; 6]| V::String(ferry_dataplane::tables::format_mac(m));
+        let mut tunnels = Vec::new();
+        for t in &self.tunnels {
+            let mut e = Map::new();
+            e.insert("ap".into(), V::String(t.ap.clone()));
+            if let Some(a) = t.address {
+                e.insert("address".into(), V::String(a.to_string()));
+            }
+            if let Some(sid) = t.session_id {
+                let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+                e.insert("session_id".into(), V::String(hex));
+            }
+            if let Some(p) = t.port {
+                e.insert("port".into(), V::Integer(i64::from(p)));
+            }
+            e.insert("role".into(), V::String(t.role.as_str().into()));
+            e.insert("vlan".into(), V::Integer(i64::from(t.vlan)));
+            let format = if t.native { "802.11" } else { "802.3" };
+            e.insert("format".into(), V::String(format.into()));
+            if let Some(m) = &t.radio_mac {
+                e.insert("radio_mac".into(), mac(m));
+            }
+            e.insert("mtu".into(), V::Integer(i64::from(t.mtu)));
+            if t.address.is_some_and(|a| a.is_ipv6()) {
+                e.insert("udp_lite".into(), V::Boolean(t.udp_lite));
+            }
+            if let Some(m) = &t.next_hop_mac {
+                e.insert("next_hop_mac".into(), mac(m));
+            }
+            e.insert(
+                "station_limit".into(),
+                V::Integer(i64::from(t.station_limit)),
+            );
+            tunnels.push(V::Table(e));
+        }
+        let mut stations = Vec::new();
+        for st in &self.stations {
+            let mut e = Map::new();
+            e.insert("mac".into(), mac(&st.mac));
+            e.insert("ap".into(), V::String(self.tunnels[st.tunnel].ap.clone()));
+            e.insert("radio".into(), V::Integer(i64::from(st.radio)));
+            if let Some(b) = &st.bssid {
+                e.insert("bssid".into(), mac(b));
+            }
+            stations.push(V::Table(e));
+        }
+        let mut doc = Map::new();
+        doc.insert("tunnel".into(), V::Array(tunnels));
+        doc.insert("station".into(), V::Array(stations));
+        toml::to_string(&V::Table(doc)).unwrap_or_default()
+    }
+
+    /// Parses one `[[tunnel]]` entry given as TOML text (for `ferry tunnel
+    /// add`), with this configuration's defaults.
+    pub fn parse_tunnel(&self, text: &str) -> Result<TunnelConfig, ConfigError> {
+        let t = self.with_table(Path::new("<tunnel>"), text)?;
+        match t.tunnels.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Err(ConfigError {
+                file: PathBuf::from("<tunnel>"),
+                line: None,
+                column: None,
+                reason: "exactly one [[tunnel]] expected".into(),
+            }),
+        }
     }
 
     /// Whether frames go back out of the AP-side interface (XDP_TX).
@@ -551,6 +727,18 @@ impl Config {
     /// the entries' positions in the file. The FIB interface
     /// (`settings.ap_ifindex`) is left 0; `ferry run` fills it in.
     pub fn tables(&self) -> Tables {
+        self.tables_with(&|i, _| i as u32, &|_| None)
+    }
+
+    /// The tables with tunnel ids from `id` (given each tunnel's position and
+    /// entry) and the peers session tunnels are bound to from `bound`.
+    /// Session tunnels not bound yet have no upstream key: they are left out
+    /// until their first keepalive.
+    pub fn tables_with(
+        &self,
+        id: &dyn Fn(usize, &TunnelConfig) -> u32,
+        bound: &dyn Fn(&TunnelConfig) -> Option<std::net::SocketAddr>,
+    ) -> Tables {
         let egress = |one_arm: bool| if one_arm { EGRESS_TX } else { EGRESS_REDIRECT };
         Tables {
             local_addrs: self.addresses.clone(),
@@ -566,28 +754,35 @@ impl Config {
                 .tunnels
                 .iter()
                 .enumerate()
-                .map(|(i, t)| self.tunnel(i as u32, t))
+                .filter_map(|(i, t)| self.tunnel(id(i, t), t, bound(t)))
                 .collect(),
             client_vlans: self.client_vlans.clone(),
             stations: self
                 .stations
                 .iter()
                 .map(|s| {
-                    Station::new(
-                        s.mac,
-                        self.tunnels[s.tunnel].vlan,
-                        s.tunnel as u32,
-                        s.radio,
-                        s.bssid,
-                    )
+                    let t = &self.tunnels[s.tunnel];
+                    Station::new(s.mac, t.vlan, id(s.tunnel, t), s.radio, s.bssid)
                 })
                 .collect(),
             station_capacity: self.station_capacity,
         }
     }
 
-    fn tunnel(&self, id: u32, t: &TunnelConfig) -> Tunnel {
-        let v6 = t.address.is_ipv6();
+    /// The installed form of tunnel `t` with id `id`; `peer` is where a
+    /// session tunnel is bound (`None` leaves an unbound one out).
+    pub fn tunnel(
+        &self,
+        id: u32,
+        t: &TunnelConfig,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Option<Tunnel> {
+        let (address, port) = match (t.address, peer) {
+            (Some(a), _) => (a, t.port),
+            (None, Some(p)) => (p.ip(), Some(p.port())),
+            (None, None) => return None,
+        };
+        let v6 = address.is_ipv6();
         // Tunnels are sourced from the node's first address of their family
         // (validated to exist).
         let local = self
@@ -600,10 +795,11 @@ impl Config {
         for (on, f) in [
             (t.role == Role::Backup, DOWN_STANDBY),
             (v6, DOWN_IPV6),
-            (v6 && t.udp_lite, DOWN_UDPLITE),
+            // A bound session tunnel's family is known only now.
+            (v6 && (t.udp_lite || t.address.is_none()), DOWN_UDPLITE),
             (t.native, DOWN_NATIVE),
             (t.radio_mac.is_some(), DOWN_RADIO_MAC),
-            (t.port.is_some(), DOWN_FIXED_PORT),
+            (port.is_some(), DOWN_FIXED_PORT),
             (
                 t.next_hop_mac.is_some() && self.source_mac.is_some(),
                 DOWN_NEIGHBOUR,
@@ -613,8 +809,8 @@ impl Config {
                 flags |= f;
             }
         }
-        Tunnel {
-            key: TunnelKey::new(addr_key(t.address), t.port.unwrap_or(0)),
+        Some(Tunnel {
+            key: TunnelKey::new(addr_key(address), port.unwrap_or(0)),
             info: TunnelInfo {
                 id,
                 vlan: t.vlan,
@@ -626,9 +822,9 @@ impl Config {
                 station_limit: t.station_limit,
             },
             down: TunnelDown {
-                ap: addr_key(t.address),
+                ap: addr_key(address),
                 local: addr_key(local),
-                port: t.port.unwrap_or(0),
+                port: port.unwrap_or(0),
                 flags,
                 vlan: t.vlan,
                 mtu: t.mtu,
@@ -637,11 +833,12 @@ impl Config {
                 source_mac: self.source_mac.unwrap_or([0; 6]),
                 pad: [0; 6],
             },
-        }
+        })
     }
 }
 
 /// Tunnel settings that come from the file's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct TunnelDefaults {
     vlan: u16,
     station_limit: u32,
@@ -664,6 +861,7 @@ fn parse_tunnels(
     }
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut keys: HashSet<(IpAddr, Option<u16>)> = HashSet::new();
+    let mut sessions: HashMap<[u8; 16], String> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for st in raw {
         let t = st.get_ref();
@@ -678,15 +876,43 @@ fn parse_tunnels(
                 format!("tunnel ap {ap:?} is already defined at line {prev}"),
             ));
         }
-        let address = src.ip(&t.address, "tunnel address")?;
+        let (address, session_id) = match (&t.address, &t.session_id) {
+            (Some(a), None) => (Some(src.ip(a, "tunnel address")?), None),
+            (None, Some(sid)) => {
+                let v = parse_session_id(sid.get_ref()).ok_or_else(|| {
+                    src.at(sid, "tunnel session_id must be 32 hex digits (16 bytes)")
+                })?;
+                if let Some(other) = sessions.insert(v, ap.clone()) {
+                    return Err(src.at(
+                        sid,
+                        format!("tunnel session_id is already used by tunnel {other:?}"),
+                    ));
+                }
+                if let Some(p) = &t.port {
+                    return Err(src.at(
+                        p,
+                        "a tunnel declared by session_id takes its port from its first keepalive; remove port",
+                    ));
+                }
+                (None, Some(v))
+            }
+            (Some(a), Some(_)) => {
+                return Err(src.at(a, "give a tunnel address or a session_id, not both"));
+            }
+            (None, None) => {
+                return Err(src.at(st, "a tunnel needs an address or a session_id"));
+            }
+        };
         let port = match &t.port {
             Some(p) => Some(src.int(p, "tunnel port", 1, 65535)?),
             None => None,
         };
-        if !keys.insert((address, port)) {
+        if let Some(address) = address
+            && !keys.insert((address, port))
+        {
             let which = port.map_or("any port".to_string(), |p| format!("port {p}"));
             return Err(src.at(
-                &t.address,
+                t.address.as_ref().unwrap_or(&t.ap),
                 format!("another tunnel already uses {address} {which}"),
             ));
         }
@@ -707,9 +933,11 @@ fn parse_tunnels(
             Some(v) => src.int(v, "tunnel vlan", 1, i64::from(ferry_ebpf::vlan::VID_MAX))?,
             None => d.vlan,
         };
-        if !addresses.iter().any(|a| a.is_ipv6() == address.is_ipv6()) {
+        if let (Some(address), Some(at)) = (address, &t.address)
+            && !addresses.iter().any(|a| a.is_ipv6() == address.is_ipv6())
+        {
             let fam = if address.is_ipv6() { "IPv6" } else { "IPv4" };
-            return Err(src.at(&t.address, format!("tunnel address {address} is {fam}, but node.addresses has no {fam} address to source it from")));
+            return Err(src.at(at, format!("tunnel address {address} is {fam}, but node.addresses has no {fam} address to source it from")));
         }
         let native = match &t.format {
             None => false,
@@ -732,8 +960,9 @@ fn parse_tunnels(
             Some(v) => src.int(v, "tunnel mtu", 576, 9000)?,
             None => d.mtu,
         };
+        let is_v6 = address.is_some_and(|a| a.is_ipv6());
         let udp_lite = match &t.udp_lite {
-            Some(v) if address.is_ipv4() => {
+            Some(v) if !is_v6 && address.is_some() => {
                 return Err(src.at(
                     v,
                     "tunnel udp_lite applies to IPv6 tunnels only (IPv4 CAPWAP uses UDP)",
@@ -742,7 +971,7 @@ fn parse_tunnels(
             Some(v) => *v.get_ref(),
             None => true,
         };
-        if address.is_ipv6() && !udp_lite && mtu > DEFAULT_MTU {
+        if is_v6 && !udp_lite && mtu > DEFAULT_MTU {
             let at = t.mtu.as_ref().map_or(st.span(), |m| m.span());
             return Err(src.err(Some(at), format!("tunnel mtu {mtu}: IPv6 tunnels with udp_lite = false support at most 1500 (the program checksums the whole datagram)")));
         }
@@ -764,6 +993,7 @@ fn parse_tunnels(
         out.push(TunnelConfig {
             ap,
             address,
+            session_id,
             port,
             role,
             vlan,
@@ -777,6 +1007,77 @@ fn parse_tunnels(
         });
     }
     Ok(out)
+}
+
+/// Tunnels, client VLANs and stations: the part of a configuration a swap
+/// table replaces.
+fn parse_table(
+    src: &Source<'_>,
+    raw_tunnels: &[Spanned<RawTunnel>],
+    raw_stations: &[Spanned<RawStation>],
+    defaults: &TunnelDefaults,
+    addresses: &[IpAddr],
+    client_vlans: Option<&Spanned<Vec<Spanned<i64>>>>,
+    station_capacity: u32,
+) -> Result<(Vec<TunnelConfig>, Vec<u16>, Vec<StationConfig>), ConfigError> {
+    let vid_max = i64::from(ferry_ebpf::vlan::VID_MAX);
+    let tunnels = parse_tunnels(src, raw_tunnels, defaults, addresses)?;
+    let client_vlans = match client_vlans {
+        Some(list) => {
+            let mut v = Vec::new();
+            for x in list.get_ref() {
+                let id: u16 = src.int(x, "forwarding.client_vlans value", 1, vid_max)?;
+                if !v.contains(&id) {
+                    v.push(id);
+                }
+            }
+            for (t, rt) in tunnels.iter().zip(raw_tunnels) {
+                if !v.contains(&t.vlan) {
+                    return Err(src.at(
+                        rt,
+                        format!(
+                            "tunnel {:?} uses VLAN {}, which is not in forwarding.client_vlans",
+                            t.ap, t.vlan
+                        ),
+                    ));
+                }
+            }
+            v
+        }
+        None => {
+            let mut v = vec![defaults.vlan];
+            for t in &tunnels {
+                if !v.contains(&t.vlan) {
+                    v.push(t.vlan);
+                }
+            }
+            v
+        }
+    };
+    let stations = parse_stations(src, raw_stations, &tunnels)?;
+    if stations.len() as u64 > u64::from(station_capacity) {
+        return Err(src.err(
+            None,
+            "more static stations than forwarding.station_capacity",
+        ));
+    }
+    Ok((tunnels, client_vlans, stations))
+}
+
+/// Parses a Session ID written as 32 hex digits (`:`/`-`/spaces allowed).
+pub fn parse_session_id(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | ' '))
+        .collect();
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn parse_stations(

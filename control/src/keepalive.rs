@@ -106,7 +106,7 @@ pub fn echo(d: &[u8]) -> Vec<u8> {
 }
 
 /// What a keepalive did to the session table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Binding {
     /// First keepalive of the session: the tunnel is now bound to this peer.
     Bound,
@@ -121,21 +121,26 @@ pub enum Binding {
     Unknown,
 }
 
-/// Liveness of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Liveness of one tunnel's data channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SessionState {
-    /// Tunnel id the session belongs to.
-    pub tunnel: u32,
     /// The AP's address and port, once a keepalive has been seen.
     pub peer: Option<SocketAddr>,
     /// When the last keepalive arrived.
     pub last_seen: Option<Instant>,
+    /// Keepalives answered.
+    pub keepalives: u64,
+    /// Marked dead (no keepalive for the dead interval); cleared by the
+    /// next keepalive.
+    pub dead: bool,
 }
 
-/// Sessions declared in the configuration, bound by their first keepalive.
+/// Data channel liveness by tunnel (AP name), and the Session IDs that
+/// tunnels declared by session are bound by.
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    by_id: HashMap<SessionId, SessionState>,
+    by_sid: HashMap<SessionId, String>,
+    state: HashMap<String, SessionState>,
     dead_interval: Duration,
 }
 
@@ -143,36 +148,65 @@ pub struct Sessions {
 pub const DEFAULT_DEAD_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Sessions {
-    /// A table of `(session id, tunnel id)` declarations.
-    pub fn new(
-        declared: impl IntoIterator<Item = (SessionId, u32)>,
-        dead_interval: Duration,
-    ) -> Self {
+    /// An empty table.
+    pub fn new(dead_interval: Duration) -> Self {
         Self {
-            by_id: declared
-                .into_iter()
-                .map(|(sid, tunnel)| {
-                    (
-                        sid,
-                        SessionState {
-                            tunnel,
-                            peer: None,
-                            last_seen: None,
-                        },
-                    )
-                })
-                .collect(),
+            by_sid: HashMap::new(),
+            state: HashMap::new(),
             dead_interval,
         }
     }
 
-    /// Records a keepalive with `sid` from `peer` at `now`.
+    /// Sets the tunnels (AP name, Session ID if declared by session) after
+    /// a configuration change; tunnels that stay keep their state.
+    pub fn declare<'a>(&mut self, tunnels: impl IntoIterator<Item = (&'a str, Option<SessionId>)>) {
+        let mut by_sid = HashMap::new();
+        let mut state = HashMap::new();
+        for (ap, sid) in tunnels {
+            if let Some(sid) = sid {
+                // A session tunnel whose Session ID changed starts unbound.
+                let same = self.by_sid.get(&sid).is_some_and(|a| a == ap);
+                by_sid.insert(sid, ap.to_string());
+                let st = if same {
+                    self.state.get(ap).copied().unwrap_or_default()
+                } else {
+                    SessionState::default()
+                };
+                state.insert(ap.to_string(), st);
+            } else {
+                state.insert(
+                    ap.to_string(),
+                    self.state.get(ap).copied().unwrap_or_default(),
+                );
+            }
+        }
+        self.by_sid = by_sid;
+        self.state = state;
+    }
+
+    /// Restores a binding saved before a restart.
+    pub fn restore(&mut self, ap: &str, peer: SocketAddr) {
+        if let Some(s) = self.state.get_mut(ap) {
+            s.peer = Some(peer);
+        }
+    }
+
+    /// The AP name a Session ID is declared for.
+    pub fn tunnel_of(&self, sid: &SessionId) -> Option<&str> {
+        self.by_sid.get(sid).map(String::as_str)
+    }
+
+    /// Records a keepalive with `sid` from `peer` at `now` for a tunnel
+    /// declared by session.
     pub fn keepalive(&mut self, sid: &SessionId, peer: SocketAddr, now: Instant) -> Binding {
-        let Some(s) = self.by_id.get_mut(sid) else {
+        let Some(ap) = self.by_sid.get(sid) else {
             return Binding::Unknown;
         };
+        let s = self.state.entry(ap.clone()).or_default();
         let before = s.peer.replace(peer);
         s.last_seen = Some(now);
+        s.keepalives += 1;
+        s.dead = false;
         match before {
             None => Binding::Bound,
             Some(p) if p == peer => Binding::Refreshed,
@@ -180,23 +214,39 @@ impl Sessions {
         }
     }
 
-    /// The state of session `sid`.
-    pub fn get(&self, sid: &SessionId) -> Option<&SessionState> {
-        self.by_id.get(sid)
+    /// Records a keepalive for tunnel `ap`, declared by address.
+    pub fn seen(&mut self, ap: &str, peer: SocketAddr, now: Instant) {
+        let s = self.state.entry(ap.to_string()).or_default();
+        s.peer = Some(peer);
+        s.last_seen = Some(now);
+        s.keepalives += 1;
+        s.dead = false;
     }
 
-    /// Tunnels whose session has gone `dead_interval` without a keepalive
-    /// (sessions never seen are not dead: they have not started).
-    pub fn dead(&self, now: Instant) -> Vec<u32> {
-        let mut v: Vec<u32> = self
-            .by_id
-            .values()
-            .filter(|s| {
-                s.last_seen
+    /// The state of tunnel `ap`.
+    pub fn get(&self, ap: &str) -> Option<&SessionState> {
+        self.state.get(ap)
+    }
+
+    /// The peer a session tunnel is bound to.
+    pub fn peer(&self, ap: &str) -> Option<SocketAddr> {
+        self.state.get(ap).and_then(|s| s.peer)
+    }
+
+    /// Marks tunnels whose data channel has gone `dead_interval` without a
+    /// keepalive (tunnels never heard from have not started, so are not
+    /// dead); returns the ones newly marked.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let mut v = Vec::new();
+        for (ap, s) in &mut self.state {
+            if !s.dead
+                && s.last_seen
                     .is_some_and(|t| now.saturating_duration_since(t) > self.dead_interval)
-            })
-            .map(|s| s.tunnel)
-            .collect();
+            {
+                s.dead = true;
+                v.push(ap.clone());
+            }
+        }
         v.sort_unstable();
         v
     }
@@ -314,7 +364,8 @@ mod tests {
     #[test]
     fn first_keepalive_binds_then_refreshes_rebinds_and_ages() {
         let t0 = Instant::now();
-        let mut s = Sessions::new([(SID, 7)], Duration::from_secs(60));
+        let mut s = Sessions::new(Duration::from_secs(60));
+        s.declare([("ap7", Some(SID)), ("ap8", None)]);
         let a: SocketAddr = "198.18.1.10:40000".parse().unwrap();
         let b: SocketAddr = "198.18.1.10:40001".parse().unwrap();
         assert_eq!(s.keepalive(&[0; 16], a, t0), Binding::Unknown);
@@ -327,9 +378,24 @@ mod tests {
             s.keepalive(&SID, b, t0 + Duration::from_secs(40)),
             Binding::Rebound { from: a }
         );
-        assert_eq!(s.get(&SID).unwrap().peer, Some(b));
-        assert!(s.dead(t0 + Duration::from_secs(100)).is_empty());
-        assert_eq!(s.dead(t0 + Duration::from_secs(101)), vec![7]);
+        assert_eq!(s.peer("ap7"), Some(b));
+        assert_eq!(s.tunnel_of(&SID), Some("ap7"));
+        s.seen("ap8", a, t0);
+        assert_eq!(s.expire(t0 + Duration::from_secs(100)), vec!["ap8"]);
+        assert_eq!(s.expire(t0 + Duration::from_secs(101)), vec!["ap7"]);
+        assert!(
+            s.expire(t0 + Duration::from_secs(200)).is_empty(),
+            "marked once"
+        );
+        // A new keepalive revives it; redeclaring keeps the binding.
+        assert_eq!(
+            s.keepalive(&SID, b, t0 + Duration::from_secs(201)),
+            Binding::Refreshed
+        );
+        assert!(!s.get("ap7").unwrap().dead);
+        s.declare([("ap7", Some(SID))]);
+        assert_eq!(s.peer("ap7"), Some(b));
+        assert!(s.get("ap8").is_none());
     }
 
     #[test]

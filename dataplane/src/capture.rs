@@ -84,6 +84,25 @@ impl PacketSocket {
         Ok(Self { fd, ifindex })
     }
 
+    /// Sets the receive buffer (SO_RCVBUFFORCE, root), so a burst is not
+    /// dropped by the socket before the test reads it.
+    pub fn set_rcvbuf(&self, bytes: i32) -> Result<()> {
+        // SAFETY: int option.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&bytes as *const i32).cast(),
+                size_of::<i32>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).context("SO_RCVBUFFORCE");
+        }
+        Ok(())
+    }
+
     /// Sends one Ethernet frame.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         // SAFETY: zeroed sockaddr_ll is valid.

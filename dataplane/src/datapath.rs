@@ -4,7 +4,10 @@
 //! what lets `ferry replay`, the differential tests and the benchmark run
 //! the real programs through BPF_PROG_TEST_RUN without any NIC.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -81,12 +84,44 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the embedded object and every program in it (not attached).
     pub fn load() -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
+        Self::load_from(EbpfLoader::new())
+    }
+
+    /// Loads the object with its state maps ([`abi::PINNED_MAPS`]) pinned
+    /// under `dir`: maps already pinned there are reused as they are (the
+    /// programs are new, the tables, counters and learned stations are the
+    /// running ones), missing ones are created and pinned. `dir` must exist
+    /// on a bpffs.
+    pub fn load_pinned(dir: &Path) -> Result<Self> {
+        let paths: Vec<(&'static str, PathBuf)> =
+            abi::PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut dp = Self::load_from(loader)?;
+        // An adopted settings map already carries a generation: continue it,
+        // so learning hints from before the restart never match.
+        let live = {
+            let m: Array<_, Settings> = Array::try_from(dp.map(abi::MAP_SETTINGS)?)?;
+            m.get(&0, 0).context("reading settings")?
+        };
+        dp.generation = live.generation.max(1);
+        let vlans: Array<_, u8> = Array::try_from(dp.map(abi::MAP_CLIENT_VLANS)?)?;
+        dp.client_vlans = (1..=ferry_ebpf::vlan::VID_MAX)
+            .filter(|v| matches!(vlans.get(&u32::from(*v), 0), Ok(1)))
+            .collect();
+        Ok(dp)
+    }
+
+    fn load_from(mut loader: EbpfLoader<'_>) -> Result<Self> {
+        let mut ebpf = loader
             .load(OBJECT)
             .context("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
         for name in [
             abi::PROG_UPSTREAM,
             abi::PROG_DOWNSTREAM,
+            abi::PROG_TRUNK,
             abi::PROG_PASS,
             abi::PROG_BASELINE_DROP,
             abi::PROG_BASELINE_TX,
@@ -145,16 +180,21 @@ impl Datapath {
 
     /// Sets the VLANs the downstream program serves.
     pub fn set_client_vlans(&mut self, vlans: &[u16]) -> Result<()> {
-        let old = std::mem::take(&mut self.client_vlans);
-        let mut m: Array<_, u8> = Array::try_from(self.map_mut(abi::MAP_CLIENT_VLANS)?)?;
-        for v in &old {
-            m.set(u32::from(*v), 0, 0).context("clearing client VLAN")?;
+        if let Some(v) = vlans
+            .iter()
+            .find(|v| **v == 0 || **v > ferry_ebpf::vlan::VID_MAX)
+        {
+            bail!("client VLAN {v} out of range 1-4094");
         }
+        let old = self.client_vlans.clone();
+        let mut m: Array<_, u8> = Array::try_from(self.map_mut(abi::MAP_CLIENT_VLANS)?)?;
+        // New ones first, then the ones that go: a VLAN in both sets is
+        // never off, even for one packet.
         for v in vlans {
-            if *v == 0 || *v > ferry_ebpf::vlan::VID_MAX {
-                bail!("client VLAN {v} out of range 1-4094");
-            }
             m.set(u32::from(*v), 1, 0).context("setting client VLAN")?;
+        }
+        for v in old.iter().filter(|v| !vlans.contains(v)) {
+            m.set(u32::from(*v), 0, 0).context("clearing client VLAN")?;
         }
         self.client_vlans = vlans.to_vec();
         Ok(())
@@ -295,6 +335,13 @@ impl Datapath {
     /// Builds a new inner tunnel map aside and flips the outer slot to it, so
     /// every packet sees either the whole old table or the whole new one.
     pub fn install_tunnels(&mut self, tunnels: &[Tunnel]) -> Result<()> {
+        let t = self.build_tunnels(tunnels)?;
+        self.flip_tunnels(&t)
+    }
+
+    /// Builds the inner maps of a tunnel table off to the side; nothing the
+    /// programs see changes until [`Datapath::flip_tunnels`].
+    pub fn build_tunnels(&self, tunnels: &[Tunnel]) -> Result<TunnelTable> {
         if tunnels.len() > abi::MAX_TUNNELS as usize {
             bail!(
                 "{} tunnels given, at most {} supported",
@@ -303,10 +350,10 @@ impl Datapath {
             );
         }
         let entries = table_entries(tunnels)?;
-        let mut inner: HashMap<MapData, TunnelKey, TunnelInfo> =
+        let mut up: HashMap<MapData, TunnelKey, TunnelInfo> =
             HashMap::create(abi::MAX_TUNNELS, 0).context("creating tunnel table map")?;
         for (k, v) in &entries {
-            inner.insert(k, v, 0).context("filling tunnel table")?;
+            up.insert(k, v, 0).context("filling tunnel table")?;
         }
         let mut down: Array<MapData, TunnelDown> =
             Array::create(abi::MAX_TUNNELS, 0).context("creating downstream tunnel map")?;
@@ -314,19 +361,209 @@ impl Datapath {
             down.set(t.info.id, t.down_entry(), 0)
                 .context("filling downstream tunnels")?;
         }
+        Ok(TunnelTable { up, down })
+    }
+
+    /// Handles on the live tunnel table's inner maps (to keep it as the
+    /// rollback target, or to read it).
+    pub fn live_tunnels(&self) -> Result<TunnelTable> {
+        let outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNEL_TABLES)?)?;
+        let up = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading tunnel table slot")?;
+        let outer_down: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
+        let down = outer_down
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading downstream tunnel slot")?;
+        Ok(TunnelTable { up, down })
+    }
+
+    /// Makes `t` the live tunnel table: one outer update per direction, and
+    /// a new generation.
+    pub fn flip_tunnels(&mut self, t: &TunnelTable) -> Result<()> {
         // Downstream first: a station learned from the new table always
         // finds its tunnel id filled in.
         let mut outer_down: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNELS_DOWN)?)?;
         outer_down
-            .set(abi::TABLE_SLOT, &down, 0)
+            .set(abi::TABLE_SLOT, &t.down, 0)
             .context("flipping the downstream tunnel slot")?;
         let mut outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNEL_TABLES)?)?;
         outer
-            .set(abi::TABLE_SLOT, &inner, 0)
+            .set(abi::TABLE_SLOT, &t.up, 0)
             .context("flipping the tunnel table slot")?;
         self.bump_generation()
+    }
+
+    /// Edits the live tunnel table in place from `old` to `new`, entry by
+    /// entry (each update atomic on its own): for adding, removing or
+    /// changing a few tunnels without building a whole table. Downstream
+    /// entries are written before the upstream keys that lead to them and
+    /// cleared after the keys are gone.
+    pub fn edit_tunnels(&mut self, old: &[Tunnel], new: &[Tunnel]) -> Result<()> {
+        let before: std::collections::BTreeMap<_, _> = table_entries(old)?.into_iter().collect();
+        let after: std::collections::BTreeMap<_, _> = table_entries(new)?.into_iter().collect();
+        let mut live = self.live_tunnels()?;
+        let old_down: std::collections::BTreeMap<u32, TunnelDown> =
+            old.iter().map(|t| (t.info.id, t.down_entry())).collect();
+        let new_ids: std::collections::BTreeSet<u32> = new.iter().map(|t| t.info.id).collect();
+        for t in new {
+            let want = t.down_entry();
+            let same = old_down.get(&t.info.id).is_some_and(|d| {
+                // A learned port is live state, not configuration.
+                TunnelDown {
+                    port: want.port,
+                    ..*d
+                } == want
+            });
+            if !same {
+                live.down
+                    .set(t.info.id, want, 0)
+                    .context("writing downstream tunnel")?;
+            }
+        }
+        for (k, v) in &after {
+            if before.get(k) != Some(v) {
+                live.up.insert(k, v, 0).context("writing tunnel entry")?;
+            }
+        }
+        for k in before.keys().filter(|k| !after.contains_key(k)) {
+            live.up.remove(k).context("removing tunnel entry")?;
+        }
+        for id in old_down.keys().filter(|id| !new_ids.contains(id)) {
+            live.down
+                .set(*id, TunnelDown::default(), 0)
+                .context("clearing downstream tunnel")?;
+        }
+        self.bump_generation()
+    }
+
+    /// Copies ports the programs learned for any-port tunnels from the live
+    /// table into `tunnels` (same id, same AP address), so a swap does not
+    /// make downstream traffic wait for the AP's next frame.
+    pub fn carry_learned_ports(&self, tunnels: &mut [Tunnel]) -> Result<()> {
+        let live = self.live_tunnels()?;
+        for t in tunnels.iter_mut() {
+            if t.down.flags & abi::DOWN_FIXED_PORT != 0 {
+                continue;
+            }
+            let d = live
+                .down
+                .get(&t.info.id, 0)
+                .context("reading downstream tunnel")?;
+            if d.flags & abi::DOWN_VALID != 0
+                && d.flags & abi::DOWN_FIXED_PORT == 0
+                && d.ap == t.down.ap
+            {
+                t.down.port = d.port;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every station for which `keep` says no, from the live table;
+    /// returns how many went. Only the stale keys are held in memory.
+    pub fn flush_stations(
+        &mut self,
+        mut keep: impl FnMut(&StationKey, &StationInfo) -> bool,
+    ) -> Result<u64> {
+        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let mut inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading station table slot")?;
+        let mut stale = Vec::new();
+        for e in inner.iter() {
+            // An entry evicted while we walk is simply gone.
+            let Ok((k, v)) = e else { continue };
+            if !keep(&k, &v) {
+                stale.push(k);
+            }
+        }
+        let mut n = 0;
+        for k in &stale {
+            if inner.remove(k).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes static stations into the live table (replacing learned entries
+    /// for the same client) and removes the `gone` ones.
+    pub fn put_static_stations(&mut self, stations: &[Station], gone: &[StationKey]) -> Result<()> {
+        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let mut inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading station table slot")?;
+        for k in gone {
+            // Already evicted or replaced by learning: nothing to do.
+            let _ = inner.remove(k);
+        }
+        for st in stations {
+            let info = StationInfo {
+                flags: st.info.flags | abi::STATION_STATIC,
+                ..st.info
+            };
+            inner
+                .insert(st.key, info, 0)
+                .context("adding static station")?;
+        }
+        Ok(())
+    }
+
+    /// Sets learned-station counts of `ids` to zero (their stations were
+    /// flushed).
+    pub fn zero_station_counts(&mut self, ids: &[u32]) -> Result<()> {
+        self.reset_station_counts(ids)
+    }
+
+    /// The table generation the programs currently see.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Attaches program `name` to `iface` through a BPF link pinned at
+    /// `pin`. When a link is already pinned there (ferry ran before), the
+    /// new program replaces the old one inside that link atomically
+    /// (`BPF_LINK_UPDATE`): the interface is never without a program.
+    /// Returns whether an existing link was adopted.
+    pub fn attach_pinned(
+        &mut self,
+        name: &str,
+        iface: &str,
+        mode: XdpMode,
+        pin: &Path,
+    ) -> Result<bool> {
+        use aya::programs::links::{FdLink, PinnedLink};
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?;
+        if pin.exists() {
+            let pinned = PinnedLink::from_pin(pin)
+                .with_context(|| format!("opening pinned link {}", pin.display()))?;
+            let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
+                .with_context(|| format!("{} is not an XDP link", pin.display()))?;
+            prog.attach_to_link(link)
+                .with_context(|| format!("replacing the program in {}", pin.display()))?;
+            return Ok(true);
+        }
+        let id = prog
+            .attach(iface, mode)
+            .with_context(|| format!("attaching {name} to {iface} in {mode:?} mode"))?;
+        let link = prog.take_link(id)?;
+        let fd = FdLink::try_from(link).with_context(|| {
+            format!("attaching {name} to {iface} gave a netlink attachment, not a BPF link (kernel older than 5.9?)")
+        })?;
+        fd.pin(pin)
+            .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+        Ok(false)
     }
 
     /// Points the upstream redirect egress (client side) at `ifindex`.
@@ -440,6 +677,37 @@ impl Datapath {
                 .with_context(|| format!("attaching {name} to {iface}"))?;
         }
         Ok(())
+    }
+}
+
+/// One generation of the tunnel table: the upstream hash and the
+/// downstream array, built aside and flipped in together. Holding one keeps
+/// its maps alive, which is how the previous generation stays ready for a
+/// rollback.
+pub struct TunnelTable {
+    up: HashMap<MapData, TunnelKey, TunnelInfo>,
+    down: Array<MapData, TunnelDown>,
+}
+
+impl TunnelTable {
+    /// Every upstream entry (tunnels and derived port markers).
+    pub fn entries(&self) -> Result<Vec<(TunnelKey, TunnelInfo)>> {
+        let mut v = Vec::new();
+        for e in self.up.iter() {
+            v.push(e.context("reading tunnel entry")?);
+        }
+        Ok(v)
+    }
+
+    /// The downstream entry of tunnel `id`.
+    pub fn down(&self, id: u32) -> Result<TunnelDown> {
+        self.down.get(&id, 0).context("reading downstream tunnel")
+    }
+
+    /// Rewrites the downstream entry of tunnel `id` (a kept generation's
+    /// learned port, before it goes live again).
+    pub fn set_down(&mut self, id: u32, d: TunnelDown) -> Result<()> {
+        self.down.set(id, d, 0).context("writing downstream tunnel")
     }
 }
 

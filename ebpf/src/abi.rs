@@ -26,11 +26,32 @@ pub const MAP_TUNNELS_DOWN: &str = "TUNNELS_DOWN";
 pub const MAP_STATION_COUNT: &str = "STATION_COUNT";
 /// Name of the client VLAN set (array of 4096 flags, by VLAN id).
 pub const MAP_CLIENT_VLANS: &str = "CLIENT_VLANS";
+/// Name of the per-CPU station learning hints.
+pub const MAP_STATION_CACHE: &str = "STATION_CACHE";
+
+/// The maps `ferry run` pins, so a restarted control process (or a newer
+/// program) keeps using the same state. Everything but the lab map.
+pub const PINNED_MAPS: [&str; 11] = [
+    MAP_TUNNEL_TABLES,
+    MAP_COUNTERS,
+    MAP_TUNNEL_STATS,
+    MAP_LOCAL_ADDRS,
+    MAP_SETTINGS,
+    MAP_EGRESS,
+    MAP_STATION_TABLES,
+    MAP_TUNNELS_DOWN,
+    MAP_STATION_COUNT,
+    MAP_CLIENT_VLANS,
+    MAP_STATION_CACHE,
+];
 
 /// Name of the upstream (AP side) XDP program.
 pub const PROG_UPSTREAM: &str = "ferry_upstream";
 /// Name of the downstream (client side) XDP program.
 pub const PROG_DOWNSTREAM: &str = "ferry_downstream";
+/// Name of the one-arm XDP program: client-VLAN frames go downstream,
+/// everything else upstream (one interface can hold only one XDP program).
+pub const PROG_TRUNK: &str = "ferry_trunk";
 /// Name of the pass-everything program (veth peers of a redirect target).
 pub const PROG_PASS: &str = "ferry_pass";
 /// Name of the lab TC program that strips the lab VLAN on ingress.

@@ -36,7 +36,7 @@ pub fn ferry_downstream(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
+pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     let s = settings();
     let h = packet::load::<{ vlan::TAGGED_HLEN - 2 }>(ctx, 0).ok_or(Reason::DownPassNotTagged)?;
     if u16::from_be_bytes([h[12], h[13]]) != vlan::TPID_8021Q {

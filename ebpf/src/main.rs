@@ -23,6 +23,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
 #[cfg(target_arch = "bpf")]
+mod trunk;
+#[cfg(target_arch = "bpf")]
 mod upstream;
 
 #[cfg(target_arch = "bpf")]

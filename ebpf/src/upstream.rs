@@ -186,7 +186,7 @@ struct Inner {
 }
 
 #[inline(always)]
-fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
+pub(crate) fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     let s = settings();
     let outer = parse_outer(ctx, s)?;
     let c = outer.l4 + udp::HLEN;

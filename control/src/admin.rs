@@ -1,0 +1,220 @@
+//! The admin API: line-delimited JSON over a Unix socket (mode 0600, so
+//! root only), one request line, one response line.
+//!
+//! ```text
+//! -> {"v":1,"cmd":"status"}
+//! <- {"v":1,"ok":true,"result":{...}}
+//! -> {"v":1,"cmd":"tunnel_remove","ap":"ap9"}
+//! <- {"v":1,"ok":false,"error":"no tunnel \"ap9\""}
+//! ```
+//!
+//! `v` is the protocol version; a server refuses requests of a version it
+//! does not speak, with an error saying which it does. Every CLI subcommand
+//! that talks to a running ferry goes through [`call`].
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// Longest request line accepted (a swap carries a whole table file).
+pub const MAX_REQUEST: usize = 64 << 20;
+
+/// One admin request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Node, interfaces, generation, keepalive and swap summary.
+    Status,
+    /// The tunnel table with per-tunnel statistics and liveness.
+    Tunnels,
+    /// Stations in the live table.
+    Stations {
+        /// Only stations behind this AP.
+        #[serde(default)]
+        ap: Option<String>,
+        /// At most this many (default 1000).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// The programs' counters by reason, and learning events.
+    Counters,
+    /// Replace the whole tunnel table with a table file's contents.
+    Swap {
+        /// File name (for error messages).
+        file: String,
+        /// The table file's text.
+        text: String,
+    },
+    /// Flip back to the previous generation.
+    Rollback,
+    /// Add one tunnel (`[[tunnel]]` TOML text).
+    TunnelAdd {
+        /// The `[[tunnel]]` entry.
+        text: String,
+    },
+    /// Remove one tunnel.
+    TunnelRemove {
+        /// AP name.
+        ap: String,
+    },
+    /// Make a tunnel master (forwarding).
+    Promote {
+        /// AP name.
+        ap: String,
+    },
+    /// Make a tunnel backup (standby).
+    Demote {
+        /// AP name.
+        ap: String,
+    },
+    /// Re-read the configuration file and apply it as a swap (as SIGHUP).
+    Reload,
+}
+
+/// A request on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Protocol version.
+    pub v: u32,
+    /// The request.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// A response on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub v: u32,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result, when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// One line saying what went wrong, when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: Value) -> Self {
+        Self {
+            v: VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure, as one line.
+    pub fn err(e: impl std::fmt::Display) -> Self {
+        Self {
+            v: VERSION,
+            ok: false,
+            result: None,
+            error: Some(e.to_string().replace('\n', " ")),
+        }
+    }
+}
+
+/// Parses a request line, checking the version.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    match v.get("v").and_then(Value::as_u64) {
+        Some(n) if n == u64::from(VERSION) => {}
+        Some(n) => {
+            return Err(format!(
+                "protocol version {n} not supported (this ferry speaks {VERSION})"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "missing protocol version \"v\" (this ferry speaks {VERSION})"
+            ));
+        }
+    }
+    let env: Envelope = serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))?;
+    Ok(env.request)
+}
+
+/// Sends `request` to the ferry listening on `socket` and returns its
+/// result, or its error as an error.
+pub fn call(socket: &Path, request: Request, timeout: Duration) -> Result<Value> {
+    let mut s = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to {} (is `ferry run` running, and are you root?)",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut line = serde_json::to_string(&Envelope {
+        v: VERSION,
+        request,
+    })?;
+    line.push('\n');
+    s.write_all(line.as_bytes())
+        .with_context(|| format!("writing to {}", socket.display()))?;
+    let mut r = BufReader::new(s);
+    let mut reply = String::new();
+    r.read_line(&mut reply)
+        .with_context(|| format!("reading from {}", socket.display()))?;
+    if reply.is_empty() {
+        bail!("ferry closed the connection without answering");
+    }
+    let resp: Response = serde_json::from_str(&reply).context("ferry's answer is not JSON")?;
+    if resp.ok {
+        resp.result
+            .ok_or_else(|| anyhow!("ferry answered ok without a result"))
+    } else {
+        Err(anyhow!(
+            "{}",
+            resp.error
+                .unwrap_or_else(|| "failed, no reason given".into())
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_versions_are_checked() {
+        let line = serde_json::to_string(&Envelope {
+            v: VERSION,
+            request: Request::Promote { ap: "ap1".into() },
+        })
+        .unwrap();
+        assert_eq!(line, r#"{"v":1,"cmd":"promote","ap":"ap1"}"#);
+        assert_eq!(
+            parse_request(&line).unwrap(),
+            Request::Promote { ap: "ap1".into() }
+        );
+        assert_eq!(
+            parse_request(r#"{"v":1,"cmd":"stations"}"#).unwrap(),
+            Request::Stations {
+                ap: None,
+                limit: None
+            }
+        );
+        let e = parse_request(r#"{"v":2,"cmd":"status"}"#).unwrap_err();
+        assert!(e.contains("version 2 not supported"), "{e}");
+        let e = parse_request(r#"{"cmd":"status"}"#).unwrap_err();
+        assert!(e.contains("missing protocol version"), "{e}");
+        let e = parse_request(r#"{"v":1,"cmd":"format_disk"}"#).unwrap_err();
+        assert!(e.contains("bad request"), "{e}");
+        let r = serde_json::to_string(&Response::err("a\nb")).unwrap();
+        assert_eq!(r, r#"{"v":1,"ok":false,"error":"a b"}"#);
+    }
+}

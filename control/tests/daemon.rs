@@ -1,0 +1,475 @@
+//! `ferry run` as an SRE uses it: the real binary in a namespace lab with
+//! the real programs attached in native mode, driven through the CLI and
+//! the admin socket, with traffic checked frame by frame.
+
+mod lab;
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    process::Command,
+    time::Duration,
+};
+
+use ferry_dataplane::{
+    capture::PacketSocket,
+    craft::{self, Options},
+};
+use lab::*;
+
+const SID: &str = "00112233445566778899aabbccddeeff";
+
+fn traffic() -> Traffic {
+    Traffic {
+        min_frames: 2000,
+        burst: 20,
+        gap: Duration::from_millis(2),
+    }
+}
+
+#[test]
+fn hundred_swaps_under_traffic_lose_nothing() {
+    let base = Lab::tunnels_toml();
+    let table_a = format!("{base}{}", Lab::filler_toml("a", 300, 0));
+    // B: other fillers, and the lab's APs after them (ids stay per name).
+    let table_b = format!("{}{base}", Lab::filler_toml("b", 500, 1000));
+    let lab = Lab::new("swap", &table_a);
+    lab.start();
+    learn_stations(&lab);
+    let a = lab.file("a.toml", &table_a);
+    let b = lab.file("b.toml", &table_b);
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let g0 = lab.generation();
+
+    let mut times = Vec::new();
+    let report = traffic().run(&lab, || {
+        for i in 0..100 {
+            let c = lab.json(&["swap", if i % 2 == 0 { b } else { a }]);
+            assert_eq!(c["kind"], "swap");
+            assert_eq!(c["old_generation"].as_u64(), Some(g0 + i));
+            assert_eq!(c["new_generation"].as_u64(), Some(g0 + i + 1));
+            times.push(c["total_us"].as_u64().unwrap());
+        }
+    });
+    report.assert_lossless("100 swaps");
+    assert!(
+        report.sent_up >= 2000 && report.up.ok[0].len() as u32 == report.sent_up,
+        "{report:?}"
+    );
+    let st = lab.json(&["status"]);
+    assert_eq!(st["generation"].as_u64(), Some(g0 + 100));
+    assert_eq!(st["swaps"].as_u64(), Some(100));
+    assert_eq!(
+        st["stations_flushed"].as_u64(),
+        Some(0),
+        "the lab's APs stayed: their stations must survive every swap"
+    );
+    assert_eq!(
+        lab.aps().len(),
+        302,
+        "table A after an even number of swaps"
+    );
+    // The station learned before the swaps is still the one in the table.
+    let s = lab.json(&["stations", "--ap", "ap1"]);
+    assert_eq!(s["matching"].as_u64(), Some(1), "{s}");
+    times.sort_unstable();
+    eprintln!(
+        "swap of 300/500-tunnel tables: median {} us, max {} us",
+        times[50], times[99]
+    );
+}
+
+#[test]
+fn bad_table_is_refused_whole_and_rollback_flips_back() {
+    let lab = Lab::new("roll", &Lab::tunnels_toml());
+    lab.start();
+    learn_stations(&lab);
+    let g0 = lab.generation();
+    let before = lab.aps();
+
+    // A syntax-level error and a semantic one: refused with file:line, exit 2.
+    let bad = lab.file(
+        "bad.toml",
+        "[[tunnel]]\nap = \"ap1\"\naddress = \"198.18.1.10\"\n\n[[tunnel]]\nap = \"ap5\"\naddress = \"198.18.1.300\"\n",
+    );
+    let o = lab.try_ferry(&["swap", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:7:11: tunnel address"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    let dup = lab.file(
+        "dup.toml",
+        "[[tunnel]]\nap = \"ap1\"\naddress = \"198.18.1.10\"\n[[tunnel]]\nap = \"ap1\"\naddress = \"198.18.1.12\"\n",
+    );
+    let o = lab.try_ferry(&["swap", dup.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("dup.toml:5:6: tunnel ap \"ap1\" is already defined at line 1"),
+        "{err}"
+    );
+    assert_eq!(lab.generation(), g0, "refused tables change nothing");
+    assert_eq!(lab.aps(), before);
+    let r = traffic().run(&lab, || {});
+    r.assert_lossless("after refused swaps");
+
+    // A table without ap2: its station is flushed and counted.
+    let c = lab.file(
+        "c.toml",
+        "[[tunnel]]\nap = \"ap1\"\naddress = \"198.18.1.10\"\n[[tunnel]]\nap = \"ap3\"\naddress = \"198.18.1.12\"\n",
+    );
+    let ch = lab.json(&["swap", c.to_str().unwrap()]);
+    assert_eq!(ch["stations_flushed"].as_u64(), Some(1), "{ch}");
+    assert_eq!(ch["removed"].as_u64(), Some(1));
+    assert_eq!(lab.aps(), vec!["ap1", "ap3"]);
+    let s = lab.json(&["stations"]);
+    assert_eq!(
+        s["total"].as_u64(),
+        Some(1),
+        "only ap1's station is left: {s}"
+    );
+
+    // Rollback: the previous generation, at once.
+    let rb = lab.json(&["swap", "--rollback"]);
+    assert_eq!(rb["kind"], "rollback");
+    assert_eq!(rb["new_generation"].as_u64(), Some(g0));
+    assert_eq!(lab.aps(), before);
+    assert_eq!(lab.generation(), g0);
+    learn_stations(&lab);
+    let r = traffic().run(&lab, || {});
+    r.assert_lossless("after rollback");
+    // And forward again.
+    let rb = lab.json(&["swap", "--rollback"]);
+    assert_eq!(rb["new_generation"].as_u64(), Some(g0 + 1));
+    assert_eq!(lab.aps(), vec!["ap1", "ap3"]);
+}
+
+#[test]
+fn restart_under_traffic_loses_nothing() {
+    let lab = Lab::new("rst", &Lab::tunnels_toml());
+    lab.start();
+    learn_stations(&lab);
+    let t = lab.file(
+        "t.toml",
+        &format!("{}{}", Lab::tunnels_toml(), Lab::filler_toml("x", 10, 0)),
+    );
+    lab.ferry(&["swap", t.to_str().unwrap()]);
+    let g = lab.generation();
+
+    let report = traffic().run(&lab, || {
+        lab.kill9();
+        // Nobody home: the pinned programs forward on their own.
+        std::thread::sleep(Duration::from_millis(1000));
+        lab.start();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    report.assert_lossless("kill -9 and restart");
+
+    let st = lab.json(&["status"]);
+    assert_eq!(st["adopted"], true);
+    for a in st["attached"].as_array().unwrap() {
+        assert_eq!(a["adopted_link"], true, "{st}");
+    }
+    assert_eq!(
+        lab.aps().len(),
+        12,
+        "the swapped-in table survives the restart, not the file's"
+    );
+    assert_eq!(st["generation"].as_u64(), Some(g + 1));
+    assert_eq!(lab.json(&["stations"])["total"].as_u64(), Some(2));
+
+    // SIGTERM: ferry exits, forwarding continues.
+    assert!(lab.stop().success());
+    let link = lab.ac.exec(&["ip", "link", "show", "fap0"]).unwrap();
+    assert!(link.contains("xdp"), "program still attached: {link}");
+    let r = traffic().run(&lab, || {});
+    r.assert_lossless("ferry stopped");
+}
+
+#[test]
+fn detach_on_exit_removes_programs_and_pins() {
+    let lab = Lab::new("det", &Lab::tunnels_toml());
+    lab.start_with(&["--detach-on-exit"]);
+    assert!(pin_dir(&lab).exists());
+    assert!(lab.stop().success());
+    let link = lab.ac.exec(&["ip", "link", "show", "fap0"]).unwrap();
+    assert!(!link.contains("xdp"), "program detached: {link}");
+    assert!(!pin_dir(&lab).exists(), "pins removed");
+}
+
+/// A keepalive as the domain brief spells it (element length 22).
+fn keepalive(sid: &[u8; 16]) -> Vec<u8> {
+    let mut d = vec![
+        0x00, 0x10, 0x00, 0x08, 0, 0, 0, 0, 0x00, 0x16, 0x00, 0x23, 0x00, 0x10,
+    ];
+    d.extend_from_slice(sid);
+    d
+}
+
+fn sid() -> [u8; 16] {
+    let mut s = [0u8; 16];
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&SID[2 * i..2 * i + 2], 16).unwrap();
+    }
+    s
+}
+
+#[test]
+fn keepalives_are_echoed_and_bind_session_tunnels() {
+    let tunnels = format!(
+        "[[tunnel]]\nap = \"ap1\"\naddress = \"198.18.1.10\"\n\n[[tunnel]]\nap = \"nat\"\nsession_id = \"{SID}\"\nvlan = 201\n"
+    );
+    let lab = Lab::new("ka", &tunnels);
+    lab.write_config(&tunnels, "[keepalive]\nunknown_rate = 5\n");
+    lab.start();
+    let ka = keepalive(&sid());
+    let ac: SocketAddr = "198.18.0.1:5247".parse().unwrap();
+
+    // The echo, as the AP receives it: captured on ap0 and by the socket.
+    let (echo, frame) = lab
+        .ap
+        .enter(|| {
+            let cap = PacketSocket::bind("ap0")?;
+            let s = UdpSocket::bind("198.18.0.10:40002")?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.send_to(&ka, ac)?;
+            let mut buf = [0u8; 2048];
+            let (n, from) = s.recv_from(&mut buf)?;
+            assert_eq!(from, ac);
+            let mut frame = None;
+            while let Some(f) = cap.recv(Duration::from_millis(500))? {
+                if f.len() > 42 && f[34..36] == 5247u16.to_be_bytes() {
+                    frame = Some(f);
+                    break;
+                }
+            }
+            Ok((buf[..n].to_vec(), frame.expect("echo seen on ap0")))
+        })
+        .unwrap();
+    assert_eq!(echo, ka, "the echo is byte for byte the keepalive");
+    assert_eq!(&frame[42..], &ka[..]);
+
+    // tshark, an independent decoder, reads it as a CAPWAP data keepalive.
+    let pcap = lab.dir.join("echo.pcap");
+    {
+        let f = std::fs::File::create(&pcap).unwrap();
+        let mut w = pcap_file::pcap::PcapWriter::new(f).unwrap();
+        w.write_packet(&pcap_file::pcap::PcapPacket::new(
+            Duration::ZERO,
+            frame.len() as u32,
+            &frame,
+        ))
+        .unwrap();
+    }
+    let o = Command::new("tshark")
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-o",
+            "capwap.swap_fc:FALSE",
+            "-V",
+        ])
+        .output()
+        .expect("tshark (installed by deploy/bootstrap.sh)");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("Control And Provisioning of Wireless Access Points - Data"),
+        "{text}"
+    );
+    assert!(text.contains("Keep-Alive: Keep-Alive Packet"), "{text}");
+    assert!(text.contains(&format!("Session ID: {SID}")), "{text}");
+
+    // The session tunnel is bound to the keepalive's source address and port.
+    let t = lab.json(&["tunnels"]);
+    let nat = t["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["ap"] == "nat")
+        .unwrap()
+        .clone();
+    assert_eq!(nat["address"], "198.18.0.10", "{nat}");
+    assert_eq!(nat["installed"], true);
+    assert_eq!(nat["keepalive"]["state"], "alive");
+
+    // Data from that address and port is now forwarded into VLAN 201.
+    let inner = craft::ethernet(GW, station(1, 7), None, ETHERTYPE, &[0xab; 46]);
+    let got = std::thread::scope(|sc| {
+        let rx = sc.spawn(|| {
+            lab.cl
+                .enter(|| {
+                    let s = PacketSocket::bind("cl0")?;
+                    while let Some(f) = s.recv(Duration::from_secs(2))? {
+                        if f.len() > 18 && f[6..12] == station(1, 7) {
+                            return Ok(Some(f));
+                        }
+                    }
+                    Ok(None)
+                })
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        lab.ap
+            .enter(|| {
+                let s = UdpSocket::bind("198.18.0.10:40002")?;
+                let data = craft::capwap(craft::header_8023(1), &Options::default(), &inner);
+                s.send_to(&data, ac)?;
+                Ok(())
+            })
+            .unwrap();
+        rx.join().unwrap()
+    });
+    let f = got.expect("data from the bound session tunnel forwarded");
+    assert_eq!(u16::from_be_bytes([f[14], f[15]]) & 0xfff, 201);
+
+    // Unknown sessions: answered up to the rate, the rest refused and counted.
+    let answered = lab
+        .ap
+        .enter(|| {
+            let s = UdpSocket::bind("198.18.0.10:40003")?;
+            s.set_read_timeout(Some(Duration::from_millis(300)))?;
+            let other = keepalive(&[0x99; 16]);
+            for _ in 0..30 {
+                s.send_to(&other, ac)?;
+            }
+            let mut n = 0;
+            let mut buf = [0u8; 2048];
+            while s.recv_from(&mut buf).is_ok() {
+                n += 1;
+            }
+            Ok(n)
+        })
+        .unwrap();
+    assert!(
+        (5..=7).contains(&answered),
+        "burst of 5 answered, got {answered}"
+    );
+    let st = lab.json(&["status"]);
+    assert!(st["keepalive"]["refused"].as_u64().unwrap() >= 23, "{st}");
+    assert_eq!(st["keepalive"]["unknown"].as_u64(), Some(30));
+    // A keepalive without a Session ID (the program punts every K frame)
+    // is counted, not answered.
+    let answer = lab
+        .ap
+        .enter(|| {
+            let s = UdpSocket::bind("198.18.0.10:40004")?;
+            s.set_read_timeout(Some(Duration::from_millis(300)))?;
+            s.send_to(&[0x00, 0x10, 0x00, 0x08, 0, 0, 0, 0, 0, 0], ac)?;
+            let mut buf = [0u8; 64];
+            Ok(s.recv_from(&mut buf).is_ok())
+        })
+        .unwrap();
+    assert!(!answer, "malformed keepalives are not echoed");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        lab.json(&["counters"])["keepalive"]["malformed"].as_u64(),
+        Some(1)
+    );
+}
+
+#[test]
+fn single_tunnel_operations_sighup_and_metrics() {
+    let lab = Lab::new("ops", &Lab::tunnels_toml());
+    lab.start();
+    learn_stations(&lab);
+
+    // Demote ap1: its frames are dropped as standby; promote: forwarded.
+    let c = lab.json(&["tunnel", "demote", "ap1"]);
+    assert_eq!(c["kind"], "tunnel demote ap1");
+    let before = lab.json(&["counters"])["reasons"]["drop_standby"]
+        .as_u64()
+        .unwrap();
+    learn_stations(&lab);
+    let after = lab.json(&["counters"])["reasons"]["drop_standby"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, before + 1, "ap1's frame dropped as standby");
+    let o = lab.try_ferry(&["tunnel", "demote", "ap1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already backup"));
+    lab.ferry(&["tunnel", "promote", "ap1"]);
+    traffic().run(&lab, || {}).assert_lossless("after promote");
+
+    // Add and remove without a swap.
+    lab.ferry(&[
+        "tunnel",
+        "add",
+        "ap9",
+        "--address",
+        "198.18.1.19",
+        "--vlan",
+        "201",
+    ]);
+    assert!(lab.aps().contains(&"ap9".to_string()));
+    let o = lab.try_ferry(&[
+        "tunnel",
+        "add",
+        "ap10",
+        "--address",
+        "198.18.1.19",
+        "--vlan",
+        "201",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "same address twice");
+    let o = lab.try_ferry(&[
+        "tunnel",
+        "add",
+        "ap11",
+        "--address",
+        "198.18.1.20",
+        "--vlan",
+        "333",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "VLAN not served");
+    lab.ferry(&["tunnel", "remove", "ap9"]);
+    assert_eq!(lab.aps(), vec!["ap1", "ap2"]);
+    let g = lab.generation();
+    assert_eq!(
+        lab.json(&["status"])["swaps"].as_u64(),
+        Some(0),
+        "edits are not swaps"
+    );
+
+    // SIGHUP applies the file as a swap.
+    lab.write_config(
+        &format!("{}{}", Lab::tunnels_toml(), Lab::filler_toml("h", 3, 0)),
+        "",
+    );
+    lab.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lab.generation() == g {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP not applied:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.aps().len(), 5);
+
+    // Metrics, scraped like Prometheus does.
+    let text = lab
+        .ac
+        .enter(|| {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9847")?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut t = String::new();
+            s.read_to_string(&mut t)?;
+            Ok(t)
+        })
+        .unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    assert!(value("ferry_packets_total{reason=\"forwarded\"}") >= 2000.0);
+    assert!(value("ferry_tunnel_packets_total{ap=\"ap1\",direction=\"up\"}") >= 2000.0);
+    assert_eq!(value("ferry_swaps_total "), 1.0);
+    assert!(value("ferry_last_swap_duration_seconds ") > 0.0);
+    assert!(text.contains("ferry_build_info{version=\""));
+    assert!(text.contains("ferry_tunnel_keepalive_state{ap=\"ap1\",state=\"never\"} 1"));
+}
