@@ -1,4 +1,5 @@
-//! ferry's traffic generator ([`traffic`]) and BPF_PROG_TEST_RUN
-//! micro-benchmark ([`micro`]).
+//! ferry's traffic generator ([`traffic`]), BPF_PROG_TEST_RUN
+//! micro-benchmark ([`micro`]) and control-process benchmark ([`control`]).
+pub mod control;
 pub mod micro;
 pub mod traffic;

@@ -5,7 +5,7 @@ use std::{fs::File, io::BufWriter, path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use ferry::config::Config;
-use ferry_bench::{micro, traffic};
+use ferry_bench::{control, micro, traffic};
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +67,32 @@ EXAMPLE\n  ferry-bench micro --packets 1000000"
         #[arg(long)]
         json: bool,
     },
+    /// Swap, promote and memory figures of a real `ferry run` at full size.
+    #[command(
+        long_about = "Start a real `ferry run` in a network namespace with TUNNELS tunnels, fill \
+its live station table with STATIONS stations, and measure through the admin socket: \
+whole-table swap time (small table vs full table with the stations present, side by side), \
+a swap removing 1% of the APs with its station flush, single-tunnel promote/demote, and \
+the control process's resident memory. Needs root.\n\n\
+EXAMPLE\n  ferry-bench control --tunnels 25600 --stations 1000000"
+    )]
+    Control {
+        /// The ferry binary (default: next to ferry-bench).
+        #[arg(long, value_name = "PATH")]
+        ferry: Option<PathBuf>,
+        /// Tunnels in the full table.
+        #[arg(long, default_value_t = 25_600)]
+        tunnels: u32,
+        /// Stations present during the full-table swaps.
+        #[arg(long, default_value_t = 1_000_000)]
+        stations: u32,
+        /// Swaps per case.
+        #[arg(long, default_value_t = 10)]
+        swaps: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +107,70 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Control {
+            ferry,
+            tunnels,
+            stations,
+            swaps,
+            json,
+        } => {
+            let ferry = match ferry {
+                Some(f) => f,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|d| d.join("ferry"))
+                    .context("locating the ferry binary")?,
+            };
+            let r = control::run(&ferry, tunnels, stations, swaps.max(1), |l| {
+                eprintln!("{l}")
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "ferry run, {} tunnels, {} stations; medians of {} swaps per case",
+                r.tunnels, r.stations, swaps
+            );
+            println!(
+                "swap 1,024-tunnel table, no stations:     {:>9.3} ms",
+                r.small_swap_us as f64 / 1e3
+            );
+            println!(
+                "swap full table, stations present:        {:>9.3} ms (build {:.3}, flip {:.3}; max {:.3}; `ferry swap` wall {:.3})",
+                r.full_swap_us as f64 / 1e3,
+                r.full_build_us as f64 / 1e3,
+                r.full_flip_us as f64 / 1e3,
+                r.full_swap_max_us as f64 / 1e3,
+                r.full_swap_cli_ms
+            );
+            println!(
+                "full / small:                              {:>9.3}",
+                r.full_over_small
+            );
+            println!(
+                "swap removing 1% of APs:                   {:>9.3} ms; then {} stations flushed in {:.3} ms",
+                r.removal_swap_us as f64 / 1e3,
+                r.removal_flushed,
+                r.removal_flush_us as f64 / 1e3
+            );
+            println!(
+                "single-tunnel promote/demote:              {:>9.3} ms (admin round trip {:.3})",
+                r.promote_us as f64 / 1e3,
+                r.promote_cli_ms
+            );
+            println!(
+                "ferry run resident memory:                 {:>9} KiB (peak {} KiB)",
+                r.rss_kib, r.rss_peak_kib
+            );
+            for (phase, kib) in &r.rss_by_phase {
+                println!("  resident after {phase:<16} {kib:>9} KiB");
+            }
+            for (t, ok) in &r.targets {
+                println!("target {t}: {}", if *ok { "met" } else { "MISSED" });
+            }
+            Ok(())
+        }
         Command::Gen {
             config,
             out,

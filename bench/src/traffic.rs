@@ -58,9 +58,12 @@ pub struct Generator {
 
 impl Generator {
     /// A generator for `cfg`, seeded.
-    pub fn new(cfg: Config, mix: Mix, seed: u64) -> Result<Self> {
+    pub fn new(mut cfg: Config, mix: Mix, seed: u64) -> Result<Self> {
+        // Tunnels declared by Session ID have no address until an AP binds
+        // them; the generator has nothing to send from for those.
+        cfg.tunnels.retain(|t| t.address.is_some());
         if cfg.tunnels.is_empty() {
-            bail!("the configuration has no [[tunnel]] to generate traffic for");
+            bail!("the configuration has no [[tunnel]] with an address to generate traffic for");
         }
         Ok(Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -81,7 +84,9 @@ impl Generator {
 
     fn transport(&mut self, idx: usize) -> Transport {
         let t = &self.cfg.tunnels[idx];
-        let mut tr = Transport::new(t.address, self.ac_for(t.address));
+        // Only tunnels with an address are kept (see `new`).
+        let ap = t.address.unwrap_or(IpAddr::from([198, 18, 255, 254]));
+        let mut tr = Transport::new(ap, self.ac_for(ap));
         tr.dport = self.cfg.data_port;
         tr.sport = t.port.unwrap_or(12222);
         tr

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
@@ -98,9 +98,10 @@ pub struct Response {
     pub v: u32,
     /// Whether the request succeeded.
     pub ok: bool,
-    /// The result, when `ok`.
+    /// The result, when `ok` (kept as JSON text: large answers are
+    /// written without building a tree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<Box<RawValue>>,
     /// One line saying what went wrong, when not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -108,7 +109,7 @@ pub struct Response {
 
 impl Response {
     /// A success.
-    pub fn ok(result: Value) -> Self {
+    pub fn ok(result: Box<RawValue>) -> Self {
         Self {
             v: VERSION,
             ok: true,
@@ -174,8 +175,10 @@ pub fn call(socket: &Path, request: Request, timeout: Duration) -> Result<Value>
     }
     let resp: Response = serde_json::from_str(&reply).context("ferry's answer is not JSON")?;
     if resp.ok {
-        resp.result
-            .ok_or_else(|| anyhow!("ferry answered ok without a result"))
+        let raw = resp
+            .result
+            .ok_or_else(|| anyhow!("ferry answered ok without a result"))?;
+        serde_json::from_str(raw.get()).context("ferry's result is not JSON")
     } else {
         Err(anyhow!(
             "{}",

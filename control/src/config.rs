@@ -322,17 +322,35 @@ struct RawTunnel {
     station_limit: Option<Spanned<i64>>,
 }
 
-/// Turns byte spans into line/column for errors.
+/// Turns byte spans into line/column for errors. Spans are relative to
+/// `base`: entries parsed on their own (see [`split_entries`]) get a
+/// `Source` rebased to where they start in the file.
+#[derive(Clone)]
 struct Source<'a> {
     file: &'a Path,
     text: &'a str,
+    /// Byte offsets of the newlines.
+    newlines: std::rc::Rc<[usize]>,
+    base: usize,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    fn rebased(&self, base: usize) -> Self {
+        Self {
+            base,
+            ..self.clone()
+        }
+    }
+
+    /// An error at absolute byte `offset`.
+    fn at_offset(&self, offset: usize, reason: impl Into<String>) -> ConfigError {
+        self.rebased(0).err(Some(offset..offset), reason)
+    }
+
     fn err(&self, span: Option<Range<usize>>, reason: impl Into<String>) -> ConfigError {
         let (line, column) = match span {
             Some(s) => {
-                let (l, c) = self.position(s.start);
+                let (l, c) = self.position(self.base + s.start);
                 (Some(l), Some(c))
             }
             None => (None, None),
@@ -349,14 +367,38 @@ impl Source<'_> {
         self.err(Some(v.span()), reason)
     }
 
+    fn new(file: &'a Path, text: &'a str) -> Self {
+        let newlines: Vec<usize> = text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        let newlines = newlines.into();
+        Self {
+            file,
+            text,
+            newlines,
+            base: 0,
+        }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`; a binary
+    /// search, since large tables ask once per entry.
     fn position(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before
-            .rfind('\n')
-            .map_or(before.len(), |i| before.len() - i - 1)
+        let offset = offset.min(self.text.len());
+        let line = self.newlines.partition_point(|&n| n < offset);
+        let start = if line == 0 {
+            0
+        } else {
+            self.newlines[line - 1] + 1
+        };
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count())
             + 1;
-        (line, column)
+        (line + 1, column)
     }
 
     fn line(&self, offset: usize) -> usize {
@@ -444,9 +486,13 @@ impl Config {
 
     /// Validates configuration text; `file` is used in error messages.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let src = Source { file, text };
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| src.err(e.span(), e.message().trim_end().to_string()))?;
+        let src = Source::new(file, text);
+        let (raw, tunnel_entries, station_entries) = parse_split(&src, |r: &mut RawConfig| {
+            (
+                std::mem::take(&mut r.tunnel),
+                std::mem::take(&mut r.station),
+            )
+        })?;
         let node = raw.node.get_ref();
 
         let name = node.name.get_ref().clone();
@@ -546,8 +592,8 @@ impl Config {
         let client_vlans_given = fwd.and_then(|f| f.client_vlans.as_ref());
         let (tunnels, client_vlans, stations) = parse_table(
             &src,
-            &raw.tunnel,
-            &raw.station,
+            &tunnel_entries,
+            &station_entries,
             &defaults,
             &addresses,
             client_vlans_given,
@@ -617,9 +663,13 @@ impl Config {
     /// defaults and addresses; the result is this configuration with the
     /// new tunnels and stations. Nothing is applied here.
     pub fn with_table(&self, file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let src = Source { file, text };
-        let raw: RawTable = toml::from_str(text)
-            .map_err(|e| src.err(e.span(), e.message().trim_end().to_string()))?;
+        let src = Source::new(file, text);
+        let (_, tunnel_entries, station_entries) = parse_split(&src, |r: &mut RawTable| {
+            (
+                std::mem::take(&mut r.tunnel),
+                std::mem::take(&mut r.station),
+            )
+        })?;
         // Explicit client VLANs stay as configured; derived ones follow the
         // new tunnels.
         let given: Vec<Spanned<i64>> = self
@@ -630,8 +680,8 @@ impl Config {
         let given = Spanned::new(0..0, given);
         let (tunnels, client_vlans, stations) = parse_table(
             &src,
-            &raw.tunnel,
-            &raw.station,
+            &tunnel_entries,
+            &station_entries,
             &self.defaults,
             &self.addresses,
             self.client_vlans_given.then_some(&given),
@@ -650,57 +700,56 @@ impl Config {
     /// file keeps the running table this way, so a restart restores what
     /// was swapped in rather than what the configuration file says.
     pub fn table_toml(&self) -> String {
-        use toml::{Value as V, map::Map};
-        let mac = |m: &[u8; 6]| V::String(ferry_dataplane::tables::format_mac(m));
-        let mut tunnels = Vec::new();
+        use std::fmt::Write as _;
+        // Written by hand: a toml::Value tree of a 25,600-tunnel table
+        // costs far more time and memory than the text.
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let mac = |m: &[u8; 6]| q(&ferry_dataplane::tables::format_mac(m));
+        let mut o = String::with_capacity(self.tunnels.len() * 160);
         for t in &self.tunnels {
-            let mut e = Map::new();
-            e.insert("ap".into(), V::String(t.ap.clone()));
+            let _ = writeln!(o, "[[tunnel]]\nap = {}", q(&t.ap));
             if let Some(a) = t.address {
-                e.insert("address".into(), V::String(a.to_string()));
+                let _ = writeln!(o, "address = \"{a}\"");
             }
             if let Some(sid) = t.session_id {
                 let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
-                e.insert("session_id".into(), V::String(hex));
+                let _ = writeln!(o, "session_id = \"{hex}\"");
             }
             if let Some(p) = t.port {
-                e.insert("port".into(), V::Integer(i64::from(p)));
+                let _ = writeln!(o, "port = {p}");
             }
-            e.insert("role".into(), V::String(t.role.as_str().into()));
-            e.insert("vlan".into(), V::Integer(i64::from(t.vlan)));
             let format = if t.native { "802.11" } else { "802.3" };
-            e.insert("format".into(), V::String(format.into()));
+            let _ = writeln!(
+                o,
+                "role = \"{}\"\nvlan = {}\nformat = \"{format}\"\nmtu = {}\nstation_limit = {}",
+                t.role.as_str(),
+                t.vlan,
+                t.mtu,
+                t.station_limit
+            );
             if let Some(m) = &t.radio_mac {
-                e.insert("radio_mac".into(), mac(m));
+                let _ = writeln!(o, "radio_mac = {}", mac(m));
             }
-            e.insert("mtu".into(), V::Integer(i64::from(t.mtu)));
             if t.address.is_some_and(|a| a.is_ipv6()) {
-                e.insert("udp_lite".into(), V::Boolean(t.udp_lite));
+                let _ = writeln!(o, "udp_lite = {}", t.udp_lite);
             }
             if let Some(m) = &t.next_hop_mac {
-                e.insert("next_hop_mac".into(), mac(m));
+                let _ = writeln!(o, "next_hop_mac = {}", mac(m));
             }
-            e.insert(
-                "station_limit".into(),
-                V::Integer(i64::from(t.station_limit)),
-            );
-            tunnels.push(V::Table(e));
         }
-        let mut stations = Vec::new();
         for st in &self.stations {
-            let mut e = Map::new();
-            e.insert("mac".into(), mac(&st.mac));
-            e.insert("ap".into(), V::String(self.tunnels[st.tunnel].ap.clone()));
-            e.insert("radio".into(), V::Integer(i64::from(st.radio)));
+            let _ = writeln!(
+                o,
+                "[[station]]\nmac = {}\nap = {}\nradio = {}",
+                mac(&st.mac),
+                q(&self.tunnels[st.tunnel].ap),
+                st.radio
+            );
             if let Some(b) = &st.bssid {
-                e.insert("bssid".into(), mac(b));
+                let _ = writeln!(o, "bssid = {}", mac(b));
             }
-            stations.push(V::Table(e));
         }
-        let mut doc = Map::new();
-        doc.insert("tunnel".into(), V::Array(tunnels));
-        doc.insert("station".into(), V::Array(stations));
-        toml::to_string(&V::Table(doc)).unwrap_or_default()
+        o
     }
 
     /// Parses one `[[tunnel]]` entry given as TOML text (for `ferry tunnel
@@ -849,13 +898,13 @@ struct TunnelDefaults {
 
 fn parse_tunnels(
     src: &Source<'_>,
-    raw: &[Spanned<RawTunnel>],
+    raw: &[Entry<RawTunnel>],
     d: &TunnelDefaults,
     addresses: &[IpAddr],
 ) -> Result<Vec<TunnelConfig>, ConfigError> {
     if raw.len() > abi::MAX_TUNNELS as usize {
-        return Err(src.at(
-            &raw[abi::MAX_TUNNELS as usize],
+        return Err(src.at_offset(
+            raw[abi::MAX_TUNNELS as usize].header,
             format!("more than {} tunnels", abi::MAX_TUNNELS),
         ));
     }
@@ -863,9 +912,11 @@ fn parse_tunnels(
     let mut keys: HashSet<(IpAddr, Option<u16>)> = HashSet::new();
     let mut sessions: HashMap<[u8; 16], String> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
+    let top = src;
     for st in raw {
-        let t = st.get_ref();
-        let line = src.line(st.span().start);
+        let src = &top.rebased(st.base);
+        let t = &st.raw;
+        let line = src.line(st.header);
         let ap = t.ap.get_ref().trim().to_string();
         if ap.is_empty() || ap.len() > 64 || ap.chars().any(|c| c.is_control()) {
             return Err(src.at(&t.ap, "tunnel ap name must be 1-64 printable characters"));
@@ -900,7 +951,7 @@ fn parse_tunnels(
                 return Err(src.at(a, "give a tunnel address or a session_id, not both"));
             }
             (None, None) => {
-                return Err(src.at(st, "a tunnel needs an address or a session_id"));
+                return Err(src.at_offset(st.header, "a tunnel needs an address or a session_id"));
             }
         };
         let port = match &t.port {
@@ -972,7 +1023,14 @@ fn parse_tunnels(
             None => true,
         };
         if is_v6 && !udp_lite && mtu > DEFAULT_MTU {
-            let at = t.mtu.as_ref().map_or(st.span(), |m| m.span());
+            let Some(at) = t.mtu.as_ref().map(|m| m.span()) else {
+                return Err(src.at_offset(
+                    st.header,
+                    format!(
+                        "tunnel mtu {mtu}: IPv6 tunnels with udp_lite = false support at most 1500"
+                    ),
+                ));
+            };
             return Err(src.err(Some(at), format!("tunnel mtu {mtu}: IPv6 tunnels with udp_lite = false support at most 1500 (the program checksums the whole datagram)")));
         }
         let next_hop_mac = match &t.next_hop_mac {
@@ -980,7 +1038,7 @@ fn parse_tunnels(
             None => d.next_hop,
         };
         if next_hop_mac.is_some() && !d.has_source_mac {
-            let at = t.next_hop_mac.as_ref().map_or(st.span(), |m| m.span());
+            let at = t.next_hop_mac.as_ref().map_or(0..0, |m| m.span());
             return Err(src.err(
                 Some(at),
                 "a next_hop_mac needs downstream.source_mac (our AP-side MAC)",
@@ -1009,17 +1067,316 @@ fn parse_tunnels(
     Ok(out)
 }
 
+/// One `[[tunnel]]` or `[[station]]` entry: its fields (spans relative to
+/// `base`) and where its header is in the file.
+struct Entry<T> {
+    base: usize,
+    header: usize,
+    raw: T,
+}
+
+/// The `[[tunnel]]` and `[[station]]` entries of a file, each as
+/// (header offset, body offset, body), and the rest of the file with those
+/// entries blanked out (same length and line breaks, so spans in it stay
+/// right). `None` when a header line could be inside a multi-line string.
+///
+/// Why: a 25,600-tunnel table parsed as one TOML document costs tens of
+/// MiB of intermediate tree; parsed entry by entry it costs next to nothing.
+#[allow(clippy::type_complexity)]
+fn split_entries(
+    text: &str,
+) -> Option<(String, Vec<(usize, usize, &str)>, Vec<(usize, usize, &str)>)> {
+    if text.contains("\"\"\"") || text.contains("\'\'\'") {
+        return None;
+    }
+    let mut headers = Vec::new();
+    let mut off = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            let kind = if t.starts_with("[[tunnel]]") {
+                1
+            } else if t.starts_with("[[station]]") {
+                2
+            } else {
+                0
+            };
+            headers.push((off, off + line.len(), kind));
+        }
+        off += line.len();
+    }
+    let (mut tunnels, mut stations) = (Vec::new(), Vec::new());
+    let mut other = Vec::new();
+    let first = headers.first().map_or(text.len(), |h| h.0);
+    other.push(0..first);
+    for (i, &(start, body, kind)) in headers.iter().enumerate() {
+        let end = headers.get(i + 1).map_or(text.len(), |h| h.0);
+        if kind == 0 {
+            other.push(start..end);
+            continue;
+        }
+        let entry = (start, body, text.get(body..end)?);
+        if kind == 1 {
+            tunnels.push(entry);
+        } else {
+            stations.push(entry);
+        }
+    }
+    // A table file is usually entries only: then there is nothing else to
+    // parse (and no megabytes of blanks to lex).
+    let only_entries = other.iter().all(|r| {
+        text[r.clone()].lines().all(|l| {
+            let t = l.trim();
+            t.is_empty() || t.starts_with('#')
+        })
+    });
+    if only_entries {
+        return Some((String::new(), tunnels, stations));
+    }
+    let mut rest = text.as_bytes().to_vec();
+    for (start, body, t) in tunnels.iter().chain(&stations) {
+        for b in &mut rest[*start..*body + t.len()] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+    Some((String::from_utf8(rest).ok()?, tunnels, stations))
+}
+
+/// Parses a file whose `[[tunnel]]`/`[[station]]` entries are parsed one
+/// by one (see [`split_entries`]); `take` moves those entries out of a
+/// parsed document (a whole-file parse, used when the split is not safe).
+#[allow(clippy::type_complexity)]
+fn parse_split<R: serde::de::DeserializeOwned>(
+    src: &Source<'_>,
+    take: impl Fn(&mut R) -> (Vec<Spanned<RawTunnel>>, Vec<Spanned<RawStation>>),
+) -> Result<(R, Vec<Entry<RawTunnel>>, Vec<Entry<RawStation>>), ConfigError> {
+    let whole = || -> Result<(R, Vec<Entry<RawTunnel>>, Vec<Entry<RawStation>>), ConfigError> {
+        let mut r: R = toml::from_str(src.text)
+            .map_err(|e| src.err(e.span(), e.message().trim_end().to_string()))?;
+        let (t, s) = take(&mut r);
+        let t = t
+            .into_iter()
+            .map(|e| Entry {
+                base: 0,
+                header: e.span().start,
+                raw: e.into_inner(),
+            })
+            .collect();
+        let s = s
+            .into_iter()
+            .map(|e| Entry {
+                base: 0,
+                header: e.span().start,
+                raw: e.into_inner(),
+            })
+            .collect();
+        Ok((r, t, s))
+    };
+    let Some((rest, tunnels, stations)) = split_entries(src.text) else {
+        return whole();
+    };
+    let mut r: R =
+        toml::from_str(&rest).map_err(|e| src.err(e.span(), e.message().trim_end().to_string()))?;
+    let (t, s) = take(&mut r);
+    if !t.is_empty() || !s.is_empty() {
+        // Entries the split did not see (e.g. inline arrays): parse whole.
+        return whole();
+    }
+    let mut tv = Vec::with_capacity(tunnels.len());
+    for (header, body, t) in tunnels {
+        let s = src.rebased(body);
+        let raw = match scalars(t).and_then(|f| RawTunnel::from_scalars(f)) {
+            Some(raw) => raw,
+            None => toml::from_str(t).map_err(|e| {
+            s.err(
+                e.span(),
+                format!("in [[tunnel]]: {}", e.message().trim_end()),
+            )
+        })?,
+        };
+        tv.push(Entry {
+            base: body,
+            header,
+            raw,
+        });
+    }
+    let mut sv = Vec::with_capacity(stations.len());
+    for (header, body, t) in stations {
+        let s = src.rebased(body);
+        let raw = match scalars(t).and_then(|f| RawStation::from_scalars(f)) {
+            Some(raw) => raw,
+            None => toml::from_str(t).map_err(|e| {
+                s.err(
+                    e.span(),
+                    format!("in [[station]]: {}", e.message().trim_end()),
+                )
+            })?,
+        };
+        sv.push(Entry {
+            base: body,
+            header,
+            raw,
+        });
+    }
+    Ok((r, tv, sv))
+}
+
+/// A scalar value of a `key = value` line, with its span in the entry.
+enum Scalar {
+    Str(Spanned<String>),
+    Int(Spanned<i64>),
+    Bool(Spanned<bool>),
+}
+
+/// The fast path for entry bodies: every line blank, a comment, or
+/// `key = value` with a plain scalar (a string without escapes, a decimal
+/// integer, a boolean), each key once. Anything else is `None`, and the
+/// entry goes through the TOML parser, which also gives the error message.
+///
+/// Why: the TOML parser takes ~2.5 µs per entry, which alone would put a
+/// 25,600-tunnel swap past its 100 ms budget; every entry ferry itself
+/// writes (the state file) and typical tables take this path. The unit
+/// test `fast_entry_path_agrees_with_toml` holds the two to the same result.
+fn scalars(body: &str) -> Option<Vec<(&str, Scalar)>> {
+    let mut out: Vec<(&str, Scalar)> = Vec::new();
+    let mut off = 0;
+    for line in body.split_inclusive('\n') {
+        let start = off;
+        off += line.len();
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let (k, rest) = t.split_once('=')?;
+        let key = k.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return None;
+        }
+        if out.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        let v = rest.trim_start();
+        let vstart = start + (line.len() - line.trim_start().len()) + (t.len() - v.len());
+        let (value, len) = if let Some(q) = v.strip_prefix('"') {
+            let end = q.find('"')?;
+            let inner = &q[..end];
+            if inner.contains(['\\', '\n']) || inner.chars().any(char::is_control) {
+                return None;
+            }
+            (Scalar::Str(Spanned::new(vstart..vstart + end + 2, inner.to_string())), end + 2)
+        } else {
+            let tok_len = v.find(|c: char| c.is_whitespace() || c == '#').unwrap_or(v.len());
+            let tok = &v[..tok_len];
+            let sc = match tok {
+                "true" => Scalar::Bool(Spanned::new(vstart..vstart + tok_len, true)),
+                "false" => Scalar::Bool(Spanned::new(vstart..vstart + tok_len, false)),
+                _ => {
+                    let digits = tok.strip_prefix(['-', '+']).unwrap_or(tok);
+                    // Leading zeros are invalid TOML: let the parser say so.
+                    if digits.is_empty()
+                        || !digits.bytes().all(|b| b.is_ascii_digit())
+                        || (digits.len() > 1 && digits.starts_with('0'))
+                    {
+                        return None;
+                    }
+                    Scalar::Int(Spanned::new(vstart..vstart + tok_len, tok.parse().ok()?))
+                }
+            };
+            (sc, tok_len)
+        };
+        let after = v[len..].trim_start();
+        if !(after.is_empty() || after.starts_with('#')) {
+            return None;
+        }
+        out.push((key, value));
+    }
+    Some(out)
+}
+
+/// Takes field `key` as a string / integer / boolean; `Err` on a type the
+/// field does not have (the TOML parser then words the error).
+fn take_str(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<String>>, ()> {
+    match f.iter().position(|(k, _)| *k == key).map(|i| f.swap_remove(i).1) {
+        None => Ok(None),
+        Some(Scalar::Str(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
+fn take_int(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<i64>>, ()> {
+    match f.iter().position(|(k, _)| *k == key).map(|i| f.swap_remove(i).1) {
+        None => Ok(None),
+        Some(Scalar::Int(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
+fn take_bool(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<bool>>, ()> {
+    match f.iter().position(|(k, _)| *k == key).map(|i| f.swap_remove(i).1) {
+        None => Ok(None),
+        Some(Scalar::Bool(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
+impl RawTunnel {
+    /// A tunnel from fast-path scalars; `None` for anything the TOML path
+    /// must word (missing `ap`, unknown key, wrong type).
+    fn from_scalars(mut f: Vec<(&str, Scalar)>) -> Option<Self> {
+        let r = (|| -> Result<Self, ()> {
+            let t = Self {
+                ap: take_str(&mut f, "ap")?.ok_or(())?,
+                address: take_str(&mut f, "address")?,
+                session_id: take_str(&mut f, "session_id")?,
+                port: take_int(&mut f, "port")?,
+                role: take_str(&mut f, "role")?,
+                vlan: take_int(&mut f, "vlan")?,
+                format: take_str(&mut f, "format")?,
+                radio_mac: take_str(&mut f, "radio_mac")?,
+                mtu: take_int(&mut f, "mtu")?,
+                udp_lite: take_bool(&mut f, "udp_lite")?,
+                next_hop_mac: take_str(&mut f, "next_hop_mac")?,
+                station_limit: take_int(&mut f, "station_limit")?,
+            };
+            if f.is_empty() { Ok(t) } else { Err(()) }
+        })();
+        r.ok()
+    }
+}
+
+impl RawStation {
+    /// A station from fast-path scalars (see [`RawTunnel::from_scalars`]).
+    fn from_scalars(mut f: Vec<(&str, Scalar)>) -> Option<Self> {
+        let r = (|| -> Result<Self, ()> {
+            let s = Self {
+                mac: take_str(&mut f, "mac")?.ok_or(())?,
+                ap: take_str(&mut f, "ap")?.ok_or(())?,
+                radio: take_int(&mut f, "radio")?,
+                bssid: take_str(&mut f, "bssid")?,
+                vlan: take_int(&mut f, "vlan")?,
+            };
+            if f.is_empty() { Ok(s) } else { Err(()) }
+        })();
+        r.ok()
+    }
+}
+
 /// Tunnels, client VLANs and stations: the part of a configuration a swap
 /// table replaces.
+type TablePart = (Vec<TunnelConfig>, Vec<u16>, Vec<StationConfig>);
+
+/// Parses the [`TablePart`] of a file.
 fn parse_table(
     src: &Source<'_>,
-    raw_tunnels: &[Spanned<RawTunnel>],
-    raw_stations: &[Spanned<RawStation>],
+    raw_tunnels: &[Entry<RawTunnel>],
+    raw_stations: &[Entry<RawStation>],
     defaults: &TunnelDefaults,
     addresses: &[IpAddr],
     client_vlans: Option<&Spanned<Vec<Spanned<i64>>>>,
     station_capacity: u32,
-) -> Result<(Vec<TunnelConfig>, Vec<u16>, Vec<StationConfig>), ConfigError> {
+) -> Result<TablePart, ConfigError> {
     let vid_max = i64::from(ferry_ebpf::vlan::VID_MAX);
     let tunnels = parse_tunnels(src, raw_tunnels, defaults, addresses)?;
     let client_vlans = match client_vlans {
@@ -1033,8 +1390,8 @@ fn parse_table(
             }
             for (t, rt) in tunnels.iter().zip(raw_tunnels) {
                 if !v.contains(&t.vlan) {
-                    return Err(src.at(
-                        rt,
+                    return Err(src.at_offset(
+                        rt.header,
                         format!(
                             "tunnel {:?} uses VLAN {}, which is not in forwarding.client_vlans",
                             t.ap, t.vlan
@@ -1082,13 +1439,15 @@ pub fn parse_session_id(s: &str) -> Option<[u8; 16]> {
 
 fn parse_stations(
     src: &Source<'_>,
-    raw: &[Spanned<RawStation>],
+    raw: &[Entry<RawStation>],
     tunnels: &[TunnelConfig],
 ) -> Result<Vec<StationConfig>, ConfigError> {
     let mut seen: HashMap<([u8; 6], u16), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
+    let top = src;
     for st in raw {
-        let s = st.get_ref();
+        let src = &top.rebased(st.base);
+        let s = &st.raw;
         let mac = src.mac(&s.mac, "station mac")?;
         let ap = s.ap.get_ref().trim();
         let tunnel = tunnels
@@ -1115,7 +1474,7 @@ fn parse_stations(
             Some(b) => Some(src.mac(b, "station bssid")?),
             None => None,
         };
-        let line = src.line(st.span().start);
+        let line = src.line(st.header);
         if let Some(prev) = seen.insert((mac, tunnels[tunnel].vlan), line) {
             return Err(src.at(
                 &s.mac,

@@ -32,7 +32,7 @@ use mio::{
     Events, Interest, Poll, Token,
     net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream},
 };
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{error, info, warn};
@@ -176,6 +176,20 @@ impl Conn {
         Ok(())
     }
 
+    /// A new connection, registered for reading and writing.
+    fn register(poll: &Poll, t: Token, stream: Stream) -> Result<Self> {
+        let mut c = Conn {
+            stream,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            // Metrics: set once the response is queued.
+            close_after_write: false,
+        };
+        poll.registry()
+            .register(c.source(), t, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(c)
+    }
+
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match &mut self.stream {
             Stream::Admin(s) => s,
@@ -289,6 +303,7 @@ pub fn run(opts: Options) -> Result<()> {
         state_file,
     };
     node.save_state();
+    trim_heap();
     let r = event_loop(&mut node, &config);
     node.save_state();
     if opts.detach_on_exit {
@@ -390,68 +405,32 @@ fn event_loop(node: &mut Node, config: &Config) -> Result<()> {
                         }
                     }
                 }
-                ADMIN => loop {
-                    match admin_l.accept() {
-                        Ok((s, _)) => {
-                            let t = Token(next_conn);
-                            next_conn += 1;
-                            let mut c = Conn {
-                                stream: Stream::Admin(s),
-                                inbuf: Vec::new(),
-                                outbuf: Vec::new(),
-                                close_after_write: false,
-                            };
-                            poll.registry().register(
-                                c.source(),
-                                t,
-                                Interest::READABLE | Interest::WRITABLE,
-                            )?;
-                            conns.insert(t, c);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            warn!("admin accept: {e}");
-                            break;
-                        }
+                ADMIN => {
+                    while let Some((st, _)) = accepted(admin_l.accept(), "admin") {
+                        let t = Token(next_conn);
+                        next_conn += 1;
+                        conns.insert(t, Conn::register(&poll, t, Stream::Admin(st))?);
                     }
-                },
-                METRICS => loop {
-                    let Some(l) = metrics_l.as_mut() else { break };
-                    match l.accept() {
-                        Ok((s, _)) => {
-                            let t = Token(next_conn);
-                            next_conn += 1;
-                            let mut c = Conn {
-                                stream: Stream::Metrics(s),
-                                inbuf: Vec::new(),
-                                outbuf: Vec::new(),
-                                // Set once the response is queued.
-                                close_after_write: false,
-                            };
-                            poll.registry().register(
-                                c.source(),
-                                t,
-                                Interest::READABLE | Interest::WRITABLE,
-                            )?;
-                            conns.insert(t, c);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            warn!("metrics accept: {e}");
-                            break;
-                        }
+                }
+                METRICS => {
+                    while let Some(l) = metrics_l.as_mut()
+                        && let Some((st, _)) = accepted(l.accept(), "metrics")
+                    {
+                        let t = Token(next_conn);
+                        next_conn += 1;
+                        conns.insert(t, Conn::register(&poll, t, Stream::Metrics(st))?);
                     }
-                },
+                }
                 Token(t) if (UDP_BASE..UDP_BASE + udp.len()).contains(&t) => {
                     let s = &udp[t - UDP_BASE];
                     let mut buf = [0u8; 2048];
                     loop {
                         match s.recv_from(&mut buf) {
                             Ok((n, peer)) => {
-                                if let Some(reply) = node.keepalive(&buf[..n], peer) {
-                                    if let Err(e) = s.send_to(&reply, peer) {
-                                        warn!(%peer, "keepalive answer: {e}");
-                                    }
+                                if let Some(reply) = node.keepalive(&buf[..n], peer)
+                                    && let Err(e) = s.send_to(&reply, peer)
+                                {
+                                    warn!(%peer, "keepalive answer: {e}");
                                 }
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -503,13 +482,24 @@ fn event_loop(node: &mut Node, config: &Config) -> Result<()> {
                     if done && !c.outbuf.is_empty() && c.close_after_write {
                         done = false;
                     }
-                    if done {
-                        if let Some(mut c) = conns.remove(&t) {
-                            let _ = poll.registry().deregister(c.source());
-                        }
+                    if done && let Some(mut c) = conns.remove(&t) {
+                        let _ = poll.registry().deregister(c.source());
                     }
                 }
             }
+        }
+    }
+}
+
+/// The accepted connection, or `None` when there are no more (or accept
+/// failed, which is logged).
+fn accepted<T>(r: std::io::Result<T>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+        Err(e) => {
+            warn!("{what} accept: {e}");
+            None
         }
     }
 }
@@ -541,6 +531,9 @@ impl Node {
                     };
                     c.outbuf.extend(reply_line(&resp));
                 }
+                // Large answers leave freed heap behind; hand it back so
+                // the resident size reflects what ferry holds.
+                trim_heap();
             }
             Stream::Metrics(_) => {
                 if c.outbuf.is_empty()
@@ -559,19 +552,33 @@ impl Node {
         }
     }
 
-    fn handle(&mut self, req: Request) -> Result<Value> {
+    /// Answers one request. Results go out as JSON text; the tunnel list
+    /// is serialized row by row so a 25,600-tunnel answer never exists as
+    /// a `Value` tree.
+    fn handle(&mut self, req: Request) -> Result<Box<RawValue>> {
+        let v = match req {
+            Request::Tunnels => return self.tunnels(),
+            other => self.handle_value(other)?,
+        };
+        Ok(serde_json::value::to_raw_value(&v)?)
+    }
+
+    fn handle_value(&mut self, req: Request) -> Result<Value> {
         match req {
             Request::Status => self.status(),
-            Request::Tunnels => self.tunnels(),
+            Request::Tunnels => Ok(serde_json::from_str(self.tunnels()?.get())?),
             Request::Stations { ap, limit } => self.stations(ap.as_deref(), limit.unwrap_or(1000)),
             Request::Counters => self.counters(),
             Request::Swap { file, text } => {
+                let t0 = Instant::now();
                 let next = self
                     .tables
                     .config
                     .with_table(Path::new(&file), &text)
                     .map_err(|e| anyhow!("{e} (nothing was changed)"))?;
-                let c = self.tables.swap(&mut self.dp, next)?;
+                let validated = t0.elapsed();
+                let mut c = self.tables.swap(&mut self.dp, next)?;
+                self.tables.add_validation(&mut c, validated);
                 self.after_change(&c);
                 Ok(serde_json::to_value(c)?)
             }
@@ -623,9 +630,12 @@ impl Node {
     }
 
     fn reload(&mut self) -> Result<Value> {
+        let t0 = Instant::now();
         let next =
             Config::load(&self.config_path).map_err(|e| anyhow!("{e} (nothing was changed)"))?;
-        let c = self.tables.swap(&mut self.dp, next)?;
+        let validated = t0.elapsed();
+        let mut c = self.tables.swap(&mut self.dp, next)?;
+        self.tables.add_validation(&mut c, validated);
         self.after_change(&c);
         Ok(serde_json::to_value(c)?)
     }
@@ -802,8 +812,13 @@ impl Node {
         }))
     }
 
-    fn tunnels(&self) -> Result<Value> {
-        let mut v = Vec::new();
+    fn tunnels(&self) -> Result<Box<RawValue>> {
+        #[derive(serde::Serialize)]
+        struct Rows {
+            generation: u64,
+            tunnels: Vec<Box<RawValue>>,
+        }
+        let mut v = Vec::with_capacity(self.tables.config.tunnels.len());
         let installed: HashMap<u32, &ferry_dataplane::tables::Tunnel> = self
             .tables
             .tables
@@ -829,7 +844,7 @@ impl Node {
             let address = t
                 .address
                 .or_else(|| self.tables.bound(&t.ap).map(|p| p.ip()));
-            v.push(json!({
+            v.push(serde_json::value::to_raw_value(&json!({
                 "ap": t.ap,
                 "id": id,
                 "address": address.map(|a| a.to_string()),
@@ -847,9 +862,12 @@ impl Node {
                 "down_packets": stats.map(|s| s.down_packets),
                 "down_bytes": stats.map(|s| s.down_bytes),
                 "keepalive": self.keepalive_json(&t.ap),
-            }));
+            }))?);
         }
-        Ok(json!({"generation": self.tables.generation, "tunnels": v}))
+        Ok(serde_json::value::to_raw_value(&Rows {
+            generation: self.tables.generation,
+            tunnels: v,
+        })?)
     }
 
     fn stations(&self, ap: Option<&str>, limit: usize) -> Result<Value> {
@@ -1059,6 +1077,14 @@ impl Node {
             self.tables.flushed_total as f64,
         );
         e.finish()
+    }
+}
+
+/// Returns free heap pages to the kernel (glibc).
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

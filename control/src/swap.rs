@@ -51,11 +51,14 @@ pub struct Change {
     pub added: usize,
     /// Tunnels removed.
     pub removed: usize,
+    /// Time to read and validate the table file, in microseconds.
+    pub validate_us: u64,
     /// Time to build the new inner maps, in microseconds.
     pub build_us: u64,
     /// Time of the flip itself (outer map updates), in microseconds.
     pub flip_us: u64,
-    /// Time from request to new table live, in microseconds.
+    /// Time from request (validation included) to new table live, in
+    /// microseconds.
     pub total_us: u64,
     /// Stations deleted because their tunnel went away or changed VLAN.
     pub stations_flushed: u64,
@@ -221,6 +224,10 @@ impl TableState {
     /// Gives every AP of `config` an id: the one it has, else the lowest
     /// id no kept generation uses.
     fn assign_ids(&mut self, config: &Config) {
+        // The common swap keeps the same APs: nothing to allocate.
+        if config.tunnels.iter().all(|t| self.ids.contains_key(&t.ap)) {
+            return;
+        }
         let mut used: BTreeSet<u32> = self.ids.values().copied().collect();
         if let Some(p) = &self.prev {
             used.extend(p.tables.tunnels.iter().map(|t| t.info.id));
@@ -252,6 +259,13 @@ impl TableState {
     pub fn swap(&mut self, dp: &mut Datapath, next: Config) -> Result<Change> {
         refuse_restart_fields(&self.config, &next)?;
         self.swap_to(dp, next, "swap")
+    }
+
+    /// Adds the validation time of the request that led to the last change.
+    pub fn add_validation(&mut self, c: &mut Change, took: Duration) {
+        c.validate_us = micros(took);
+        c.total_us += c.validate_us;
+        self.last = Some(c.clone());
     }
 
     /// Builds `next` aside, flips it in and cleans up after it; the table
@@ -412,6 +426,7 @@ impl TableState {
             tunnels: next.tunnels.len(),
             added: new_names.difference(&old_names).count(),
             removed: old_names.difference(&new_names).count(),
+            validate_us: 0,
             build_us: micros(t_built - t0),
             flip_us: micros(t_flipped - t_built),
             total_us: micros(t_flipped - t0),
@@ -444,8 +459,8 @@ impl TableState {
     pub fn edit(&mut self, dp: &mut Datapath, next: Config, kind: &str) -> Result<Change> {
         let t0 = Instant::now();
         self.assign_ids(&next);
-        let mut tables = self.build_tables(&next);
-        dp.carry_learned_ports(&mut tables.tunnels)?;
+        // Learned ports are kept per entry by `edit_tunnels`.
+        let tables = self.build_tables(&next);
         let t_built = Instant::now();
         let mut union = self.tables.client_vlans.clone();
         for v in &tables.client_vlans {

@@ -6,6 +6,7 @@
 
 use std::{
     net::IpAddr,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -27,8 +28,18 @@ use crate::{
     tables::{Station, Tables, Tunnel, addr_key, installed_settings},
 };
 
+/// `BPF_MAP_TYPE_HASH`.
+const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_MAP_TYPE_LRU_HASH`.
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
+/// A standalone map of `abi::MAX_TUNNELS` entries (an inner tunnel map).
+fn new_map(kind: u32, key: usize, value: usize, name: &str) -> Result<MapData> {
+    let obj = aya_obj::Map::new_from_params(kind, key as u32, value as u32, abi::MAX_TUNNELS, 0);
+    MapData::create(obj, name, None).with_context(|| format!("creating map {name}"))
+}
 
 /// XDP return codes (uapi `enum xdp_action`).
 pub mod action {
@@ -350,18 +361,28 @@ impl Datapath {
             );
         }
         let entries = table_entries(tunnels)?;
-        let mut up: HashMap<MapData, TunnelKey, TunnelInfo> =
-            HashMap::create(abi::MAX_TUNNELS, 0).context("creating tunnel table map")?;
-        for (k, v) in &entries {
-            up.insert(k, v, 0).context("filling tunnel table")?;
-        }
-        let mut down: Array<MapData, TunnelDown> =
-            Array::create(abi::MAX_TUNNELS, 0).context("creating downstream tunnel map")?;
-        for t in tunnels {
-            down.set(t.info.id, t.down_entry(), 0)
-                .context("filling downstream tunnels")?;
-        }
-        Ok(TunnelTable { up, down })
+        let (keys, infos): (Vec<TunnelKey>, Vec<TunnelInfo>) = entries.into_iter().unzip();
+        let up = new_map(
+            BPF_MAP_TYPE_HASH,
+            std::mem::size_of::<TunnelKey>(),
+            std::mem::size_of::<TunnelInfo>(),
+            "ferry_tunnels",
+        )?;
+        crate::batch::update(up.fd().as_fd(), &keys, &infos).context("filling tunnel table")?;
+        let ids: Vec<u32> = tunnels.iter().map(|t| t.info.id).collect();
+        let downs: Vec<TunnelDown> = tunnels.iter().map(|t| t.down_entry()).collect();
+        let down = new_map(
+            BPF_MAP_TYPE_ARRAY,
+            std::mem::size_of::<u32>(),
+            std::mem::size_of::<TunnelDown>(),
+            "ferry_tunnels_dn",
+        )?;
+        crate::batch::update(down.fd().as_fd(), &ids, &downs)
+            .context("filling downstream tunnels")?;
+        Ok(TunnelTable {
+            up: HashMap::try_from(aya::maps::Map::HashMap(up))?,
+            down: Array::try_from(aya::maps::Map::Array(down))?,
+        })
     }
 
     /// Handles on the live tunnel table's inner maps (to keep it as the
@@ -411,7 +432,7 @@ impl Datapath {
             old.iter().map(|t| (t.info.id, t.down_entry())).collect();
         let new_ids: std::collections::BTreeSet<u32> = new.iter().map(|t| t.info.id).collect();
         for t in new {
-            let want = t.down_entry();
+            let mut want = t.down_entry();
             let same = old_down.get(&t.info.id).is_some_and(|d| {
                 // A learned port is live state, not configuration.
                 TunnelDown {
@@ -420,6 +441,16 @@ impl Datapath {
                 } == want
             });
             if !same {
+                if want.flags & abi::DOWN_FIXED_PORT == 0 {
+                    // Keep the port the program learned for this AP.
+                    let live_d = live.down.get(&t.info.id, 0).unwrap_or_default();
+                    if live_d.flags & abi::DOWN_VALID != 0
+                        && live_d.flags & abi::DOWN_FIXED_PORT == 0
+                        && live_d.ap == want.ap
+                    {
+                        want.port = live_d.port;
+                    }
+                }
                 live.down
                     .set(t.info.id, want, 0)
                     .context("writing downstream tunnel")?;
@@ -445,15 +476,22 @@ impl Datapath {
     /// table into `tunnels` (same id, same AP address), so a swap does not
     /// make downstream traffic wait for the AP's next frame.
     pub fn carry_learned_ports(&self, tunnels: &mut [Tunnel]) -> Result<()> {
-        let live = self.live_tunnels()?;
+        let outer: ArrayOfMaps<_, MapData> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
+        let live = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading downstream tunnel slot")?;
+        // One read of the array, up to the highest id asked for.
+        let n = tunnels.iter().map(|t| t.info.id + 1).max().unwrap_or(0);
+        let all: Vec<TunnelDown> = crate::batch::lookup_array(live.fd().as_fd(), n)
+            .context("reading the downstream tunnels")?;
         for t in tunnels.iter_mut() {
             if t.down.flags & abi::DOWN_FIXED_PORT != 0 {
                 continue;
             }
-            let d = live
-                .down
-                .get(&t.info.id, 0)
-                .context("reading downstream tunnel")?;
+            let Some(d) = all.get(t.info.id as usize) else {
+                continue;
+            };
             if d.flags & abi::DOWN_VALID != 0
                 && d.flags & abi::DOWN_FIXED_PORT == 0
                 && d.ap == t.down.ap

@@ -2,6 +2,7 @@
 //! and typed maps ([`datapath`]), the reference model of the packet
 //! transform ([`model`]), packet construction ([`craft`]) and pcap replay
 //! ([`replay`]).
+pub mod batch;
 pub mod capture;
 pub mod counters;
 pub mod craft;

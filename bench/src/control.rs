@@ -1,0 +1,351 @@
+//! Control-process benchmark: a real `ferry run` in a network namespace
+//! with a full-size tunnel table and a full station table, driven through
+//! its admin socket the way `ferry swap` and `ferry tunnel` drive it.
+//!
+//! Measured in one run, side by side:
+//! - whole-table swap time of a small table (1,024 tunnels, no stations)
+//!   and of the full table (25,600 tunnels) with 1,000,000 stations present,
+//!   as ferry reports it (request validated, built aside, flipped live);
+//! - a swap that removes 1% of the APs, whose stations must be flushed
+//!   (the walk of the station table, after the flip);
+//! - single-tunnel promote/demote time;
+//! - the control process's resident memory at that size.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use ferry::admin::{self, Request};
+use ferry_dataplane::netns::{Netns, veth};
+use ferry_ebpf::abi::{self, StationInfo, StationKey};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Results of [`run`].
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Tunnels in the full table.
+    pub tunnels: u32,
+    /// Stations present during the full-table swaps.
+    pub stations: u32,
+    /// Small-table swap (1,024 tunnels, empty station table), median µs.
+    pub small_swap_us: u64,
+    /// Full-table swap with the stations present, median µs.
+    pub full_swap_us: u64,
+    /// Full-table swap, slowest µs.
+    pub full_swap_max_us: u64,
+    /// Of the median full swap: build µs.
+    pub full_build_us: u64,
+    /// Of the median full swap: flip µs.
+    pub full_flip_us: u64,
+    /// Full swap median over small swap median.
+    pub full_over_small: f64,
+    /// `ferry swap` wall time for the full table as the SRE sees it, median ms.
+    pub full_swap_cli_ms: f64,
+    /// Swap removing 1% of the APs: µs to live.
+    pub removal_swap_us: u64,
+    /// Its station flush: stations deleted.
+    pub removal_flushed: u64,
+    /// Its station flush: µs (after the flip).
+    pub removal_flush_us: u64,
+    /// Single-tunnel promote/demote, median µs.
+    pub promote_us: u64,
+    /// Single-tunnel promote/demote, median over a small-table one.
+    pub promote_cli_ms: f64,
+    /// Resident memory of `ferry run` at the end, KiB.
+    pub rss_kib: u64,
+    /// Peak resident memory of `ferry run`, KiB.
+    pub rss_peak_kib: u64,
+    /// Resident memory after each phase, KiB.
+    pub rss_by_phase: Vec<(String, u64)>,
+    /// Targets and whether each was met.
+    pub targets: Vec<(String, bool)>,
+}
+
+/// `VmRSS`/`VmHWM`-style field of process `pid`, KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A running `ferry run` (killed and unpinned on drop).
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(rd) = std::fs::read_dir(&self.pin_dir) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
+}
+
+impl Daemon {
+    fn call(&self, r: Request) -> Result<Value> {
+        admin::call(&self.socket, r, Duration::from_secs(600))
+    }
+}
+
+fn table(names: impl Iterator<Item = u32>, backup_every: Option<u32>) -> String {
+    let mut s = String::new();
+    for i in names {
+        let role = match backup_every {
+            Some(n) if i % n == 0 => "backup",
+            _ => "master",
+        };
+        s.push_str(&format!(
+            "[[tunnel]]\nap = \"ap{i}\"\naddress = \"198.19.{}.{}\"\nrole = \"{role}\"\n",
+            i / 200,
+            i % 200 + 1
+        ));
+    }
+    s
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+fn swap(d: &Daemon, file: &Path, text: &str) -> Result<(Value, f64)> {
+    let t = Instant::now();
+    let v = d.call(Request::Swap {
+        file: file.display().to_string(),
+        text: text.to_string(),
+    })?;
+    Ok((v, t.elapsed().as_secs_f64() * 1e3))
+}
+
+fn us(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+/// Runs the benchmark with `ferry` the `ferry` binary.
+pub fn run(
+    ferry: &Path,
+    tunnels: u32,
+    stations: u32,
+    swaps: u32,
+    progress: impl Fn(&str),
+) -> Result<Report> {
+    if tunnels < 2048 || tunnels > 40_000 {
+        bail!("--tunnels must be 2,048-40,000 (addresses are 198.19.0.0/16)");
+    }
+    let ns = Netns::new("bench").context("creating the bench namespace (root?)")?;
+    let peer = Netns::new("benchp")?;
+    veth(&ns, "fap0", &peer, "p0")?;
+    veth(&ns, "fcl0", &peer, "p1")?;
+    ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "fap0"])?;
+    let dir = std::env::temp_dir().join(format!("ferry-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let node = format!("bench{}", std::process::id());
+    let socket = dir.join("admin.sock");
+    let capacity = stations + stations / 4 + 1024;
+    let full = table(0..tunnels, None);
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"{node}\"\naddresses = [\"198.18.0.1\"]\n[interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
+[forwarding]\nstation_capacity = {capacity}\nclient_vlans = [200]\n[admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n{full}",
+            socket.display()
+        ),
+    )?;
+    let pin_root = PathBuf::from("/sys/fs/bpf/ferry-bench");
+    let nsf = File::open(format!("/var/run/netns/{}", ns.name()))?;
+    let fd = nsf.as_raw_fd();
+    let mut cmd = Command::new(ferry);
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .arg("--pin-root")
+        .arg(&pin_root)
+        .arg("--state-dir")
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(File::create(dir.join("ferry.log"))?);
+    // SAFETY: only setns between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    progress(&format!("starting ferry run with {tunnels} tunnels"));
+    let d = Daemon {
+        child: cmd
+            .spawn()
+            .with_context(|| format!("starting {}", ferry.display()))?,
+        socket: socket.clone(),
+        pin_dir: pin_root.join(&node),
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while d.call(Request::Status).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "ferry run did not come up: {}",
+                std::fs::read_to_string(dir.join("ferry.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let pid = d.child.id();
+    let mut phases = vec![("started".to_string(), proc_kib(pid, "VmRSS:"))];
+    // Small tables, empty station table.
+    progress("small-table swaps");
+    let small = [table(0..1024, None), table(0..1024, Some(2))];
+    let mut small_us = Vec::new();
+    for i in 0..swaps {
+        let (v, _) = swap(&d, &dir.join("small.toml"), &small[(i % 2) as usize])?;
+        small_us.push(us(&v, "total_us"));
+    }
+    swap(&d, &dir.join("full.toml"), &full)?;
+    phases.push(("small swaps".into(), proc_kib(pid, "VmRSS:")));
+
+    // Fill the station table behind the live tunnels.
+    let ids: HashMap<String, u32> = d.call(Request::Tunnels)?["tunnels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Some((t["ap"].as_str()?.to_string(), t["id"].as_u64()? as u32)))
+        .collect();
+    let by_index: Vec<u32> = (0..tunnels)
+        .map(|i| ids.get(&format!("ap{i}")).copied().unwrap_or(0))
+        .collect();
+    phases.push(("tunnel listing".into(), proc_kib(pid, "VmRSS:")));
+    fill_stations(&d.pin_dir, stations, &by_index, &progress)?;
+
+    progress("full-table swaps with the stations present");
+    let drill = table(0..tunnels, Some(2));
+    let mut full_runs: Vec<(u64, Value, f64)> = Vec::new();
+    for i in 0..swaps {
+        let text = if i % 2 == 0 { &drill } else { &full };
+        let (v, ms) = swap(&d, &dir.join("drill.toml"), text)?;
+        if us(&v, "stations_flushed") != 0 {
+            bail!("a swap keeping every AP flushed stations: {v}");
+        }
+        full_runs.push((us(&v, "total_us"), v, ms));
+    }
+    full_runs.sort_by_key(|r| r.0);
+    phases.push(("full swaps".into(), proc_kib(pid, "VmRSS:")));
+    let mid = &full_runs[full_runs.len() / 2];
+    progress(&format!("median full swap: {}", mid.1));
+    let mut cli: Vec<u64> = full_runs.iter().map(|r| (r.2 * 1000.0) as u64).collect();
+    let full_cli = median(&mut cli) as f64 / 1000.0;
+
+    progress("swap removing 1% of the APs (station flush)");
+    let keep = tunnels - tunnels / 100;
+    let (rm, _) = swap(&d, &dir.join("removal.toml"), &table(0..keep, Some(2)))?;
+
+    phases.push(("removal swap".into(), proc_kib(pid, "VmRSS:")));
+    progress("single-tunnel promote/demote");
+    let mut prom = Vec::new();
+    let mut prom_cli = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        let ap = "ap3".to_string();
+        let v = if i % 2 == 0 {
+            d.call(Request::Demote { ap })?
+        } else {
+            d.call(Request::Promote { ap })?
+        };
+        prom_cli.push(t.elapsed().as_micros() as u64);
+        prom.push(us(&v, "total_us"));
+    }
+
+    phases.push(("promote/demote".into(), proc_kib(pid, "VmRSS:")));
+    let kib = |k: &str| proc_kib(pid, k);
+    let small_med = median(&mut small_us);
+    let mut r = Report {
+        tunnels,
+        stations,
+        small_swap_us: small_med,
+        full_swap_us: mid.0,
+        full_swap_max_us: full_runs.last().map_or(0, |r| r.0),
+        full_build_us: us(&mid.1, "build_us") + us(&mid.1, "validate_us"),
+        full_flip_us: us(&mid.1, "flip_us"),
+        full_over_small: mid.0 as f64 / small_med.max(1) as f64,
+        full_swap_cli_ms: full_cli,
+        removal_swap_us: us(&rm, "total_us"),
+        removal_flushed: us(&rm, "stations_flushed"),
+        removal_flush_us: us(&rm, "flush_us"),
+        promote_us: median(&mut prom),
+        promote_cli_ms: median(&mut prom_cli) as f64 / 1000.0,
+        rss_kib: kib("VmRSS:"),
+        rss_peak_kib: kib("VmHWM:"),
+        rss_by_phase: phases,
+        targets: Vec::new(),
+    };
+    r.targets = vec![
+        (
+            format!(
+                "full-table swap < 100 ms ({} ms median)",
+                r.full_swap_us / 1000
+            ),
+            r.full_swap_us < 100_000,
+        ),
+        (
+            format!("resident memory < 64 MiB ({} MiB)", r.rss_peak_kib / 1024),
+            r.rss_peak_kib < 64 * 1024,
+        ),
+    ];
+    drop(d);
+    if std::env::var_os("FERRY_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(r)
+}
+
+/// Writes `n` learned stations into the pinned live station table, spread
+/// over the tunnels, as if they had been learned.
+fn fill_stations(pin_dir: &Path, n: u32, ids: &[u32], progress: &impl Fn(&str)) -> Result<()> {
+    use aya::maps::{ArrayOfMaps, HashMap as BpfHash, Map, MapData};
+    let outer = MapData::from_pin(pin_dir.join(abi::MAP_STATION_TABLES))
+        .context("opening the pinned station table")?;
+    let outer: ArrayOfMaps<MapData, BpfHash<MapData, StationKey, StationInfo>> =
+        ArrayOfMaps::try_from(Map::ArrayOfMaps(outer))?;
+    let mut inner = outer.get(&abi::TABLE_SLOT, 0)?;
+    let t = Instant::now();
+    for i in 0..n {
+        let b = i.to_be_bytes();
+        let key = StationKey {
+            mac: [0x02, 0x5b, b[0], b[1], b[2], b[3]],
+            vlan: 200,
+        };
+        let info = StationInfo {
+            tunnel: ids[(i as usize) % ids.len()],
+            ..Default::default()
+        };
+        inner.insert(key, info, 0).context("filling stations")?;
+        if i % 200_000 == 199_999 {
+            progress(&format!("  {} stations", i + 1));
+        }
+    }
+    progress(&format!(
+        "filled {n} stations in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
