@@ -147,7 +147,7 @@ pub fn run(
     swaps: u32,
     progress: impl Fn(&str),
 ) -> Result<Report> {
-    if tunnels < 2048 || tunnels > 40_000 {
+    if !(2048..=40_000).contains(&tunnels) {
         bail!("--tunnels must be 2,048-40,000 (addresses are 198.19.0.0/16)");
     }
     let ns = Netns::new("bench").context("creating the bench namespace (root?)")?;

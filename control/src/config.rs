@@ -1190,11 +1190,11 @@ fn parse_split<R: serde::de::DeserializeOwned>(
         let raw = match scalars(t).and_then(|f| RawTunnel::from_scalars(f)) {
             Some(raw) => raw,
             None => toml::from_str(t).map_err(|e| {
-            s.err(
-                e.span(),
-                format!("in [[tunnel]]: {}", e.message().trim_end()),
-            )
-        })?,
+                s.err(
+                    e.span(),
+                    format!("in [[tunnel]]: {}", e.message().trim_end()),
+                )
+            })?,
         };
         tv.push(Entry {
             base: body,
@@ -1265,9 +1265,14 @@ fn scalars(body: &str) -> Option<Vec<(&str, Scalar)>> {
             if inner.contains(['\\', '\n']) || inner.chars().any(char::is_control) {
                 return None;
             }
-            (Scalar::Str(Spanned::new(vstart..vstart + end + 2, inner.to_string())), end + 2)
+            (
+                Scalar::Str(Spanned::new(vstart..vstart + end + 2, inner.to_string())),
+                end + 2,
+            )
         } else {
-            let tok_len = v.find(|c: char| c.is_whitespace() || c == '#').unwrap_or(v.len());
+            let tok_len = v
+                .find(|c: char| c.is_whitespace() || c == '#')
+                .unwrap_or(v.len());
             let tok = &v[..tok_len];
             let sc = match tok {
                 "true" => Scalar::Bool(Spanned::new(vstart..vstart + tok_len, true)),
@@ -1298,7 +1303,11 @@ fn scalars(body: &str) -> Option<Vec<(&str, Scalar)>> {
 /// Takes field `key` as a string / integer / boolean; `Err` on a type the
 /// field does not have (the TOML parser then words the error).
 fn take_str(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<String>>, ()> {
-    match f.iter().position(|(k, _)| *k == key).map(|i| f.swap_remove(i).1) {
+    match f
+        .iter()
+        .position(|(k, _)| *k == key)
+        .map(|i| f.swap_remove(i).1)
+    {
         None => Ok(None),
         Some(Scalar::Str(s)) => Ok(Some(s)),
         Some(_) => Err(()),
@@ -1306,7 +1315,11 @@ fn take_str(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<Str
 }
 
 fn take_int(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<i64>>, ()> {
-    match f.iter().position(|(k, _)| *k == key).map(|i| f.swap_remove(i).1) {
+    match f
+        .iter()
+        .position(|(k, _)| *k == key)
+        .map(|i| f.swap_remove(i).1)
+    {
         None => Ok(None),
         Some(Scalar::Int(s)) => Ok(Some(s)),
         Some(_) => Err(()),
@@ -1314,7 +1327,11 @@ fn take_int(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<i64
 }
 
 fn take_bool(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<bool>>, ()> {
-    match f.iter().position(|(k, _)| *k == key).map(|i| f.swap_remove(i).1) {
+    match f
+        .iter()
+        .position(|(k, _)| *k == key)
+        .map(|i| f.swap_remove(i).1)
+    {
         None => Ok(None),
         Some(Scalar::Bool(s)) => Ok(Some(s)),
         Some(_) => Err(()),
@@ -1679,5 +1696,158 @@ vlan = 201
     fn one_arm_uses_tx() {
         let c = parse(&GOOD.replace("eth1", "eth0")).unwrap();
         assert_eq!(c.tables().settings.egress, EGRESS_TX);
+    }
+
+    const TABLE: &str = r#"
+[[tunnel]]
+ap = "ap1"
+address = "198.18.1.10"   # a comment
+vlan = 200
+
+[[tunnel]]
+ap = "nat"
+session_id = "00112233445566778899aabbccddeeff"
+role = "backup"
+format = "802.11"
+radio_mac = "02:aa:00:00:00:01"
+
+[[tunnel]]
+ap = "v6"
+address = "2001:2::1:10"
+udp_lite = false
+mtu = 1400
+
+[[station]]
+mac = "02:bb:00:00:00:01"
+ap = "ap1"
+radio = 1
+bssid = "02:cc:00:00:00:01"
+"#;
+
+    #[test]
+    fn swap_tables_validate_against_the_config_and_round_trip() {
+        let c = parse(GOOD).unwrap();
+        let t = c.with_table(Path::new("t.toml"), TABLE).unwrap();
+        assert_eq!(t.tunnels.len(), 3);
+        assert_eq!(t.name, "ac1", "node settings come from the running config");
+        assert_eq!(t.tunnels[1].address, None);
+        assert_eq!(t.tunnels[1].session_id.unwrap()[15], 0xff);
+        assert_eq!(t.client_vlans, vec![200], "derived client VLANs");
+        // Unbound session tunnels have no entry yet; bound ones do.
+        assert_eq!(t.tables().tunnels.len(), 2);
+        let peer: std::net::SocketAddr = "198.18.9.1:4000".parse().unwrap();
+        let bound = t.tables_with(&|i, _| i as u32, &|x| (x.ap == "nat").then_some(peer));
+        assert_eq!(bound.tunnels.len(), 3);
+        assert_eq!(bound.tunnels[1].key.port, 4000);
+        // The state file's form gives the same tables back.
+        let again = c.with_table(Path::new("state"), &t.table_toml()).unwrap();
+        assert_eq!(again.tables(), t.tables());
+        assert_eq!(again.stations, t.stations);
+        // Errors point into the table file.
+        let e = c
+            .with_table(
+                Path::new("t.toml"),
+                &TABLE.replace("vlan = 200", "vlan = 5000"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.toml:5:8: tunnel vlan 5000 is out of range 1-4094");
+        let e = c
+            .with_table(Path::new("t.toml"), "[node]\nname = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:1:"), "{e}");
+        for (bad, want) in [
+            ("session_id = \"0011\"", "32 hex digits"),
+            (
+                "session_id = \"00112233445566778899aabbccddeeff\"\naddress = \"198.18.1.1\"",
+                "not both",
+            ),
+            (
+                "session_id = \"00112233445566778899aabbccddeeff\"\nport = 5",
+                "takes its port from its first keepalive",
+            ),
+        ] {
+            let text = TABLE.replace("session_id = \"00112233445566778899aabbccddeeff\"", bad);
+            let e = c
+                .with_table(Path::new("t.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let e = c
+            .with_table(Path::new("t.toml"), "[[tunnel]]\nap = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.toml:1:1: a tunnel needs an address or a session_id");
+    }
+
+    /// The scalar fast path and the TOML parser must read every entry the
+    /// same way, including the errors (the fast path declines, TOML words).
+    #[test]
+    fn fast_entry_path_agrees_with_toml() {
+        let bodies = [
+            "ap = \"a\"\naddress = \"198.18.1.1\"\nport = 5247\n",
+            "ap = \"a\" # c\n\n# x\naddress=\"198.18.1.1\"\nudp_lite = false\nvlan = -1\n",
+            "  ap = \"a b\"\n  mtu = +1400\n",
+            "ap = \"a\"\nport = 05\n",
+            "ap = \"a\"\nport = \"5\"\n",
+            "ap = \"a\"\nbogus = 1\n",
+            "ap = \"a\"\nap = \"b\"\n",
+            "ap = \"a\\u0041\"\n",
+            "ap = 'lit'\n",
+            "address = \"198.18.1.1\"\n",
+            "ap = \"a\"\nvlan = 1_000\n",
+            "ap = \"a\" x\n",
+        ];
+        for b in bodies {
+            let fast = scalars(b).and_then(RawTunnel::from_scalars);
+            let slow: Result<RawTunnel, _> = toml::from_str(b);
+            match (fast, slow) {
+                (Some(f), Ok(s)) => {
+                    let show = |t: &RawTunnel| {
+                        format!(
+                            "{:?} {:?} {:?} {:?} {:?} {:?}",
+                            (t.ap.get_ref(), t.ap.span()),
+                            t.address.as_ref().map(|v| (v.get_ref().clone(), v.span())),
+                            t.port.as_ref().map(|v| (*v.get_ref(), v.span())),
+                            t.vlan.as_ref().map(|v| (*v.get_ref(), v.span())),
+                            t.mtu.as_ref().map(|v| (*v.get_ref(), v.span())),
+                            t.udp_lite.as_ref().map(|v| (*v.get_ref(), v.span())),
+                        )
+                    };
+                    assert_eq!(show(&f), show(&s), "{b:?}");
+                }
+                (None, _) => {} // TOML decides, as it would anyway.
+                (Some(_), Err(e)) => panic!("fast path accepted {b:?}, TOML refused: {e}"),
+            }
+        }
+        assert!(
+            scalars(bodies[0])
+                .and_then(RawTunnel::from_scalars)
+                .is_some()
+        );
+        assert!(
+            scalars(bodies[1])
+                .and_then(RawTunnel::from_scalars)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn entries_inside_multiline_strings_fall_back_to_one_parse() {
+        // A line starting with "[[tunnel]]" inside a multi-line string is
+        // not a header: the whole file is parsed as one document.
+        let text = format!(
+            "{GOOD}\n[[tunnel]]\nap = \"\"\"x\n[[tunnel]]\"\"\"\naddress = \"198.18.1.30\"\n"
+        );
+        // The name is refused (a newline), at the line of `ap`: a split at
+        // the inner "[[tunnel]]" would have reported another place.
+        let e = parse(&text).unwrap_err().to_string();
+        let ap_line = GOOD.matches('\n').count() + 3;
+        assert_eq!(
+            e,
+            format!("test.toml:{ap_line}:6: tunnel ap name must be 1-64 printable characters")
+        );
     }
 }

@@ -214,63 +214,25 @@ pub fn run(opts: Options) -> Result<()> {
     let adopted = pin_dir.join(abi::MAP_SETTINGS).exists();
     std::fs::create_dir_all(&pin_dir)
         .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
-    let mut dp = Datapath::load_pinned(&pin_dir)?;
-
-    let ap_ifindex = ifindex(&config.ap_side)?;
-    let client_ifindex = ifindex(&config.client_side)?;
-    enable_forwarding(&config.ap_side);
-
-    // After a restart the running table is the one last swapped in, not
-    // necessarily the file's: restore it (SIGHUP applies the file).
-    let config = match saved.as_ref().and_then(|s| s.table.as_deref()) {
-        Some(text) if adopted => match config.with_table(&state_file, text) {
-            Ok(c) => {
-                info!(
-                    generation = saved.as_ref().map_or(0, |s| s.generation),
-                    "keeping the running table from before the restart (SIGHUP or `ferry swap` to change it)"
-                );
-                c
+    let started = bring_up(config, saved, adopted, &pin_dir, &state_file, opts.mode);
+    let (dp, tables, change, attachments, config) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            if !adopted {
+                // Nothing was forwarding before: leave nothing half set up.
+                let _ = remove_pins(&pin_dir);
             }
-            Err(e) => {
-                warn!(
-                    "the saved running table does not fit this configuration ({e}); installing the configuration's table"
-                );
-                config
-            }
-        },
-        _ => config,
-    };
-    let (tables, change) = if adopted {
-        let mut dp_tables = config.tables();
-        dp_tables.settings.ap_ifindex = ap_ifindex;
-        dp.set_local_addrs(&dp_tables.local_addrs)?;
-        dp.set_settings(ferry_dataplane::datapath::with_local4(
-            dp_tables.settings,
-            &dp_tables.local_addrs,
-        ))?;
-        let (t, c) = TableState::adopt(&mut dp, config.clone(), saved, ap_ifindex)
-            .context("adopting the running tables")?;
-        (t, Some(c))
-    } else {
-        (
-            TableState::install(&mut dp, config.clone(), ap_ifindex)?,
-            None,
-        )
-    };
-    dp.set_egress(client_ifindex)?;
-    dp.set_egress_ap(ap_ifindex)?;
-
-    let attachments = attach(&mut dp, &config, &pin_dir, opts.mode)?;
-    if adopted {
-        if let Some(c) = &change {
-            info!(
-                generation = c.new_generation,
-                tunnels = c.tunnels,
-                flip_us = c.flip_us,
-                stations_flushed = c.stations_flushed,
-                "adopted the pinned data plane; programs replaced in their links"
-            );
+            return Err(e);
         }
+    };
+    if let Some(c) = &change {
+        info!(
+            generation = c.new_generation,
+            tunnels = c.tunnels,
+            flip_us = c.flip_us,
+            stations_flushed = c.stations_flushed,
+            "adopted the pinned maps (tables, counters, learned stations) and installed the table as a swap"
+        );
     } else {
         info!(
             tunnels = config.tunnels.len(),
@@ -316,6 +278,77 @@ pub fn run(opts: Options) -> Result<()> {
     }
     let _ = std::fs::remove_file(&config.admin_socket);
     r
+}
+
+/// What [`bring_up`] returns: the loaded data plane, its tables, the
+/// swap that installed them when a running data plane was adopted, the
+/// attachments and the configuration now running.
+type Up = (
+    Datapath,
+    TableState,
+    Option<Change>,
+    Vec<Attachment>,
+    Config,
+);
+
+/// Loads the programs against the pinned maps, installs (or, after a
+/// restart, swaps in) the tables and attaches.
+fn bring_up(
+    config: Config,
+    saved: Option<Saved>,
+    adopted: bool,
+    pin_dir: &Path,
+    state_file: &Path,
+    mode: AttachMode,
+) -> Result<Up> {
+    let mut dp = Datapath::load_pinned(pin_dir)?;
+    let ap_ifindex = ifindex(&config.ap_side)?;
+
+    let client_ifindex = ifindex(&config.client_side)?;
+    enable_forwarding(&config.ap_side);
+
+    // After a restart the running table is the one last swapped in, not
+    // necessarily the file's: restore it (SIGHUP applies the file).
+    let config = match saved.as_ref().and_then(|s| s.table.as_deref()) {
+        Some(text) if adopted => match config.with_table(state_file, text) {
+            Ok(c) => {
+                info!(
+                    generation = saved.as_ref().map_or(0, |s| s.generation),
+                    "keeping the running table from before the restart (SIGHUP or `ferry swap` to change it)"
+                );
+                c
+            }
+            Err(e) => {
+                warn!(
+                    "the saved running table does not fit this configuration ({e}); installing the configuration's table"
+                );
+                config
+            }
+        },
+        _ => config,
+    };
+    let (tables, change) = if adopted {
+        let mut dp_tables = config.tables();
+        dp_tables.settings.ap_ifindex = ap_ifindex;
+        dp.set_local_addrs(&dp_tables.local_addrs)?;
+        dp.set_settings(ferry_dataplane::datapath::with_local4(
+            dp_tables.settings,
+            &dp_tables.local_addrs,
+        ))?;
+        let (t, c) = TableState::adopt(&mut dp, config.clone(), saved, ap_ifindex)
+            .context("adopting the running tables")?;
+        (t, Some(c))
+    } else {
+        (
+            TableState::install(&mut dp, config.clone(), ap_ifindex)?,
+            None,
+        )
+    };
+    dp.set_egress(client_ifindex)?;
+    dp.set_egress_ap(ap_ifindex)?;
+
+    let attachments = attach(&mut dp, &config, pin_dir, mode)?;
+    Ok((dp, tables, change, attachments, config))
 }
 
 fn event_loop(node: &mut Node, config: &Config) -> Result<()> {
@@ -1150,6 +1183,12 @@ fn attach(
                         "skb (fallback)",
                     )
                 }
+                Err(e) if e.chain().any(|c| c.to_string().contains("os error 16")) => {
+                    return Err(e.context(format!(
+                        "{iface} already has an XDP program that is not this node's \
+                         (another ferry node, or another tool?); see `ip link show {iface}`"
+                    )));
+                }
                 Err(e) => return Err(e),
             },
         };
@@ -1215,7 +1254,7 @@ fn raise_memlock() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
         // Kernels from 5.11 charge BPF memory to the memory cgroup, not to
         // this limit, so failing here matters only on older kernels.
-        info!(
+        tracing::debug!(
             "RLIMIT_MEMLOCK not raised ({}); fine on kernels from 5.11",
             std::io::Error::last_os_error()
         );

@@ -84,7 +84,11 @@ pub fn lookup_array<V: Pod + Default + Clone>(map: BorrowedFd<'_>, n: u32) -> io
     let mut first = true;
     while filled < n as usize {
         let mut a = BatchAttr {
-            in_batch: if first { 0 } else { &token as *const u32 as u64 },
+            in_batch: if first {
+                0
+            } else {
+                &token as *const u32 as u64
+            },
             out_batch: &mut token as *mut u32 as u64,
             keys: keys[filled..].as_mut_ptr() as u64,
             values: values[filled..].as_mut_ptr() as u64,
