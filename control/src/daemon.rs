@@ -398,7 +398,7 @@ fn event_loop(node: &mut Node, config: &Config) -> Result<()> {
     }
     info!(
         admin = %sock.display(),
-        metrics = ?config.metrics,
+        metrics = %config.metrics.map_or("off".to_string(), |a| a.to_string()),
         keepalive_port = config.data_port,
         "ferry run ready"
     );
@@ -1083,13 +1083,13 @@ impl Node {
         e.family(
             "ferry_last_swap_duration_seconds",
             Kind::Gauge,
-            "Request to new table live, last table change.",
+            "Request to new table live, last whole-table swap or rollback.",
         )
         .sample(
             "ferry_last_swap_duration_seconds",
             &[],
             self.tables
-                .last
+                .last_swap
                 .as_ref()
                 .map_or(0.0, |c| c.total_us as f64 / 1e6),
         );

@@ -97,6 +97,8 @@ pub struct TableState {
     pub flushed_total: u64,
     /// The last change.
     pub last: Option<Change>,
+    /// The last whole-table swap or rollback.
+    pub last_swap: Option<Change>,
     /// FIB interface for downstream next hops.
     ap_ifindex: u32,
 }
@@ -193,6 +195,7 @@ impl TableState {
             swaps: 0,
             flushed_total: 0,
             last: None,
+            last_swap: None,
         }
     }
 
@@ -266,6 +269,7 @@ impl TableState {
         c.validate_us = micros(took);
         c.total_us += c.validate_us;
         self.last = Some(c.clone());
+        self.last_swap = Some(c.clone());
     }
 
     /// Builds `next` aside, flips it in and cleans up after it; the table
@@ -335,6 +339,7 @@ impl TableState {
         self.generation = generation;
         change.new_generation = generation;
         self.last = Some(change.clone());
+        self.last_swap = Some(change.clone());
         self.prev = Some(current);
         Ok(change)
     }
@@ -450,6 +455,7 @@ impl TableState {
         self.swaps += 1;
         self.flushed_total += flushed;
         self.last = Some(change.clone());
+        self.last_swap = Some(change.clone());
         change
     }
 
@@ -472,9 +478,11 @@ impl TableState {
         dp.edit_tunnels(&self.tables.tunnels, &tables.tunnels)?;
         let t_flipped = Instant::now();
         let (flushed, flush) = self.after_flip(dp, &tables)?;
+        let previous_swap = self.last_swap.take();
         let change = self.commit(next, tables, kind, [t0, t_built, t_flipped], flushed, flush);
         // Edits are not swaps.
         self.swaps -= 1;
+        self.last_swap = previous_swap;
         Ok(change)
     }
 
