@@ -131,8 +131,14 @@ impl Response {
 
 /// Parses a request line, checking the version.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    match v.get("v").and_then(Value::as_u64) {
+    // The version first, from a probe that skips everything else (a swap
+    // request carries a whole table: no `Value` tree of it).
+    #[derive(Deserialize)]
+    struct Probe {
+        v: Option<Value>,
+    }
+    let p: Probe = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    match p.v.as_ref().and_then(Value::as_u64) {
         Some(n) if n == u64::from(VERSION) => {}
         Some(n) => {
             return Err(format!(
@@ -145,7 +151,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             ));
         }
     }
-    let env: Envelope = serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))?;
+    let env: Envelope = serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))?;
     Ok(env.request)
 }
 

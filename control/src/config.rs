@@ -342,6 +342,18 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// An error at the start of 1-based `line`.
+    fn at_line(&self, line: usize, reason: impl Into<String>) -> ConfigError {
+        let offset = if line <= 1 {
+            0
+        } else {
+            self.newlines
+                .get(line - 2)
+                .map_or(self.text.len(), |n| n + 1)
+        };
+        self.at_offset(offset, reason)
+    }
+
     /// An error at absolute byte `offset`.
     fn at_offset(&self, offset: usize, reason: impl Into<String>) -> ConfigError {
         self.rebased(0).err(Some(offset..offset), reason)
@@ -592,8 +604,8 @@ impl Config {
         let client_vlans_given = fwd.and_then(|f| f.client_vlans.as_ref());
         let (tunnels, client_vlans, stations) = parse_table(
             &src,
-            &tunnel_entries,
-            &station_entries,
+            tunnel_entries,
+            station_entries,
             &defaults,
             &addresses,
             client_vlans_given,
@@ -680,8 +692,8 @@ impl Config {
         let given = Spanned::new(0..0, given);
         let (tunnels, client_vlans, stations) = parse_table(
             &src,
-            &tunnel_entries,
-            &station_entries,
+            tunnel_entries,
+            station_entries,
             &self.defaults,
             &self.addresses,
             self.client_vlans_given.then_some(&given),
@@ -898,13 +910,13 @@ struct TunnelDefaults {
 
 fn parse_tunnels(
     src: &Source<'_>,
-    raw: &[Entry<RawTunnel>],
+    raw: Entries<'_, RawTunnel>,
     d: &TunnelDefaults,
     addresses: &[IpAddr],
 ) -> Result<Vec<TunnelConfig>, ConfigError> {
     if raw.len() > abi::MAX_TUNNELS as usize {
         return Err(src.at_offset(
-            raw[abi::MAX_TUNNELS as usize].header,
+            raw.header(abi::MAX_TUNNELS as usize),
             format!("more than {} tunnels", abi::MAX_TUNNELS),
         ));
     }
@@ -913,7 +925,8 @@ fn parse_tunnels(
     let mut sessions: HashMap<[u8; 16], String> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     let top = src;
-    for st in raw {
+    for st in raw.into_iter(src) {
+        let st = st?;
         let src = &top.rebased(st.base);
         let t = &st.raw;
         let line = src.line(st.header);
@@ -1144,35 +1157,106 @@ fn split_entries(
     Some((String::from_utf8(rest).ok()?, tunnels, stations))
 }
 
-/// Parses a file whose `[[tunnel]]`/`[[station]]` entries are parsed one
-/// by one (see [`split_entries`]); `take` moves those entries out of a
-/// parsed document (a whole-file parse, used when the split is not safe).
+/// The `[[tunnel]]` or `[[station]]` entries of a file: either chunks of
+/// text parsed one at a time as they are validated (so a 25,600-entry
+/// table never exists as 25,600 raw entries at once), or entries a
+/// whole-file parse already produced.
+enum Entries<'a, T> {
+    Chunks(Vec<(usize, usize, &'a str)>),
+    Parsed(Vec<Entry<T>>),
+}
+
+/// An entry type with a fast path (see [`scalars`]).
+trait FastEntry: serde::de::DeserializeOwned {
+    /// `[[tunnel]]` or `[[station]]`.
+    const KIND: &'static str;
+    fn from_scalars(f: Vec<(&str, Scalar)>) -> Option<Self>;
+}
+
+impl FastEntry for RawTunnel {
+    const KIND: &'static str = "[[tunnel]]";
+    fn from_scalars(f: Vec<(&str, Scalar)>) -> Option<Self> {
+        RawTunnel::from_scalars(f)
+    }
+}
+
+impl FastEntry for RawStation {
+    const KIND: &'static str = "[[station]]";
+    fn from_scalars(f: Vec<(&str, Scalar)>) -> Option<Self> {
+        RawStation::from_scalars(f)
+    }
+}
+
+impl<'a, T: FastEntry> Entries<'a, T> {
+    fn len(&self) -> usize {
+        match self {
+            Entries::Chunks(c) => c.len(),
+            Entries::Parsed(p) => p.len(),
+        }
+    }
+
+    /// Offset of entry `i`'s header.
+    fn header(&self, i: usize) -> usize {
+        match self {
+            Entries::Chunks(c) => c[i].0,
+            Entries::Parsed(p) => p[i].header,
+        }
+    }
+
+    /// The entries, each parsed when it is reached.
+    fn into_iter<'s>(
+        self,
+        src: &'s Source<'a>,
+    ) -> Box<dyn Iterator<Item = Result<Entry<T>, ConfigError>> + 's>
+    where
+        'a: 's,
+        T: 's,
+    {
+        match self {
+            Entries::Parsed(p) => Box::new(p.into_iter().map(Ok)),
+            Entries::Chunks(c) => Box::new(c.into_iter().map(move |(header, body, t)| {
+                let raw = match scalars(t).and_then(T::from_scalars) {
+                    Some(raw) => raw,
+                    None => toml::from_str(t).map_err(|e| {
+                        src.rebased(body).err(
+                            e.span(),
+                            format!("in {}: {}", T::KIND, e.message().trim_end()),
+                        )
+                    })?,
+                };
+                Ok(Entry {
+                    base: body,
+                    header,
+                    raw,
+                })
+            })),
+        }
+    }
+}
+
+/// Parses a file whose `[[tunnel]]`/`[[station]]` entries are split off
+/// (see [`split_entries`]) and parsed later, one by one; `take` moves
+/// those entries out of a parsed document (a whole-file parse, used when
+/// the split is not safe).
 #[allow(clippy::type_complexity)]
-fn parse_split<R: serde::de::DeserializeOwned>(
-    src: &Source<'_>,
+fn parse_split<'a, R: serde::de::DeserializeOwned>(
+    src: &Source<'a>,
     take: impl Fn(&mut R) -> (Vec<Spanned<RawTunnel>>, Vec<Spanned<RawStation>>),
-) -> Result<(R, Vec<Entry<RawTunnel>>, Vec<Entry<RawStation>>), ConfigError> {
-    let whole = || -> Result<(R, Vec<Entry<RawTunnel>>, Vec<Entry<RawStation>>), ConfigError> {
+) -> Result<(R, Entries<'a, RawTunnel>, Entries<'a, RawStation>), ConfigError> {
+    fn parsed<T>(v: Vec<Spanned<T>>) -> Vec<Entry<T>> {
+        v.into_iter()
+            .map(|e| Entry {
+                base: 0,
+                header: e.span().start,
+                raw: e.into_inner(),
+            })
+            .collect()
+    }
+    let whole = || -> Result<(R, Entries<'a, RawTunnel>, Entries<'a, RawStation>), ConfigError> {
         let mut r: R = toml::from_str(src.text)
             .map_err(|e| src.err(e.span(), e.message().trim_end().to_string()))?;
         let (t, s) = take(&mut r);
-        let t = t
-            .into_iter()
-            .map(|e| Entry {
-                base: 0,
-                header: e.span().start,
-                raw: e.into_inner(),
-            })
-            .collect();
-        let s = s
-            .into_iter()
-            .map(|e| Entry {
-                base: 0,
-                header: e.span().start,
-                raw: e.into_inner(),
-            })
-            .collect();
-        Ok((r, t, s))
+        Ok((r, Entries::Parsed(parsed(t)), Entries::Parsed(parsed(s))))
     };
     let Some((rest, tunnels, stations)) = split_entries(src.text) else {
         return whole();
@@ -1184,43 +1268,7 @@ fn parse_split<R: serde::de::DeserializeOwned>(
         // Entries the split did not see (e.g. inline arrays): parse whole.
         return whole();
     }
-    let mut tv = Vec::with_capacity(tunnels.len());
-    for (header, body, t) in tunnels {
-        let s = src.rebased(body);
-        let raw = match scalars(t).and_then(|f| RawTunnel::from_scalars(f)) {
-            Some(raw) => raw,
-            None => toml::from_str(t).map_err(|e| {
-                s.err(
-                    e.span(),
-                    format!("in [[tunnel]]: {}", e.message().trim_end()),
-                )
-            })?,
-        };
-        tv.push(Entry {
-            base: body,
-            header,
-            raw,
-        });
-    }
-    let mut sv = Vec::with_capacity(stations.len());
-    for (header, body, t) in stations {
-        let s = src.rebased(body);
-        let raw = match scalars(t).and_then(|f| RawStation::from_scalars(f)) {
-            Some(raw) => raw,
-            None => toml::from_str(t).map_err(|e| {
-                s.err(
-                    e.span(),
-                    format!("in [[station]]: {}", e.message().trim_end()),
-                )
-            })?,
-        };
-        sv.push(Entry {
-            base: body,
-            header,
-            raw,
-        });
-    }
-    Ok((r, tv, sv))
+    Ok((r, Entries::Chunks(tunnels), Entries::Chunks(stations)))
 }
 
 /// A scalar value of a `key = value` line, with its span in the entry.
@@ -1387,8 +1435,8 @@ type TablePart = (Vec<TunnelConfig>, Vec<u16>, Vec<StationConfig>);
 /// Parses the [`TablePart`] of a file.
 fn parse_table(
     src: &Source<'_>,
-    raw_tunnels: &[Entry<RawTunnel>],
-    raw_stations: &[Entry<RawStation>],
+    raw_tunnels: Entries<'_, RawTunnel>,
+    raw_stations: Entries<'_, RawStation>,
     defaults: &TunnelDefaults,
     addresses: &[IpAddr],
     client_vlans: Option<&Spanned<Vec<Spanned<i64>>>>,
@@ -1405,10 +1453,10 @@ fn parse_table(
                     v.push(id);
                 }
             }
-            for (t, rt) in tunnels.iter().zip(raw_tunnels) {
+            for t in &tunnels {
                 if !v.contains(&t.vlan) {
-                    return Err(src.at_offset(
-                        rt.header,
+                    return Err(src.at_line(
+                        t.line,
                         format!(
                             "tunnel {:?} uses VLAN {}, which is not in forwarding.client_vlans",
                             t.ap, t.vlan
@@ -1456,13 +1504,14 @@ pub fn parse_session_id(s: &str) -> Option<[u8; 16]> {
 
 fn parse_stations(
     src: &Source<'_>,
-    raw: &[Entry<RawStation>],
+    raw: Entries<'_, RawStation>,
     tunnels: &[TunnelConfig],
 ) -> Result<Vec<StationConfig>, ConfigError> {
     let mut seen: HashMap<([u8; 6], u16), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     let top = src;
-    for st in raw {
+    for st in raw.into_iter(src) {
+        let st = st?;
         let src = &top.rebased(st.base);
         let s = &st.raw;
         let mac = src.mac(&s.mac, "station mac")?;

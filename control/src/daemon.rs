@@ -200,6 +200,13 @@ impl Conn {
 
 /// Runs the control process until SIGTERM or SIGINT.
 pub fn run(opts: Options) -> Result<()> {
+    // Big, short-lived buffers (a swap request carries a whole table) get
+    // their own mappings and go back to the kernel when freed, instead of
+    // glibc raising its mmap threshold and keeping them in the heap.
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
     let config = Config::load(&opts.config)?;
     raise_memlock();
     let pin_dir = opts.pin_root.join(&config.name);

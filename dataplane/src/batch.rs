@@ -15,6 +15,7 @@ use aya::Pod;
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// `union bpf_attr`'s `batch` member.
 #[repr(C)]
@@ -111,4 +112,68 @@ pub fn lookup_array<V: Pod + Default + Clone>(map: BorrowedFd<'_>, n: u32) -> io
     }
     values.truncate(filled);
     Ok(values)
+}
+
+/// Calls `f` for every entry of a HASH or LRU_HASH map, reading `chunk`
+/// entries per call; memory stays at one chunk whatever the map's size.
+pub fn for_each_hash<K: Pod + Default + Clone, V: Pod + Default + Clone>(
+    map: BorrowedFd<'_>,
+    chunk: u32,
+    mut f: impl FnMut(&K, &V),
+) -> io::Result<()> {
+    let mut keys = vec![K::default(); chunk as usize];
+    let mut values = vec![V::default(); chunk as usize];
+    // Hash maps' batch position is a bucket index (u32); 8 bytes leave room.
+    let mut token = 0u64;
+    let mut next = 0u64;
+    let mut first = true;
+    loop {
+        let mut a = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token as *const u64 as u64
+            },
+            out_batch: &mut next as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        first = false;
+        let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut a);
+        for i in 0..a.count as usize {
+            f(&keys[i], &values[i]);
+        }
+        match r {
+            Ok(()) => token = next,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Deletes `keys`; returns how many were there to delete (a key evicted
+/// meanwhile is skipped).
+pub fn delete<K: Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    let (mut done, mut deleted) = (0, 0);
+    while done < keys.len() {
+        let mut a = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            count: (keys.len() - done).min(u32::MAX as usize) as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let r = bpf(BPF_MAP_DELETE_BATCH, &mut a);
+        done += a.count as usize;
+        deleted += a.count as usize;
+        match r {
+            Ok(()) => {}
+            // The next key vanished meanwhile (LRU eviction): skip it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => done += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
 }
