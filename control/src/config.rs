@@ -1348,42 +1348,38 @@ fn scalars(body: &str) -> Option<Vec<(&str, Scalar)>> {
     Some(out)
 }
 
-/// Takes field `key` as a string / integer / boolean; `Err` on a type the
-/// field does not have (the TOML parser then words the error).
-fn take_str(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<String>>, ()> {
-    match f
-        .iter()
-        .position(|(k, _)| *k == key)
-        .map(|i| f.swap_remove(i).1)
-    {
+/// Takes field `key` if present; `Err` when its value is not of the kind
+/// `pick` accepts (the TOML parser then words the error).
+fn take<T>(
+    f: &mut Vec<(&str, Scalar)>,
+    key: &str,
+    pick: fn(Scalar) -> Option<Spanned<T>>,
+) -> Result<Option<Spanned<T>>, ()> {
+    match f.iter().position(|(k, _)| *k == key) {
         None => Ok(None),
-        Some(Scalar::Str(s)) => Ok(Some(s)),
-        Some(_) => Err(()),
+        Some(i) => pick(f.swap_remove(i).1).map(Some).ok_or(()),
     }
+}
+
+fn take_str(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<String>>, ()> {
+    take(f, key, |v| match v {
+        Scalar::Str(s) => Some(s),
+        _ => None,
+    })
 }
 
 fn take_int(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<i64>>, ()> {
-    match f
-        .iter()
-        .position(|(k, _)| *k == key)
-        .map(|i| f.swap_remove(i).1)
-    {
-        None => Ok(None),
-        Some(Scalar::Int(s)) => Ok(Some(s)),
-        Some(_) => Err(()),
-    }
+    take(f, key, |v| match v {
+        Scalar::Int(s) => Some(s),
+        _ => None,
+    })
 }
 
 fn take_bool(f: &mut Vec<(&str, Scalar)>, key: &str) -> Result<Option<Spanned<bool>>, ()> {
-    match f
-        .iter()
-        .position(|(k, _)| *k == key)
-        .map(|i| f.swap_remove(i).1)
-    {
-        None => Ok(None),
-        Some(Scalar::Bool(s)) => Ok(Some(s)),
-        Some(_) => Err(()),
-    }
+    take(f, key, |v| match v {
+        Scalar::Bool(s) => Some(s),
+        _ => None,
+    })
 }
 
 impl RawTunnel {

@@ -231,15 +231,7 @@ impl Datapath {
             .with_context(|| format!("creating a station table of {capacity} entries"))?;
         let mut inner: HashMap<MapData, StationKey, StationInfo> =
             HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
-        for st in stations {
-            let info = StationInfo {
-                flags: st.info.flags | abi::STATION_STATIC,
-                ..st.info
-            };
-            inner
-                .insert(st.key, info, 0)
-                .context("adding static station")?;
-        }
+        put_statics(&mut inner, stations)?;
         let mut outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_STATION_TABLES)?)?;
         outer
@@ -542,16 +534,7 @@ impl Datapath {
             // Already evicted or replaced by learning: nothing to do.
             let _ = inner.remove(k);
         }
-        for st in stations {
-            let info = StationInfo {
-                flags: st.info.flags | abi::STATION_STATIC,
-                ..st.info
-            };
-            inner
-                .insert(st.key, info, 0)
-                .context("adding static station")?;
-        }
-        Ok(())
+        put_statics(&mut inner, stations)
     }
 
     /// Sets learned-station counts of `ids` to zero (their stations were
@@ -716,6 +699,23 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// Writes static stations (flagged `STATION_STATIC`) into a station table.
+fn put_statics(
+    inner: &mut HashMap<MapData, StationKey, StationInfo>,
+    stations: &[Station],
+) -> Result<()> {
+    for st in stations {
+        let info = StationInfo {
+            flags: st.info.flags | abi::STATION_STATIC,
+            ..st.info
+        };
+        inner
+            .insert(st.key, info, 0)
+            .context("adding static station")?;
+    }
+    Ok(())
 }
 
 /// One generation of the tunnel table: the upstream hash and the
