@@ -926,17 +926,17 @@ impl Node {
             ),
             None => None,
         };
-        let all = self.dp.stations()?;
-        let total = all.len();
+        let mut total = 0usize;
         let mut out = Vec::new();
         let mut matching = 0usize;
-        for (k, v) in all {
+        self.dp.for_each_station(|k, v| {
+            total += 1;
             if want.is_some_and(|w| w != v.tunnel) {
-                continue;
+                return;
             }
             matching += 1;
             if out.len() >= limit {
-                continue;
+                return;
             }
             out.push(json!({
                 "mac": format_mac(&k.mac),
@@ -947,7 +947,7 @@ impl Node {
                 "bssid": (v.flags & abi::STATION_BSSID != 0).then(|| format_mac(&v.bssid)),
                 "static": v.flags & abi::STATION_STATIC != 0,
             }));
-        }
+        })?;
         Ok(json!({"total": total, "matching": matching, "shown": out.len(), "stations": out}))
     }
 

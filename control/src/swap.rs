@@ -174,11 +174,26 @@ impl TableState {
         }
         s.ids = ids;
         drop(live);
-        let change = s.swap_to(dp, config, "restart")?;
+        let mut change = s.swap_to(dp, config, "restart")?;
         // What ran before the restart is known only as kernel maps, not as
         // a configuration: there is nothing to roll back to.
         s.prev = None;
+        let had_stale = s.ids.keys().any(|k| k.starts_with('\u{0}'));
         s.ids.retain(|k, _| !k.starts_with('\u{0}'));
+        if had_stale {
+            // Entries nobody claims any more: their stations go now (the
+            // swap only compares against a table it knows).
+            let vlan_of: BTreeMap<u32, u16> = s
+                .tables
+                .tunnels
+                .iter()
+                .map(|t| (t.info.id, t.info.vlan))
+                .chain(s.unbound_vlans(&s.tables))
+                .collect();
+            let n = dp.flush_stations(|k, v| vlan_of.get(&v.tunnel) == Some(&k.vlan))?;
+            change.stations_flushed += n;
+            s.flushed_total += n;
+        }
         Ok((s, change))
     }
 
@@ -300,15 +315,15 @@ impl TableState {
     /// Flips back to the previous generation; the current one becomes the
     /// rollback target in turn.
     pub fn rollback(&mut self, dp: &mut Datapath) -> Result<Change> {
-        let Some(mut prev) = self.prev.take() else {
+        let t0 = Instant::now();
+        let Some(target) = self.prev.as_mut() else {
             bail!("no previous generation to roll back to");
         };
-        let t0 = Instant::now();
-        let mut tables = prev.tables.clone();
+        let mut tables = target.tables.clone();
         dp.carry_learned_ports(&mut tables.tunnels)?;
         for t in &tables.tunnels {
             // Learned ports are live state: refresh them in the kept maps.
-            prev.table.set_down(t.info.id, t.down_entry())?;
+            target.table.set_down(t.info.id, t.down_entry())?;
         }
         let old_live = dp.live_tunnels()?;
         let current = Previous {
@@ -319,8 +334,15 @@ impl TableState {
             tables: self.tables.clone(),
         };
         let t_built = Instant::now();
-        self.flip(dp, &tables, &prev.table)?;
+        if let Some(target) = &self.prev {
+            self.flip(dp, &tables, &target.table)?;
+        }
         let t_flipped = Instant::now();
+        // From here the previous generation is live: it stops being the
+        // rollback target whatever happens next.
+        let Some(prev) = self.prev.take() else {
+            bail!("no previous generation to roll back to");
+        };
         let (flushed, flush) = self.after_flip(dp, &tables)?;
         let generation = prev.generation;
         // Bindings made since stay (the AP still sends from there).

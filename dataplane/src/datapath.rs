@@ -262,6 +262,18 @@ impl Datapath {
         Ok(v)
     }
 
+    /// Calls `f` for every station in the live table, reading it in
+    /// batches (memory stays small at a million stations).
+    pub fn for_each_station(&self, f: impl FnMut(&StationKey, &StationInfo)) -> Result<()> {
+        let outer: ArrayOfMaps<_, MapData> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading station table slot")?;
+        crate::batch::for_each_hash(inner.fd().as_fd(), 65_536, f)
+            .context("reading the station table")
+    }
+
     /// Learned stations counted against tunnel `id`'s limit.
     pub fn station_count(&self, id: u32) -> Result<u64> {
         let m: Array<_, u64> = Array::try_from(self.map(abi::MAP_STATION_COUNT)?)?;
