@@ -132,7 +132,8 @@ impl TableState {
     /// Takes over a running data plane (pinned maps adopted after a
     /// restart): ids and bindings come from `saved` where present, else
     /// from the live table's keys, then `config` goes live as an ordinary
-    /// swap. The table that was running becomes the rollback target.
+    /// swap. There is no rollback target until the next swap: what ran
+    /// before is known only as kernel maps, not as a configuration.
     pub fn adopt(
         dp: &mut Datapath,
         config: Config,
