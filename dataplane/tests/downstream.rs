@@ -14,7 +14,9 @@ use ferry_dataplane::{
     tables::{Station, Tables},
 };
 use ferry_ebpf::{
-    abi::{DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC, DOWN_UDPLITE, Direction, Event, Reason},
+    abi::{
+        self, DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC, DOWN_UDPLITE, Direction, Event, Reason,
+    },
     capwap, eth, ipv4, vlan,
 };
 use rand::{Rng, RngCore, SeedableRng};
@@ -600,4 +602,43 @@ fn missing_ap_side_egress_drops() {
     );
     assert_eq!(o.reason, Reason::DownDropNoEgress);
     assert_eq!(o.output, f);
+}
+
+/// One-arm mode: `ferry_trunk` on a single interface must treat a frame
+/// exactly as the program of the side it belongs to: 802.1Q in a client
+/// VLAN goes downstream, everything else upstream. Same action, same bytes.
+#[test]
+fn trunk_program_dispatches_like_the_two_programs() {
+    let t = tables_down();
+    let (dp, _, _) = setup(&t);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7e0c_a11);
+    let mut frames = learning_traffic();
+    frames.extend((0..3000).map(|_| random_frame(&mut rng)));
+    frames.push(tagged(sta(1), 200, 5, 100));
+    frames.push(tagged(sta(1), 999, 5, 100));
+    let (mut down, mut up) = (0, 0);
+    for (i, f) in frames.iter().enumerate() {
+        let client = f.len() >= 16
+            && u16::from_be_bytes([f[12], f[13]]) == vlan::TPID_8021Q
+            && t.client_vlans
+                .contains(&vlan::vid(u16::from_be_bytes([f[14], f[15]])));
+        let side = if client {
+            down += 1;
+            abi::PROG_DOWNSTREAM
+        } else {
+            up += 1;
+            abi::PROG_UPSTREAM
+        };
+        let want = dp.run(side, f).unwrap();
+        let got = dp.run(abi::PROG_TRUNK, f).unwrap();
+        assert_eq!(
+            (got.action, &got.output),
+            (want.action, &want.output),
+            "frame #{i} ({side})"
+        );
+    }
+    assert!(
+        down > 500 && up > 10,
+        "both sides exercised: {down} down, {up} up"
+    );
 }
