@@ -611,7 +611,7 @@ fn missing_ap_side_egress_drops() {
 fn trunk_program_dispatches_like_the_two_programs() {
     let t = tables_down();
     let (dp, _, _) = setup(&t);
-    let mut rng = ChaCha8Rng::seed_from_u64(0x7e0c_a11);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x07e0_ca11);
     let mut frames = learning_traffic();
     frames.extend((0..3000).map(|_| random_frame(&mut rng)));
     frames.push(tagged(sta(1), 200, 5, 100));
