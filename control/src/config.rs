@@ -724,8 +724,7 @@ impl Config {
                 let _ = writeln!(o, "address = \"{a}\"");
             }
             if let Some(sid) = t.session_id {
-                let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
-                let _ = writeln!(o, "session_id = \"{hex}\"");
+                let _ = writeln!(o, "session_id = \"{}\"", format_session_id(&sid));
             }
             if let Some(p) = t.port {
                 let _ = writeln!(o, "port = {p}");
@@ -1480,6 +1479,11 @@ fn parse_table(
         ));
     }
     Ok((tunnels, client_vlans, stations))
+}
+
+/// A Session ID as 32 hex digits (what [`parse_session_id`] reads).
+pub fn format_session_id(sid: &[u8; 16]) -> String {
+    sid.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses a Session ID written as 32 hex digits (`:`/`-`/spaces allowed).

@@ -39,7 +39,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin::{self, Request, Response},
-    config::{Config, Role},
+    config::{Config, Role, format_session_id},
     keepalive::{self, Binding, RateLimit, Sessions},
     metrics::{Exposition, Kind},
     swap::{Change, Saved, TableState},
@@ -797,6 +797,18 @@ impl Node {
         }
     }
 
+    /// One past the highest tunnel id in use (how much of the per-id
+    /// arrays to read).
+    fn id_bound(&self) -> u32 {
+        self.tables
+            .config
+            .tunnels
+            .iter()
+            .filter_map(|t| self.tables.id_of(&t.ap))
+            .max()
+            .map_or(0, |m| m + 1)
+    }
+
     fn status(&self) -> Result<Value> {
         let cfg = &self.tables.config;
         let masters = cfg
@@ -809,10 +821,14 @@ impl Node {
             .iter()
             .filter(|t| t.address.is_none() && self.tables.bound(&t.ap).is_none())
             .count();
-        let mut learned = 0u64;
-        for t in &self.tables.tables.tunnels {
-            learned += self.dp.station_count(t.info.id).unwrap_or(0);
-        }
+        let counts = self.dp.station_counts(self.id_bound())?;
+        let learned: u64 = self
+            .tables
+            .tables
+            .tunnels
+            .iter()
+            .filter_map(|t| counts.get(t.info.id as usize))
+            .sum();
         let (mut alive, mut dead, mut never) = (0, 0, 0);
         for t in &cfg.tunnels {
             match self.sessions.get(&t.ap) {
@@ -866,6 +882,10 @@ impl Node {
             .iter()
             .map(|t| (t.info.id, t))
             .collect();
+        // One read each for the learned ports and station counts.
+        let n = self.id_bound();
+        let downs = self.dp.tunnel_downs(n)?;
+        let counts = self.dp.station_counts(n)?;
         for t in &self.tables.config.tunnels {
             let id = self.tables.id_of(&t.ap);
             let stats = match id {
@@ -874,10 +894,10 @@ impl Node {
             };
             let live = id.and_then(|id| installed.get(&id));
             let port = match live {
-                Some(l) if l.down.flags & abi::DOWN_FIXED_PORT == 0 => {
-                    let d = self.dp.tunnel_down(l.info.id)?;
-                    (d.port != 0).then_some(d.port)
-                }
+                Some(l) if l.down.flags & abi::DOWN_FIXED_PORT == 0 => downs
+                    .get(l.info.id as usize)
+                    .map(|d| d.port)
+                    .filter(|p| *p != 0),
                 Some(l) => Some(l.down.port),
                 None => None,
             };
@@ -890,12 +910,12 @@ impl Node {
                 "address": address.map(|a| a.to_string()),
                 "port": t.port,
                 "learned_port": if t.port.is_none() { port } else { None },
-                "session_id": t.session_id.map(hex),
+                "session_id": t.session_id.as_ref().map(format_session_id),
                 "installed": live.is_some(),
                 "role": t.role.as_str(),
                 "vlan": t.vlan,
                 "format": if t.native { "802.11" } else { "802.3" },
-                "stations": id.map(|id| self.dp.station_count(id).unwrap_or(0)),
+                "stations": id.and_then(|id| counts.get(id as usize)),
                 "rx_packets": stats.map(|s| s.rx_packets),
                 "up_packets": stats.map(|s| s.up_packets),
                 "up_bytes": stats.map(|s| s.up_bytes),
@@ -1126,11 +1146,6 @@ fn trim_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Hex of a Session ID.
-pub fn hex(b: [u8; 16]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// IPv4-mapped IPv6 peers (dual-stack sockets) as plain IPv4.

@@ -357,7 +357,7 @@ fn check(path: &Path, json: bool) -> Result<()> {
             .iter()
             .map(|t| {
                 json!({"ap": t.ap, "address": t.address.map(|a| a.to_string()),
-                       "session_id": t.session_id.map(ferry::daemon::hex), "port": t.port,
+                       "session_id": t.session_id.as_ref().map(ferry::config::format_session_id), "port": t.port,
                        "role": t.role.as_str(), "vlan": t.vlan,
                        "format": if t.native { "802.11" } else { "802.3" },
                        "mtu": t.mtu, "station_limit": t.station_limit})
@@ -403,7 +403,7 @@ fn check(path: &Path, json: bool) -> Result<()> {
         let format = if t.native { "802.11" } else { "802.3" };
         let address = match (t.address, t.session_id) {
             (Some(a), _) => a.to_string(),
-            (None, Some(sid)) => format!("session {}", ferry::daemon::hex(sid)),
+            (None, Some(sid)) => format!("session {}", ferry::config::format_session_id(&sid)),
             (None, None) => "-".into(),
         };
         println!(

@@ -189,7 +189,7 @@ impl TableState {
                 .tunnels
                 .iter()
                 .map(|t| (t.info.id, t.info.vlan))
-                .chain(s.unbound_vlans(&s.tables))
+                .chain(s.unbound_vlans())
                 .collect();
             let n = dp.flush_stations(|k, v| vlan_of.get(&v.tunnel) == Some(&k.vlan))?;
             change.stations_flushed += n;
@@ -370,14 +370,20 @@ impl TableState {
     /// Client VLANs widened before the flip (so no frame of a new tunnel's
     /// VLAN is passed while the flip happens), then the tables flipped.
     fn flip(&self, dp: &mut Datapath, tables: &Tables, t: &TunnelTable) -> Result<()> {
+        self.widen_vlans(dp, tables)?;
+        dp.flip_tunnels(t)
+    }
+
+    /// Serves the union of the live and the next client VLANs, so neither
+    /// table's frames are passed while the change happens.
+    fn widen_vlans(&self, dp: &mut Datapath, tables: &Tables) -> Result<()> {
         let mut union = self.tables.client_vlans.clone();
         for v in &tables.client_vlans {
             if !union.contains(v) {
                 union.push(*v);
             }
         }
-        dp.set_client_vlans(&union)?;
-        dp.flip_tunnels(t)
+        dp.set_client_vlans(&union)
     }
 
     /// After a flip: exact client VLANs, static stations, and the flush of
@@ -390,7 +396,7 @@ impl TableState {
             .map(|t| (t.info.id, t.info.vlan))
             .chain(
                 // Session tunnels not bound yet keep their stations.
-                self.unbound_vlans(tables),
+                self.unbound_vlans(),
             )
             .collect();
         let old: BTreeMap<u32, u16> = self
@@ -422,13 +428,13 @@ impl TableState {
                 .copied()
                 .filter(|id| !vlan_of.contains_key(id))
                 .collect();
-            dp.zero_station_counts(&removed)?;
+            dp.reset_station_counts(&removed)?;
         }
         Ok((flushed, t.elapsed()))
     }
 
-    fn unbound_vlans<'a>(&'a self, tables: &'a Tables) -> impl Iterator<Item = (u32, u16)> + 'a {
-        let _ = tables;
+    /// Session tunnels not bound yet (no entry, but their stations stay).
+    fn unbound_vlans(&self) -> impl Iterator<Item = (u32, u16)> + '_ {
         self.config
             .tunnels
             .iter()
@@ -491,13 +497,7 @@ impl TableState {
         // Learned ports are kept per entry by `edit_tunnels`.
         let tables = self.build_tables(&next);
         let t_built = Instant::now();
-        let mut union = self.tables.client_vlans.clone();
-        for v in &tables.client_vlans {
-            if !union.contains(v) {
-                union.push(*v);
-            }
-        }
-        dp.set_client_vlans(&union)?;
+        self.widen_vlans(dp, &tables)?;
         dp.edit_tunnels(&self.tables.tunnels, &tables.tunnels)?;
         let t_flipped = Instant::now();
         let (flushed, flush) = self.after_flip(dp, &tables)?;

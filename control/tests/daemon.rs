@@ -189,11 +189,11 @@ fn restart_under_traffic_loses_nothing() {
 fn detach_on_exit_removes_programs_and_pins() {
     let lab = Lab::new("det", &Lab::tunnels_toml());
     lab.start_with(&["--detach-on-exit"]);
-    assert!(pin_dir(&lab).exists());
+    assert!(lab.pin_dir().exists());
     assert!(lab.stop().success());
     let link = lab.ac.exec(&["ip", "link", "show", "fap0"]).unwrap();
     assert!(!link.contains("xdp"), "program detached: {link}");
-    assert!(!pin_dir(&lab).exists(), "pins removed");
+    assert!(!lab.pin_dir().exists(), "pins removed");
 }
 
 /// A keepalive as the domain brief spells it (element length 22).

@@ -240,7 +240,9 @@ impl Datapath {
         self.bump_generation()
     }
 
-    fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
+    /// Sets the learned-station counts of tunnels `ids` to zero (their
+    /// stations were flushed, or a fresh station table goes live).
+    pub fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
         let mut m: Array<_, u64> = Array::try_from(self.map_mut(abi::MAP_STATION_COUNT)?)?;
         for id in ids {
             m.set(*id, 0, 0).context("resetting station count")?;
@@ -272,6 +274,24 @@ impl Datapath {
             .context("reading station table slot")?;
         crate::batch::for_each_hash(inner.fd().as_fd(), 65_536, f)
             .context("reading the station table")
+    }
+
+    /// The live downstream entries of tunnel ids `0..n`, in one read.
+    pub fn tunnel_downs(&self, n: u32) -> Result<Vec<TunnelDown>> {
+        let outer: ArrayOfMaps<_, MapData> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
+        let live = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .context("reading downstream tunnel slot")?;
+        crate::batch::lookup_array(live.fd().as_fd(), n).context("reading the downstream tunnels")
+    }
+
+    /// Learned-station counts of tunnel ids `0..n`, in one read.
+    pub fn station_counts(&self, n: u32) -> Result<Vec<u64>> {
+        let aya::maps::Map::Array(m) = self.map(abi::MAP_STATION_COUNT)? else {
+            bail!("map {} is not an array", abi::MAP_STATION_COUNT);
+        };
+        crate::batch::lookup_array(m.fd().as_fd(), n).context("reading station counts")
     }
 
     /// Learned stations counted against tunnel `id`'s limit.
@@ -480,15 +500,8 @@ impl Datapath {
     /// table into `tunnels` (same id, same AP address), so a swap does not
     /// make downstream traffic wait for the AP's next frame.
     pub fn carry_learned_ports(&self, tunnels: &mut [Tunnel]) -> Result<()> {
-        let outer: ArrayOfMaps<_, MapData> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
-        let live = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .context("reading downstream tunnel slot")?;
-        // One read of the array, up to the highest id asked for.
         let n = tunnels.iter().map(|t| t.info.id + 1).max().unwrap_or(0);
-        let all: Vec<TunnelDown> = crate::batch::lookup_array(live.fd().as_fd(), n)
-            .context("reading the downstream tunnels")?;
+        let all = self.tunnel_downs(n)?;
         for t in tunnels.iter_mut() {
             if t.down.flags & abi::DOWN_FIXED_PORT != 0 {
                 continue;
@@ -547,12 +560,6 @@ impl Datapath {
             let _ = inner.remove(k);
         }
         put_statics(&mut inner, stations)
-    }
-
-    /// Sets learned-station counts of `ids` to zero (their stations were
-    /// flushed).
-    pub fn zero_station_counts(&mut self, ids: &[u32]) -> Result<()> {
-        self.reset_station_counts(ids)
     }
 
     /// The table generation the programs currently see.

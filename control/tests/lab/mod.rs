@@ -16,7 +16,7 @@ use std::{
     fs::File,
     net::{IpAddr, Ipv4Addr},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicBool, AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -303,7 +303,8 @@ impl Lab {
         p
     }
 
-    fn pin_dir(&self) -> PathBuf {
+    /// Directory of the lab's pinned objects.
+    pub fn pin_dir(&self) -> PathBuf {
         self.pin_root.join(&self.node)
     }
 }
@@ -564,14 +565,4 @@ fn receive(
             None => {}
         }
     }
-}
-
-/// Directory of the lab's pinned objects.
-pub fn pin_dir(lab: &Lab) -> PathBuf {
-    lab.pin_root.join(&lab.node)
-}
-
-/// Whether `p` exists.
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
