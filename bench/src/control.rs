@@ -14,18 +14,20 @@
 use std::{
     collections::HashMap,
     fs::File,
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use ferry::admin::{self, Request};
+use ferry::api::{
+    client,
+    protocol::Request,
+    views::{Change, Tunnels},
+};
 use ferry_dataplane::netns::{Netns, veth};
 use ferry_ebpf::abi::{self, StationInfo, StationKey};
 use serde::Serialize;
-use serde_json::Value;
 
 /// Results of [`run`].
 #[derive(Debug, Serialize)]
@@ -90,18 +92,13 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Ok(rd) = std::fs::read_dir(&self.pin_dir) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.pin_dir);
+        let _ = ferry::pins::remove(&self.pin_dir);
     }
 }
 
 impl Daemon {
-    fn call(&self, r: Request) -> Result<Value> {
-        admin::call(&self.socket, r, Duration::from_secs(600))
+    fn call<T: serde::de::DeserializeOwned>(&self, r: Request) -> Result<T> {
+        Ok(client::call(&self.socket, r, Duration::from_secs(600))?)
     }
 }
 
@@ -126,17 +123,13 @@ fn median(v: &mut [u64]) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-fn swap(d: &Daemon, file: &Path, text: &str) -> Result<(Value, f64)> {
+fn swap(d: &Daemon, file: &Path, text: &str) -> Result<(Change, f64)> {
     let t = Instant::now();
     let v = d.call(Request::Swap {
         file: file.display().to_string(),
         text: text.to_string(),
     })?;
     Ok((v, t.elapsed().as_secs_f64() * 1e3))
-}
-
-fn us(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or(0)
 }
 
 /// Runs the benchmark with `ferry` the `ferry` binary.
@@ -171,9 +164,7 @@ pub fn run(
         ),
     )?;
     let pin_root = PathBuf::from("/sys/fs/bpf/ferry-bench");
-    let nsf = File::open(format!("/var/run/netns/{}", ns.name()))?;
-    let fd = nsf.as_raw_fd();
-    let mut cmd = Command::new(ferry);
+    let mut cmd = ns.command(ferry)?;
     cmd.args(["run", "--config"])
         .arg(&config)
         .arg("--pin-root")
@@ -183,25 +174,19 @@ pub fn run(
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(File::create(dir.join("ferry.log"))?);
-    // SAFETY: only setns between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     progress(&format!("starting ferry run with {tunnels} tunnels"));
     let d = Daemon {
         child: cmd
             .spawn()
             .with_context(|| format!("starting {}", ferry.display()))?,
         socket: socket.clone(),
-        pin_dir: pin_root.join(&node),
+        pin_dir: ferry::pins::dir(&pin_root, &node),
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while d.call(Request::Status).is_err() {
+    while d
+        .call::<ferry::api::views::Status>(Request::Status)
+        .is_err()
+    {
         if Instant::now() > deadline {
             bail!(
                 "ferry run did not come up: {}",
@@ -219,17 +204,17 @@ pub fn run(
     let mut small_us = Vec::new();
     for i in 0..swaps {
         let (v, _) = swap(&d, &dir.join("small.toml"), &small[(i % 2) as usize])?;
-        small_us.push(us(&v, "total_us"));
+        small_us.push(v.total_us);
     }
     swap(&d, &dir.join("full.toml"), &full)?;
     phases.push(("small swaps".into(), proc_kib(pid, "VmRSS:")));
 
     // Fill the station table behind the live tunnels.
-    let ids: HashMap<String, u32> = d.call(Request::Tunnels)?["tunnels"]
-        .as_array()
+    let listing: Tunnels = d.call(Request::Tunnels)?;
+    let ids: HashMap<String, u32> = listing
+        .tunnels
         .into_iter()
-        .flatten()
-        .filter_map(|t| Some((t["ap"].as_str()?.to_string(), t["id"].as_u64()? as u32)))
+        .filter_map(|t| Some((t.ap, t.id?)))
         .collect();
     let by_index: Vec<u32> = (0..tunnels)
         .map(|i| ids.get(&format!("ap{i}")).copied().unwrap_or(0))
@@ -239,19 +224,19 @@ pub fn run(
 
     progress("full-table swaps with the stations present");
     let drill = table(0..tunnels, Some(2));
-    let mut full_runs: Vec<(u64, Value, f64)> = Vec::new();
+    let mut full_runs: Vec<(u64, Change, f64)> = Vec::new();
     for i in 0..swaps {
         let text = if i % 2 == 0 { &drill } else { &full };
         let (v, ms) = swap(&d, &dir.join("drill.toml"), text)?;
-        if us(&v, "stations_flushed") != 0 {
-            bail!("a swap keeping every AP flushed stations: {v}");
+        if v.stations_flushed != 0 {
+            bail!("a swap keeping every AP flushed stations: {v:?}");
         }
-        full_runs.push((us(&v, "total_us"), v, ms));
+        full_runs.push((v.total_us, v, ms));
     }
     full_runs.sort_by_key(|r| r.0);
     phases.push(("full swaps".into(), proc_kib(pid, "VmRSS:")));
     let mid = &full_runs[full_runs.len() / 2];
-    progress(&format!("median full swap: {}", mid.1));
+    progress(&format!("median full swap: {:?}", mid.1));
     let mut cli: Vec<u64> = full_runs.iter().map(|r| (r.2 * 1000.0) as u64).collect();
     let full_cli = median(&mut cli) as f64 / 1000.0;
 
@@ -266,13 +251,13 @@ pub fn run(
     for i in 0..20 {
         let t = Instant::now();
         let ap = "ap3".to_string();
-        let v = if i % 2 == 0 {
+        let v: Change = if i % 2 == 0 {
             d.call(Request::Demote { ap })?
         } else {
             d.call(Request::Promote { ap })?
         };
         prom_cli.push(t.elapsed().as_micros() as u64);
-        prom.push(us(&v, "total_us"));
+        prom.push(v.total_us);
     }
 
     phases.push(("promote/demote".into(), proc_kib(pid, "VmRSS:")));
@@ -284,13 +269,13 @@ pub fn run(
         small_swap_us: small_med,
         full_swap_us: mid.0,
         full_swap_max_us: full_runs.last().map_or(0, |r| r.0),
-        full_build_us: us(&mid.1, "build_us") + us(&mid.1, "validate_us"),
-        full_flip_us: us(&mid.1, "flip_us"),
+        full_build_us: mid.1.build_us + mid.1.validate_us,
+        full_flip_us: mid.1.flip_us,
         full_over_small: mid.0 as f64 / small_med.max(1) as f64,
         full_swap_cli_ms: full_cli,
-        removal_swap_us: us(&rm, "total_us"),
-        removal_flushed: us(&rm, "stations_flushed"),
-        removal_flush_us: us(&rm, "flush_us"),
+        removal_swap_us: rm.total_us,
+        removal_flushed: rm.stations_flushed,
+        removal_flush_us: rm.flush_us,
         promote_us: median(&mut prom),
         promote_cli_ms: median(&mut prom_cli) as f64 / 1000.0,
         rss_kib: kib("VmRSS:"),

@@ -158,8 +158,8 @@ fn datapath(tunnels: u32, stations: u32, egress: u8) -> Result<Datapath> {
     let mut t = tables(tunnels, stations);
     t.settings.egress = egress;
     dp.apply(&t)?;
-    dp.set_egress(1)?;
-    dp.set_egress_ap(1)?;
+    dp.set_client_egress(1)?;
+    dp.set_ap_egress(1)?;
     Ok(dp)
 }
 

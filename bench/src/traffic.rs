@@ -5,7 +5,7 @@
 use std::{io::Write, net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use ferry::config::{Config, Role};
+use ferry::config::{Config, Format, TunnelState};
 use ferry_dataplane::craft::{self, Dot11, Options, Transport};
 use ferry_ebpf::{capwap, eth};
 use pcap_file::{
@@ -107,15 +107,16 @@ impl Generator {
         let mut pick = self.rng.random_range(0..total.max(1));
         // Prefer master tunnels for data so most of the sample forwards.
         let idx = self.rng.random_range(0..self.cfg.tunnels.len());
-        let idx = if self.cfg.tunnels[idx].role == Role::Backup && self.rng.random_bool(0.7) {
-            self.cfg
-                .tunnels
-                .iter()
-                .position(|t| t.role == Role::Master)
-                .unwrap_or(idx)
-        } else {
-            idx
-        };
+        let idx =
+            if self.cfg.tunnels[idx].state == TunnelState::Standby && self.rng.random_bool(0.7) {
+                self.cfg
+                    .tunnels
+                    .iter()
+                    .position(|t| t.state == TunnelState::Active)
+                    .unwrap_or(idx)
+            } else {
+                idx
+            };
         let tr = self.transport(idx);
         let sta = self.client(idx);
         let gw = [0x02, 0x00, 0x0a, 0x04, 0x01, 0x01];
@@ -126,7 +127,7 @@ impl Generator {
             18 + self.rng.random_range(0..200),
         );
         // Tunnels that take native frames get 802.11 from their AP, as a real one would send.
-        if pick < m.dot3 && !self.cfg.tunnels[idx].native {
+        if pick < m.dot3 && self.cfg.tunnels[idx].format == Format::Dot3 {
             let inner = craft::ethernet(gw, sta, None, eth::ETHERTYPE_IPV4, &ip);
             return craft::capwap_packet(
                 &tr,

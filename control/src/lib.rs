@@ -1,8 +1,21 @@
-//! The `ferry` control process: configuration and the commands of the
-//! `ferry` binary.
-pub mod admin;
+//! The `ferry` control process, by concept:
+//!
+//! - [`config`]: the TOML schema, validation and error positions;
+//! - [`tables`]: the running tables and every way they change, over a
+//!   small trait implemented by the kernel's maps and the reference model;
+//! - [`commands`]: the one path through which every table change goes;
+//! - [`runtime`]: start-up, the node's state, the event loop and services;
+//! - [`api`]: the admin protocol and the typed views it answers with;
+//! - [`keepalive`], [`metrics`]: protocol logic and their services;
+//! - [`state`], [`pins`], [`host`]: the state file, bpffs pins, host setup.
+
+pub mod api;
+pub mod commands;
 pub mod config;
-pub mod daemon;
+pub mod host;
 pub mod keepalive;
 pub mod metrics;
-pub mod swap;
+pub mod pins;
+pub mod runtime;
+pub mod state;
+pub mod tables;

@@ -1,19 +1,11 @@
 //! `ferry`: the command-line front end of the ferry data plane.
 
-use std::{
-    fs::File,
-    io::{BufWriter, IsTerminal as _},
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
-use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use ferry::config::Config;
-use ferry_dataplane::{datapath::Datapath, replay};
+use ferry::{host::AttachMode, runtime::run};
 
 mod cli;
-use serde_json::json;
 
 /// Exit status for bad input (config, arguments).
 const EXIT_INPUT: u8 = 2;
@@ -185,22 +177,22 @@ EXAMPLES\n  ferry swap /etc/ferry/drill-b.toml\n  ferry swap --rollback";
 
 /// Where to find the running ferry.
 #[derive(clap::Args, Clone, Debug)]
-struct Target {
+pub struct Target {
     /// Admin socket of the running ferry. Default: admin.socket from
     /// --config, else the only socket in /run/ferry.
     #[arg(long, value_name = "PATH", global = true)]
-    socket: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
     /// Configuration file of the running ferry (to find its socket).
     #[arg(long, short, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 }
 
 /// `ferry tunnel` operations.
 #[derive(Subcommand)]
-enum TunnelOp {
+pub enum TunnelOp {
     /// Add one tunnel (atomic per entry, no full swap).
     #[command(
         long_about = "Add one tunnel to the running table without a full swap. The entry is \
@@ -221,9 +213,9 @@ ferry tunnel add ap10 --session-id 00112233445566778899aabbccddeeff --vlan 201"
         /// Session ID (32 hex digits): bound by the first keepalive carrying it.
         #[arg(long, conflicts_with_all = ["address", "port"])]
         session_id: Option<String>,
-        /// master (forwarding) or backup (standby).
-        #[arg(long, default_value = "master")]
-        role: String,
+        /// active (forwarding) or standby (installed, not forwarding).
+        #[arg(long, default_value = "active")]
+        state: String,
         /// Client VLAN (default: forwarding.default_vlan).
         #[arg(long)]
         vlan: Option<u16>,
@@ -236,12 +228,13 @@ ferry tunnel add ap10 --session-id 00112233445566778899aabbccddeeff --vlan 201"
         /// AP name.
         ap: String,
     },
-    /// Make a tunnel master: its traffic is forwarded.
+    /// Make a tunnel active: its traffic is forwarded (a no-op if it is).
     Promote {
         /// AP name.
         ap: String,
     },
-    /// Make a tunnel backup: installed, traffic not forwarded (standby).
+    /// Make a tunnel standby: installed, traffic not forwarded (a no-op if
+    /// it is).
     Demote {
         /// AP name.
         ap: String,
@@ -268,7 +261,7 @@ enum LogFormat {
 
 /// `--from` values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum FromSide {
+pub enum FromSide {
     /// The AP-side interface (upstream program).
     Ap,
     /// The client-side interface (downstream program).
@@ -288,11 +281,11 @@ fn main() -> ExitCode {
             log_format,
         } => {
             init_logs(log_format);
-            ferry::daemon::run(ferry::daemon::Options {
+            run::run(run::Options {
                 config,
                 mode: match xdp_mode {
-                    XdpModeArg::Driver => ferry::daemon::AttachMode::Driver,
-                    XdpModeArg::Skb => ferry::daemon::AttachMode::Skb,
+                    XdpModeArg::Driver => AttachMode::Driver,
+                    XdpModeArg::Skb => AttachMode::Skb,
                 },
                 detach_on_exit,
                 pin_root,
@@ -310,14 +303,14 @@ fn main() -> ExitCode {
             rollback,
         } => cli::swap(&target, table.as_deref(), rollback),
         Command::Tunnel { target, op } => cli::tunnel(&target, op),
-        Command::Check { config, json } => check(&config, json),
+        Command::Check { config, json } => cli::check::check(&config, json),
         Command::Replay {
             config,
             input,
             output,
             from,
             json,
-        } => run_replay(&config, &input, &output, from, json),
+        } => cli::replay::replay(&config, &input, &output, from, json),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -326,8 +319,8 @@ fn main() -> ExitCode {
                 eprintln!("ferry: {ce}");
                 return ExitCode::from(EXIT_INPUT);
             }
-            if e.downcast_ref::<cli::Refused>().is_some() {
-                eprintln!("ferry: {e}");
+            if let Some(ferry::api::client::CallError::Refused(r)) = e.downcast_ref() {
+                eprintln!("ferry: {r}");
                 return ExitCode::from(EXIT_INPUT);
             }
             eprintln!("ferry: {e:#}");
@@ -347,194 +340,4 @@ fn init_logs(format: LogFormat) {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
     }
-}
-
-fn check(path: &Path, json: bool) -> Result<()> {
-    let c = Config::load(path)?;
-    if json {
-        let tunnels: Vec<_> = c
-            .tunnels
-            .iter()
-            .map(|t| {
-                json!({"ap": t.ap, "address": t.address.map(|a| a.to_string()),
-                       "session_id": t.session_id.as_ref().map(ferry::config::format_session_id), "port": t.port,
-                       "role": t.role.as_str(), "vlan": t.vlan,
-                       "format": if t.native { "802.11" } else { "802.3" },
-                       "mtu": t.mtu, "station_limit": t.station_limit})
-            })
-            .collect();
-        let v = json!({
-            "node": c.name, "addresses": c.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "data_port": c.data_port, "ap_side": c.ap_side, "client_side": c.client_side,
-            "default_vlan": c.default_vlan, "egress": if c.one_arm() { "tx" } else { "redirect" },
-            "tunnels": tunnels, "client_vlans": c.client_vlans,
-            "static_stations": c.stations.len(), "station_capacity": c.station_capacity,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!("{}: ok", path.display());
-    println!(
-        "node {} data port {} addresses {}",
-        c.name,
-        c.data_port,
-        c.addresses
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "ap side {} -> client side {} ({})",
-        c.ap_side,
-        c.client_side,
-        if c.one_arm() {
-            "one arm, XDP_TX"
-        } else {
-            "XDP_REDIRECT"
-        }
-    );
-    println!(
-        "{:<20} {:<40} {:>6} {:<7} {:>5} {:<7}",
-        "AP", "ADDRESS", "PORT", "ROLE", "VLAN", "FORMAT"
-    );
-    for t in &c.tunnels {
-        let port = t.port.map_or("any".to_string(), |p| p.to_string());
-        let format = if t.native { "802.11" } else { "802.3" };
-        let address = match (t.address, t.session_id) {
-            (Some(a), _) => a.to_string(),
-            (None, Some(sid)) => format!("session {}", ferry::config::format_session_id(&sid)),
-            (None, None) => "-".into(),
-        };
-        println!(
-            "{:<20} {:<40} {:>6} {:<7} {:>5} {:<7}",
-            t.ap,
-            address,
-            port,
-            t.role.as_str(),
-            t.vlan,
-            format
-        );
-    }
-    println!(
-        "{} tunnels, {} static station(s); client VLANs {:?}",
-        c.tunnels.len(),
-        c.stations.len(),
-        c.client_vlans
-    );
-    Ok(())
-}
-
-fn run_replay(
-    config: &Path,
-    input: &Path,
-    output: &Path,
-    from: Option<FromSide>,
-    json: bool,
-) -> Result<()> {
-    let c = Config::load(config)?;
-    let tables = c.tables();
-    let mut dp = Datapath::load()?;
-    dp.apply(&tables)?;
-    // Loopback (ifindex 1 in every namespace) stands in for both sides.
-    dp.set_egress(1)?;
-    dp.set_egress_ap(1)?;
-    let sides = replay::Classifier::new(
-        &tables,
-        from.map(|f| match f {
-            FromSide::Ap => replay::Side::Ap,
-            FromSide::Client => replay::Side::Client,
-        }),
-    );
-    let inf = File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let outf = File::create(output).with_context(|| format!("creating {}", output.display()))?;
-    let tty = std::io::stderr().is_terminal();
-    let rep = replay::replay(&dp, &sides, inf, BufWriter::new(outf), |n| {
-        if tty {
-            eprint!("\rreplayed {n} packets...");
-        }
-    })
-    .with_context(|| format!("replaying {}", input.display()))?;
-    if tty && rep.packets >= 10_000 {
-        eprintln!();
-    }
-    let mut tunnels = Vec::new();
-    // Tunnel ids are positions in the file (Config::tables).
-    for (id, tc) in c.tunnels.iter().enumerate() {
-        let s = dp.tunnel_stats(id as u32)?;
-        if s.rx_packets > 0 || s.down_packets > 0 {
-            tunnels.push((tc.ap.clone(), s));
-        }
-    }
-    if json {
-        let v = json!({
-            "config": config, "input": input, "output": output,
-            "packets": rep.packets, "written": rep.written,
-            "from_ap": rep.from_ap, "from_client": rep.from_client, "events": rep.events,
-            "truncated_in_capture": rep.truncated_in_capture,
-            "skipped": rep.skipped, "verdicts": rep.verdicts, "reasons": rep.reasons,
-            "tunnels": tunnels.iter().map(|(ap, s)| json!({
-                "ap": ap, "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
-                "up_packets": s.up_packets, "up_bytes": s.up_bytes,
-                "down_packets": s.down_packets, "down_bytes": s.down_bytes})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!(
-        "replayed {} packets from {} ({} AP side, {} client side) through the XDP programs; wrote {} frames to {}",
-        rep.packets,
-        input.display(),
-        rep.from_ap,
-        rep.from_client,
-        rep.written,
-        output.display()
-    );
-    if rep.truncated_in_capture > 0 {
-        println!(
-            "note: {} frames were truncated by the capture and ran as captured",
-            rep.truncated_in_capture
-        );
-    }
-    if rep.skipped.too_short + rep.skipped.rejected > 0 {
-        println!(
-            "skipped: {} shorter than an Ethernet header, {} rejected by the kernel{}",
-            rep.skipped.too_short,
-            rep.skipped.rejected,
-            rep.skipped
-                .first_error
-                .as_deref()
-                .map(|e| format!(" (first: {e})"))
-                .unwrap_or_default()
-        );
-    }
-    println!("\nverdicts:");
-    for (v, n) in &rep.verdicts {
-        println!("  {v:<10} {n:>10}");
-    }
-    println!("\nreasons:");
-    for r in ferry_ebpf::abi::Reason::ALL {
-        if let Some(n) = rep.reasons.get(r.name()) {
-            println!("  {:<24} {n:>10}", r.name());
-        }
-    }
-    if !tunnels.is_empty() {
-        println!(
-            "\n{:<20} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
-            "tunnel", "rx pkts", "rx bytes", "up pkts", "up bytes", "down pkts", "down bytes"
-        );
-        for (ap, s) in &tunnels {
-            println!(
-                "{ap:<20} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
-                s.rx_packets, s.rx_bytes, s.up_packets, s.up_bytes, s.down_packets, s.down_bytes
-            );
-        }
-    }
-    if !rep.events.is_empty() {
-        println!("\nstation learning:");
-        for (e, n) in &rep.events {
-            println!("  {e:<24} {n:>10}");
-        }
-    }
-    Ok(())
 }

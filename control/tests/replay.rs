@@ -83,7 +83,7 @@ fn replay_sample_matches_the_model_and_tshark() {
     // The model, fed the same config, predicts every written frame in order,
     // learning stations from uplink frames as the programs do.
     let cfg = Config::load(&cfg_path).unwrap();
-    let tables = cfg.tables();
+    let tables = ferry::tables::lower::by_position(&cfg);
     let mut model = Model::new(&tables);
     let sides = Classifier::new(&tables, None);
     let mut want = Vec::new();
@@ -103,7 +103,8 @@ fn replay_sample_matches_the_model_and_tshark() {
                         vlan: u16::from_be_bytes([f[14], f[15]]) & 0xfff,
                     };
                     let rid = st[&key].rid;
-                    let native = cfg.tunnels[o.tunnel.unwrap() as usize].native;
+                    let native = cfg.tunnels[o.tunnel.unwrap() as usize].format
+                        == ferry::config::Format::Dot11;
                     down.push((native, rid, f[..6].to_vec(), f[6..12].to_vec()));
                 }
                 o

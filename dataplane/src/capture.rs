@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use crate::error::{Ctx as _, Result};
 
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_AUXDATA: libc::c_int = 8;
@@ -41,13 +41,13 @@ impl PacketSocket {
         // SAFETY: valid C string.
         let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
         if ifindex == 0 {
-            bail!("no interface {ifname}");
+            fail!("no interface {ifname}");
         }
         let proto = ETH_P_ALL.to_be();
         // SAFETY: plain socket(2).
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
         if raw < 0 {
-            return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
+            return Err(std::io::Error::last_os_error()).ctx("socket(AF_PACKET)");
         }
         // SAFETY: we own the new descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -65,7 +65,7 @@ impl PacketSocket {
             )
         };
         if r != 0 {
-            return Err(std::io::Error::last_os_error()).context("bind(AF_PACKET)");
+            return Err(std::io::Error::last_os_error()).ctx("bind(AF_PACKET)");
         }
         let one: libc::c_int = 1;
         // SAFETY: int option.
@@ -79,7 +79,7 @@ impl PacketSocket {
             )
         };
         if r != 0 {
-            return Err(std::io::Error::last_os_error()).context("PACKET_AUXDATA");
+            return Err(std::io::Error::last_os_error()).ctx("PACKET_AUXDATA");
         }
         Ok(Self { fd, ifindex })
     }
@@ -98,7 +98,7 @@ impl PacketSocket {
             )
         };
         if r != 0 {
-            return Err(std::io::Error::last_os_error()).context("SO_RCVBUFFORCE");
+            return Err(std::io::Error::last_os_error()).ctx("SO_RCVBUFFORCE");
         }
         Ok(())
     }
@@ -123,7 +123,7 @@ impl PacketSocket {
             )
         };
         if n < 0 {
-            return Err(std::io::Error::last_os_error()).context("sendto(AF_PACKET)");
+            return Err(std::io::Error::last_os_error()).ctx("sendto(AF_PACKET)");
         }
         Ok(())
     }
@@ -145,7 +145,7 @@ impl PacketSocket {
             // SAFETY: one valid pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
             if r < 0 {
-                return Err(std::io::Error::last_os_error()).context("poll");
+                return Err(std::io::Error::last_os_error()).ctx("poll");
             }
             if r == 0 {
                 return Ok(None);
@@ -179,7 +179,7 @@ impl PacketSocket {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 return Ok(None);
             }
-            return Err(e).context("recvmsg(AF_PACKET)");
+            return Err(e).ctx("recvmsg(AF_PACKET)");
         }
         if from.sll_pkttype == libc::PACKET_OUTGOING {
             return Ok(None);

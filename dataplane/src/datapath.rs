@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use crate::error::{Ctx as _, Error, Result};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, DevMap, HashMap, MapData, PerCpuArray},
@@ -38,7 +38,7 @@ const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 /// A standalone map of `abi::MAX_TUNNELS` entries (an inner tunnel map).
 fn new_map(kind: u32, key: usize, value: usize, name: &str) -> Result<MapData> {
     let obj = aya_obj::Map::new_from_params(kind, key as u32, value as u32, abi::MAX_TUNNELS, 0);
-    MapData::create(obj, name, None).with_context(|| format!("creating map {name}"))
+    MapData::create(obj, name, None).with_ctx(|| format!("creating map {name}"))
 }
 
 /// XDP return codes (uapi `enum xdp_action`).
@@ -104,6 +104,7 @@ impl Datapath {
     /// running ones), missing ones are created and pinned. `dir` must exist
     /// on a bpffs.
     pub fn load_pinned(dir: &Path) -> Result<Self> {
+        pinned_abi(dir)?;
         let paths: Vec<(&'static str, PathBuf)> =
             abi::PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect();
         let mut loader = EbpfLoader::new();
@@ -115,7 +116,7 @@ impl Datapath {
         // so learning hints from before the restart never match.
         let live = {
             let m: Array<_, Settings> = Array::try_from(dp.map(abi::MAP_SETTINGS)?)?;
-            m.get(&0, 0).context("reading settings")?
+            m.get(&0, 0).ctx("reading settings")?
         };
         dp.generation = live.generation.max(1);
         let vlans: Array<_, u8> = Array::try_from(dp.map(abi::MAP_CLIENT_VLANS)?)?;
@@ -128,7 +129,7 @@ impl Datapath {
     fn load_from(mut loader: EbpfLoader<'_>) -> Result<Self> {
         let mut ebpf = loader
             .load(OBJECT)
-            .context("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
+            .ctx("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
         for name in [
             abi::PROG_UPSTREAM,
             abi::PROG_DOWNSTREAM,
@@ -139,11 +140,11 @@ impl Datapath {
         ] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .ok_or_else(|| Error::Missing(format!("program {name}")))?
                 .try_into()
-                .with_context(|| format!("program {name} is not XDP"))?;
+                .with_ctx(|| format!("program {name} is not XDP"))?;
             prog.load()
-                .with_context(|| format!("verifier rejected program {name}"))?;
+                .with_ctx(|| format!("verifier rejected program {name}"))?;
         }
         Ok(Self {
             ebpf,
@@ -156,21 +157,21 @@ impl Datapath {
     pub fn program(&self, name: &str) -> Result<&Xdp> {
         self.ebpf
             .program(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .ok_or_else(|| Error::Missing(format!("program {name}")))?
             .try_into()
-            .with_context(|| format!("program {name} is not XDP"))
+            .with_ctx(|| format!("program {name} is not XDP"))
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
         self.ebpf
             .map_mut(name)
-            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+            .ok_or_else(|| Error::Missing(format!("map {name}")))
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {
         self.ebpf
             .map(name)
-            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+            .ok_or_else(|| Error::Missing(format!("map {name}")))
     }
 
     /// Installs everything in `tables`: local addresses, settings, client
@@ -202,10 +203,10 @@ impl Datapath {
         // New ones first, then the ones that go: a VLAN in both sets is
         // never off, even for one packet.
         for v in vlans {
-            m.set(u32::from(*v), 1, 0).context("setting client VLAN")?;
+            m.set(u32::from(*v), 1, 0).ctx("setting client VLAN")?;
         }
         for v in old.iter().filter(|v| !vlans.contains(v)) {
-            m.set(u32::from(*v), 0, 0).context("clearing client VLAN")?;
+            m.set(u32::from(*v), 0, 0).ctx("clearing client VLAN")?;
         }
         self.client_vlans = vlans.to_vec();
         Ok(())
@@ -228,7 +229,7 @@ impl Datapath {
             0,
         );
         let data = MapData::create(obj, "ferry_stations", None)
-            .with_context(|| format!("creating a station table of {capacity} entries"))?;
+            .with_ctx(|| format!("creating a station table of {capacity} entries"))?;
         let mut inner: HashMap<MapData, StationKey, StationInfo> =
             HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
         put_statics(&mut inner, stations)?;
@@ -236,7 +237,7 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_STATION_TABLES)?)?;
         outer
             .set(abi::TABLE_SLOT, &inner, 0)
-            .context("flipping the station table slot")?;
+            .ctx("flipping the station table slot")?;
         self.bump_generation()
     }
 
@@ -245,7 +246,7 @@ impl Datapath {
     pub fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
         let mut m: Array<_, u64> = Array::try_from(self.map_mut(abi::MAP_STATION_COUNT)?)?;
         for id in ids {
-            m.set(*id, 0, 0).context("resetting station count")?;
+            m.set(*id, 0, 0).ctx("resetting station count")?;
         }
         Ok(())
     }
@@ -256,10 +257,10 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
         let inner = outer
             .get(&abi::TABLE_SLOT, 0)
-            .context("reading station table slot")?;
+            .ctx("reading station table slot")?;
         let mut v = Vec::new();
         for e in inner.iter() {
-            v.push(e.context("reading station")?);
+            v.push(e.ctx("reading station")?);
         }
         Ok(v)
     }
@@ -271,9 +272,8 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
         let inner = outer
             .get(&abi::TABLE_SLOT, 0)
-            .context("reading station table slot")?;
-        crate::batch::for_each_hash(inner.fd().as_fd(), 65_536, f)
-            .context("reading the station table")
+            .ctx("reading station table slot")?;
+        crate::batch::for_each_hash(inner.fd().as_fd(), 65_536, f).ctx("reading the station table")
     }
 
     /// The live downstream entries of tunnel ids `0..n`, in one read.
@@ -282,8 +282,8 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
         let live = outer
             .get(&abi::TABLE_SLOT, 0)
-            .context("reading downstream tunnel slot")?;
-        crate::batch::lookup_array(live.fd().as_fd(), n).context("reading the downstream tunnels")
+            .ctx("reading downstream tunnel slot")?;
+        crate::batch::lookup_array(live.fd().as_fd(), n).ctx("reading the downstream tunnels")
     }
 
     /// Learned-station counts of tunnel ids `0..n`, in one read.
@@ -291,23 +291,21 @@ impl Datapath {
         let aya::maps::Map::Array(m) = self.map(abi::MAP_STATION_COUNT)? else {
             bail!("map {} is not an array", abi::MAP_STATION_COUNT);
         };
-        crate::batch::lookup_array(m.fd().as_fd(), n).context("reading station counts")
+        crate::batch::lookup_array(m.fd().as_fd(), n).ctx("reading station counts")
     }
 
     /// Learned stations counted against tunnel `id`'s limit.
     pub fn station_count(&self, id: u32) -> Result<u64> {
         let m: Array<_, u64> = Array::try_from(self.map(abi::MAP_STATION_COUNT)?)?;
-        m.get(&id, 0).context("reading station count")
+        m.get(&id, 0).ctx("reading station count")
     }
 
     /// The live downstream entry of tunnel `id` (port learned, flags).
     pub fn tunnel_down(&self, id: u32) -> Result<TunnelDown> {
         let outer: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
             ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
-        let inner = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .context("reading tunnel slot")?;
-        inner.get(&id, 0).context("reading downstream tunnel")
+        let inner = outer.get(&abi::TABLE_SLOT, 0).ctx("reading tunnel slot")?;
+        inner.get(&id, 0).ctx("reading downstream tunnel")
     }
 
     /// Writes the settings entry as given (see [`with_local4`]), except
@@ -315,19 +313,22 @@ impl Datapath {
     pub fn set_settings(&mut self, s: Settings) -> Result<()> {
         let s = Settings {
             generation: self.generation,
+            abi_version: abi::ABI_VERSION,
             ..installed_settings(s)
         };
         let mut m: Array<_, Settings> = Array::try_from(self.map_mut(abi::MAP_SETTINGS)?)?;
-        m.set(0, s, 0).context("writing settings")?;
+        m.set(0, s, 0).ctx("writing settings")?;
         Ok(())
     }
 
-    /// Starts a new table generation (after installing tunnels or stations).
-    fn bump_generation(&mut self) -> Result<()> {
+    /// Starts a new table generation (after installing tunnels or stations,
+    /// or editing entries in place): the programs' per-CPU learning hints
+    /// from before stop matching.
+    pub fn bump_generation(&mut self) -> Result<()> {
         self.generation = self.generation.wrapping_add(1).max(1);
         let current = {
             let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
-            m.get(&0, 0).context("reading settings")?
+            m.get(&0, 0).ctx("reading settings")?
         };
         self.set_settings(current)
     }
@@ -338,7 +339,7 @@ impl Datapath {
         self.set_local_addr_map(addrs)?;
         let current = {
             let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
-            m.get(&0, 0).context("reading settings")?
+            m.get(&0, 0).ctx("reading settings")?
         };
         self.set_settings(with_local4(current, addrs))
     }
@@ -359,10 +360,10 @@ impl Datapath {
             .filter(|k| !wanted.contains(k))
             .collect();
         for a in &wanted {
-            m.insert(a, 1, 0).context("adding local address")?;
+            m.insert(a, 1, 0).ctx("adding local address")?;
         }
         for k in stale {
-            m.remove(&k).context("removing local address")?;
+            m.remove(&k).ctx("removing local address")?;
         }
         Ok(())
     }
@@ -392,7 +393,7 @@ impl Datapath {
             std::mem::size_of::<TunnelInfo>(),
             "ferry_tunnels",
         )?;
-        crate::batch::update(up.fd().as_fd(), &keys, &infos).context("filling tunnel table")?;
+        crate::batch::update(up.fd().as_fd(), &keys, &infos).ctx("filling tunnel table")?;
         let ids: Vec<u32> = tunnels.iter().map(|t| t.info.id).collect();
         let downs: Vec<TunnelDown> = tunnels.iter().map(|t| t.down_entry()).collect();
         let down = new_map(
@@ -401,8 +402,7 @@ impl Datapath {
             std::mem::size_of::<TunnelDown>(),
             "ferry_tunnels_dn",
         )?;
-        crate::batch::update(down.fd().as_fd(), &ids, &downs)
-            .context("filling downstream tunnels")?;
+        crate::batch::update(down.fd().as_fd(), &ids, &downs).ctx("filling downstream tunnels")?;
         Ok(TunnelTable {
             up: HashMap::try_from(aya::maps::Map::HashMap(up))?,
             down: Array::try_from(aya::maps::Map::Array(down))?,
@@ -416,12 +416,12 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map(abi::MAP_TUNNEL_TABLES)?)?;
         let up = outer
             .get(&abi::TABLE_SLOT, 0)
-            .context("reading tunnel table slot")?;
+            .ctx("reading tunnel table slot")?;
         let outer_down: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
             ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
         let down = outer_down
             .get(&abi::TABLE_SLOT, 0)
-            .context("reading downstream tunnel slot")?;
+            .ctx("reading downstream tunnel slot")?;
         Ok(TunnelTable { up, down })
     }
 
@@ -434,89 +434,13 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNELS_DOWN)?)?;
         outer_down
             .set(abi::TABLE_SLOT, &t.down, 0)
-            .context("flipping the downstream tunnel slot")?;
+            .ctx("flipping the downstream tunnel slot")?;
         let mut outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
             ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNEL_TABLES)?)?;
         outer
             .set(abi::TABLE_SLOT, &t.up, 0)
-            .context("flipping the tunnel table slot")?;
+            .ctx("flipping the tunnel table slot")?;
         self.bump_generation()
-    }
-
-    /// Edits the live tunnel table in place from `old` to `new`, entry by
-    /// entry (each update atomic on its own): for adding, removing or
-    /// changing a few tunnels without building a whole table. Downstream
-    /// entries are written before the upstream keys that lead to them and
-    /// cleared after the keys are gone.
-    pub fn edit_tunnels(&mut self, old: &[Tunnel], new: &[Tunnel]) -> Result<()> {
-        let before: std::collections::BTreeMap<_, _> = table_entries(old)?.into_iter().collect();
-        let after: std::collections::BTreeMap<_, _> = table_entries(new)?.into_iter().collect();
-        let mut live = self.live_tunnels()?;
-        let old_down: std::collections::BTreeMap<u32, TunnelDown> =
-            old.iter().map(|t| (t.info.id, t.down_entry())).collect();
-        let new_ids: std::collections::BTreeSet<u32> = new.iter().map(|t| t.info.id).collect();
-        for t in new {
-            let mut want = t.down_entry();
-            let same = old_down.get(&t.info.id).is_some_and(|d| {
-                // A learned port is live state, not configuration.
-                TunnelDown {
-                    port: want.port,
-                    ..*d
-                } == want
-            });
-            if !same {
-                if want.flags & abi::DOWN_FIXED_PORT == 0 {
-                    // Keep the port the program learned for this AP.
-                    let live_d = live.down.get(&t.info.id, 0).unwrap_or_default();
-                    if live_d.flags & abi::DOWN_VALID != 0
-                        && live_d.flags & abi::DOWN_FIXED_PORT == 0
-                        && live_d.ap == want.ap
-                    {
-                        want.port = live_d.port;
-                    }
-                }
-                live.down
-                    .set(t.info.id, want, 0)
-                    .context("writing downstream tunnel")?;
-            }
-        }
-        for (k, v) in &after {
-            if before.get(k) != Some(v) {
-                live.up.insert(k, v, 0).context("writing tunnel entry")?;
-            }
-        }
-        for k in before.keys().filter(|k| !after.contains_key(k)) {
-            live.up.remove(k).context("removing tunnel entry")?;
-        }
-        for id in old_down.keys().filter(|id| !new_ids.contains(id)) {
-            live.down
-                .set(*id, TunnelDown::default(), 0)
-                .context("clearing downstream tunnel")?;
-        }
-        self.bump_generation()
-    }
-
-    /// Copies ports the programs learned for any-port tunnels from the live
-    /// table into `tunnels` (same id, same AP address), so a swap does not
-    /// make downstream traffic wait for the AP's next frame.
-    pub fn carry_learned_ports(&self, tunnels: &mut [Tunnel]) -> Result<()> {
-        let n = tunnels.iter().map(|t| t.info.id + 1).max().unwrap_or(0);
-        let all = self.tunnel_downs(n)?;
-        for t in tunnels.iter_mut() {
-            if t.down.flags & abi::DOWN_FIXED_PORT != 0 {
-                continue;
-            }
-            let Some(d) = all.get(t.info.id as usize) else {
-                continue;
-            };
-            if d.flags & abi::DOWN_VALID != 0
-                && d.flags & abi::DOWN_FIXED_PORT == 0
-                && d.ap == t.down.ap
-            {
-                t.down.port = d.port;
-            }
-        }
-        Ok(())
     }
 
     /// Deletes every station for which `keep` says no, from the live table;
@@ -529,7 +453,7 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
         let inner = outer
             .get(&abi::TABLE_SLOT, 0)
-            .context("reading station table slot")?;
+            .ctx("reading station table slot")?;
         // Batch reads, 64 Ki entries per call: a million stations in a
         // fraction of a second, a few MiB of memory.
         let mut stale = Vec::new();
@@ -542,8 +466,8 @@ impl Datapath {
                 }
             },
         )
-        .context("walking the station table")?;
-        let n = crate::batch::delete(inner.fd().as_fd(), &stale).context("deleting stations")?;
+        .ctx("walking the station table")?;
+        let n = crate::batch::delete(inner.fd().as_fd(), &stale).ctx("deleting stations")?;
         Ok(n as u64)
     }
 
@@ -554,7 +478,7 @@ impl Datapath {
             ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
         let mut inner = outer
             .get(&abi::TABLE_SLOT, 0)
-            .context("reading station table slot")?;
+            .ctx("reading station table slot")?;
         for k in gone {
             // Already evicted or replaced by learning: nothing to do.
             let _ = inner.remove(k);
@@ -583,50 +507,50 @@ impl Datapath {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .ok_or_else(|| Error::Missing(format!("program {name}")))?
             .try_into()?;
         if pin.exists() {
             let pinned = PinnedLink::from_pin(pin)
-                .with_context(|| format!("opening pinned link {}", pin.display()))?;
+                .with_ctx(|| format!("opening pinned link {}", pin.display()))?;
             let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
-                .with_context(|| format!("{} is not an XDP link", pin.display()))?;
+                .with_ctx(|| format!("{} is not an XDP link", pin.display()))?;
             prog.attach_to_link(link)
-                .with_context(|| format!("replacing the program in {}", pin.display()))?;
+                .with_ctx(|| format!("replacing the program in {}", pin.display()))?;
             return Ok(true);
         }
         let id = prog
             .attach(iface, mode)
-            .with_context(|| format!("attaching {name} to {iface} in {mode:?} mode"))?;
+            .with_ctx(|| format!("attaching {name} to {iface} in {mode:?} mode"))?;
         let link = prog.take_link(id)?;
-        let fd = FdLink::try_from(link).with_context(|| {
+        let fd = FdLink::try_from(link).with_ctx(|| {
             format!("attaching {name} to {iface} gave a netlink attachment, not a BPF link (kernel older than 5.9?)")
         })?;
         fd.pin(pin)
-            .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+            .with_ctx(|| format!("pinning the XDP link at {}", pin.display()))?;
         Ok(false)
     }
 
     /// Points the upstream redirect egress (client side) at `ifindex`.
-    pub fn set_egress(&mut self, ifindex: u32) -> Result<()> {
+    pub fn set_client_egress(&mut self, ifindex: u32) -> Result<()> {
         self.set_egress_slot(abi::EGRESS_SLOT, ifindex)
     }
 
     /// Points the downstream redirect egress (AP side) at `ifindex`.
-    pub fn set_egress_ap(&mut self, ifindex: u32) -> Result<()> {
+    pub fn set_ap_egress(&mut self, ifindex: u32) -> Result<()> {
         self.set_egress_slot(abi::EGRESS_AP_SLOT, ifindex)
     }
 
     fn set_egress_slot(&mut self, slot: u32, ifindex: u32) -> Result<()> {
         let mut m: DevMap<_> = DevMap::try_from(self.map_mut(abi::MAP_EGRESS)?)?;
         m.set(slot, ifindex, None, 0)
-            .with_context(|| format!("setting egress slot {slot} to ifindex {ifindex}"))?;
+            .with_ctx(|| format!("setting egress slot {slot} to ifindex {ifindex}"))?;
         Ok(())
     }
 
     /// Sums the per-CPU verdict counters.
     pub fn counters(&self) -> Result<Counters> {
         let m: PerCpuArray<_, CounterBlock> = PerCpuArray::try_from(self.map(abi::MAP_COUNTERS)?)?;
-        let per_cpu = m.get(&0, 0).context("reading counters")?;
+        let per_cpu = m.get(&0, 0).ctx("reading counters")?;
         let mut c = Counters::default();
         for r in Reason::ALL {
             c.set(*r, per_cpu.iter().map(|b| b.v[r.index() as usize]).sum());
@@ -641,7 +565,7 @@ impl Datapath {
     pub fn tunnel_stats(&self, id: u32) -> Result<TunnelStats> {
         let m: PerCpuArray<_, TunnelStats> =
             PerCpuArray::try_from(self.map(abi::MAP_TUNNEL_STATS)?)?;
-        let v = m.get(&id, 0).context("reading tunnel stats")?;
+        let v = m.get(&id, 0).ctx("reading tunnel stats")?;
         Ok(v.iter().fold(TunnelStats::default(), |a, s| TunnelStats {
             rx_packets: a.rx_packets + s.rx_packets,
             rx_bytes: a.rx_bytes + s.rx_bytes,
@@ -676,7 +600,7 @@ impl Datapath {
                 repeat,
                 ..Default::default()
             })
-            .with_context(|| format!("BPF_PROG_TEST_RUN of {name} on {} bytes", input.len()))?;
+            .with_ctx(|| format!("BPF_PROG_TEST_RUN of {name} on {} bytes", input.len()))?;
         out.truncate(r.data_size_out as usize);
         Ok(RunResult {
             action: r.return_value,
@@ -690,10 +614,10 @@ impl Datapath {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .ok_or_else(|| Error::Missing(format!("program {name}")))?
             .try_into()?;
         prog.attach(iface, mode)
-            .with_context(|| format!("attaching {name} to {iface} in {mode:?} mode"))
+            .with_ctx(|| format!("attaching {name} to {iface} in {mode:?} mode"))
     }
 
     /// Lab only: makes `iface` behave as a port in `vid` (TC programs that
@@ -702,7 +626,7 @@ impl Datapath {
     pub fn attach_lab_vlan(&mut self, iface: &str, vid: u16) -> Result<()> {
         use aya::programs::{SchedClassifier, TcAttachType};
         let mut m: Array<_, u32> = Array::try_from(self.map_mut(abi::MAP_LAB_VLAN)?)?;
-        m.set(0, u32::from(vid), 0).context("setting lab VLAN")?;
+        m.set(0, u32::from(vid), 0).ctx("setting lab VLAN")?;
         for (name, at) in [
             (abi::PROG_LAB_VLAN_POP, TcAttachType::Ingress),
             (abi::PROG_LAB_VLAN_PUSH, TcAttachType::Egress),
@@ -710,14 +634,44 @@ impl Datapath {
             let p: &mut SchedClassifier = self
                 .ebpf
                 .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .ok_or_else(|| Error::Missing(format!("program {name}")))?
                 .try_into()?;
-            p.load().with_context(|| format!("loading {name}"))?;
+            p.load().with_ctx(|| format!("loading {name}"))?;
             p.attach(iface, at)
-                .with_context(|| format!("attaching {name} to {iface}"))?;
+                .with_ctx(|| format!("attaching {name} to {iface}"))?;
         }
         Ok(())
     }
+}
+
+/// The map ABI of the maps pinned under `dir`, from their settings entry:
+/// `Ok(None)` when nothing is pinned there, `Ok(Some(v))` when it is this
+/// build's [`abi::ABI_VERSION`], and [`Error::AbiMismatch`] otherwise
+/// (another layout or version: loading against those pins would misread
+/// them). Read without loading the object, so nothing is touched.
+pub fn pinned_abi(dir: &Path) -> Result<Option<u32>> {
+    let path = dir.join(abi::MAP_SETTINGS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = MapData::from_pin(&path).with_ctx(|| format!("opening {}", path.display()))?;
+    let info = data
+        .info()
+        .with_ctx(|| format!("reading {}", path.display()))?;
+    let found = if info.value_size() as usize == std::mem::size_of::<Settings>() {
+        let m: Array<_, Settings> = Array::try_from(aya::maps::Map::Array(data))?;
+        m.get(&0, 0).ctx("reading the pinned settings")?.abi_version
+    } else {
+        // An older layout without the version field.
+        0
+    };
+    if found != abi::ABI_VERSION {
+        return Err(Error::AbiMismatch {
+            dir: dir.to_path_buf(),
+            found,
+        });
+    }
+    Ok(Some(found))
 }
 
 /// Writes static stations (flagged `STATION_STATIC`) into a station table.
@@ -730,9 +684,7 @@ fn put_statics(
             flags: st.info.flags | abi::STATION_STATIC,
             ..st.info
         };
-        inner
-            .insert(st.key, info, 0)
-            .context("adding static station")?;
+        inner.insert(st.key, info, 0).ctx("adding static station")?;
     }
     Ok(())
 }
@@ -751,20 +703,36 @@ impl TunnelTable {
     pub fn entries(&self) -> Result<Vec<(TunnelKey, TunnelInfo)>> {
         let mut v = Vec::new();
         for e in self.up.iter() {
-            v.push(e.context("reading tunnel entry")?);
+            v.push(e.ctx("reading tunnel entry")?);
         }
         Ok(v)
     }
 
     /// The downstream entry of tunnel `id`.
     pub fn down(&self, id: u32) -> Result<TunnelDown> {
-        self.down.get(&id, 0).context("reading downstream tunnel")
+        self.down.get(&id, 0).ctx("reading downstream tunnel")
     }
 
-    /// Rewrites the downstream entry of tunnel `id` (a kept generation's
-    /// learned port, before it goes live again).
+    /// The downstream entries of ids `0..n`, in one read.
+    pub fn downs(&self, n: u32) -> Result<Vec<TunnelDown>> {
+        let map = aya::maps::IterableMap::map(&self.down);
+        crate::batch::lookup_array(map.fd().as_fd(), n).ctx("reading the downstream tunnels")
+    }
+
+    /// Rewrites the downstream entry of tunnel `id` (an edit, or a kept
+    /// generation's learned port before it goes live again).
     pub fn set_down(&mut self, id: u32, d: TunnelDown) -> Result<()> {
-        self.down.set(id, d, 0).context("writing downstream tunnel")
+        self.down.set(id, d, 0).ctx("writing downstream tunnel")
+    }
+
+    /// Writes one upstream entry.
+    pub fn set_up(&mut self, key: TunnelKey, info: TunnelInfo) -> Result<()> {
+        self.up.insert(key, info, 0).ctx("writing tunnel entry")
+    }
+
+    /// Removes one upstream entry.
+    pub fn remove_up(&mut self, key: &TunnelKey) -> Result<()> {
+        self.up.remove(key).ctx("removing tunnel entry")
     }
 }
 

@@ -71,6 +71,17 @@ pub struct Model {
     pub egress_down_ready: bool,
 }
 
+/// The model's tunnel table: what the kernel keeps in the inner maps of
+/// `TUNNEL_TABLES` and `TUNNELS_DOWN` (without the derived port markers,
+/// which only save the program a lookup).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TunnelMaps {
+    /// Upstream: (address, port or 0) to tunnel.
+    pub up: HashMap<TunnelKey, TunnelInfo>,
+    /// Downstream: tunnel id to encapsulation entry (as installed, valid).
+    pub down: HashMap<u32, TunnelDown>,
+}
+
 /// Same bound as the program: larger lengths cannot be in one XDP buffer.
 const MAX_FRAME: usize = 16_383;
 
@@ -128,6 +139,43 @@ impl Model {
     /// The downstream entry of tunnel `id` (with any learned port).
     pub fn tunnel_down(&self, id: u32) -> Option<TunnelDown> {
         self.down.get(&id).copied()
+    }
+
+    // The control side's verbs: what `ferry run` does to the kernel's maps,
+    // done to the model's, so table bookkeeping can be tested without root.
+
+    /// The live tunnel table: upstream entries and downstream entries by id.
+    pub fn tunnel_maps(&self) -> TunnelMaps {
+        TunnelMaps {
+            up: self.tunnels.clone(),
+            down: self.down.clone(),
+        }
+    }
+
+    /// Makes `maps` the live tunnel table (a flip).
+    pub fn set_tunnel_maps(&mut self, maps: TunnelMaps) {
+        self.tunnels = maps.up;
+        self.down = maps.down;
+    }
+
+    /// Sets the VLANs the downstream path serves.
+    pub fn set_client_vlans(&mut self, vlans: &[u16]) {
+        self.client_vlans = vlans.iter().copied().collect();
+    }
+
+    /// Writes one station entry as given.
+    pub fn put_station(&mut self, key: StationKey, info: StationInfo) {
+        self.stations.insert(key, info);
+    }
+
+    /// Deletes one station entry; whether it was there.
+    pub fn remove_station(&mut self, key: &StationKey) -> bool {
+        self.stations.remove(key).is_some()
+    }
+
+    /// Sets tunnel `id`'s learned-station count to zero.
+    pub fn reset_station_count(&mut self, id: u32) {
+        self.station_counts.remove(&id);
     }
 
     /// Runs the upstream transform on one frame (learning stations as the

@@ -13,7 +13,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use anyhow::{Context as _, Result, bail};
+use crate::error::{Ctx as _, Error, Result, Wrap as _};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -28,9 +28,9 @@ pub fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .context("running ip (is iproute2 installed?)")?;
+        .ctx("running ip (is iproute2 installed?)")?;
     if !out.status.success() {
-        bail!(
+        fail!(
             "ip {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -70,9 +70,9 @@ impl Netns {
             .args(["netns", "exec", &self.name])
             .args(cmd)
             .output()
-            .with_context(|| format!("running {} in {}", cmd.join(" "), self.name))?;
+            .with_ctx(|| format!("running {} in {}", cmd.join(" "), self.name))?;
         if !out.status.success() {
-            bail!(
+            fail!(
                 "{} in {} failed: {}",
                 cmd.join(" "),
                 self.name,
@@ -82,20 +82,48 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A command that runs `program` inside this namespace: the child
+    /// enters it with `setns` between fork and exec, and nothing else, so
+    /// unlike `ip netns exec` it keeps the caller's mount namespace and sees
+    /// the host's bpffs (pins survive the child, as in production). This is
+    /// how the tests, the lab and the benchmarks start `ferry run`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        use std::os::unix::process::CommandExt as _;
+        let path = format!("/var/run/netns/{}", self.name);
+        let ns = File::open(&path).with_ctx(|| format!("opening {path}"))?;
+        let mut cmd = Command::new(program);
+        // SAFETY: the closure only calls setns(2), which is async-signal-safe,
+        // on a descriptor the closure owns (moved in, alive until exec).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
-    pub fn enter<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    /// `f`'s error type is the caller's (any that an [`Error`] converts
+    /// into), so test code can use `anyhow` inside.
+    pub fn enter<T: Send, E: From<Error> + Send>(
+        &self,
+        f: impl FnOnce() -> Result<T, E> + Send,
+    ) -> Result<T, E> {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::scope(|s| {
             s.spawn(|| {
-                let fd = File::open(&path).with_context(|| format!("opening {path}"))?;
+                let fd = File::open(&path).with_ctx(|| format!("opening {path}"))?;
                 // SAFETY: setns on a namespace fd we own; affects this thread only.
                 if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error()).context("setns");
+                    return Err(std::io::Error::last_os_error().wrap("setns".into()).into());
                 }
                 f()
             })
             .join()
-            .map_err(|_| anyhow::anyhow!("thread in namespace {} panicked", self.name))?
+            .map_err(|_| Error::Failed(format!("thread in namespace {} panicked", self.name)))?
         })
     }
 
@@ -107,7 +135,7 @@ impl Netns {
             // SAFETY: valid NUL-terminated string.
             let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
             if i == 0 {
-                bail!("no interface {name}");
+                fail!("no interface {name}");
             }
             Ok(i)
         })
@@ -146,6 +174,6 @@ impl Netns {
     pub fn mac(&self, ifname: &str) -> Result<[u8; 6]> {
         let s = self.exec(&["cat", &format!("/sys/class/net/{ifname}/address")])?;
         crate::tables::parse_mac(s.trim())
-            .ok_or_else(|| anyhow::anyhow!("bad MAC {s:?} for {ifname}"))
+            .ok_or_else(|| Error::Failed(format!("bad MAC {s:?} for {ifname}")))
     }
 }

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use crate::error::{Ctx as _, Result};
 use ferry_ebpf::abi;
 use pcap_file::{
     DataLink,
@@ -132,17 +132,17 @@ enum Source<R: Read> {
 
 impl<R: BufRead> Source<R> {
     fn open(mut r: R) -> Result<Self> {
-        let magic = r.fill_buf().context("reading capture header")?;
+        let magic = r.fill_buf().ctx("reading capture header")?;
         if magic.len() < 4 {
             bail!("input is empty or not a capture file");
         }
         if magic[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
             return Ok(Self::PcapNg(
-                PcapNgReader::new(r).context("reading pcapng header")?,
+                PcapNgReader::new(r).ctx("reading pcapng header")?,
                 Vec::new(),
             ));
         }
-        let reader = PcapReader::new(r).context("reading pcap header (not a pcap/pcapng file?)")?;
+        let reader = PcapReader::new(r).ctx("reading pcap header (not a pcap/pcapng file?)")?;
         let dl = reader.header().datalink;
         if dl != DataLink::ETHERNET {
             bail!("capture link type is {dl:?}; ferry replays Ethernet (DLT_EN10MB) captures only");
@@ -155,7 +155,7 @@ impl<R: BufRead> Source<R> {
             Self::Pcap(r) => match r.next_packet() {
                 None => Ok(None),
                 Some(p) => {
-                    let p = p.context("reading pcap packet")?;
+                    let p = p.ctx("reading pcap packet")?;
                     Ok(Some(Frame {
                         ts: p.timestamp,
                         orig_len: p.orig_len,
@@ -167,7 +167,7 @@ impl<R: BufRead> Source<R> {
                 let Some(b) = r.next_block() else {
                     return Ok(None);
                 };
-                match b.context("reading pcapng block")? {
+                match b.ctx("reading pcapng block")? {
                     Block::InterfaceDescription(i) => links.push(i.linktype),
                     Block::EnhancedPacket(p) => {
                         let dl = links.get(p.interface_id as usize).copied();
@@ -216,7 +216,7 @@ pub fn replay<R: Read, W: Write>(
         datalink: DataLink::ETHERNET,
         ..Default::default()
     };
-    let mut out = PcapWriter::with_header(output, header).context("writing pcap header")?;
+    let mut out = PcapWriter::with_header(output, header).ctx("writing pcap header")?;
     let before = dp.counters()?;
     let mut rep = Report::default();
     while let Some(f) = src.next()? {
@@ -255,13 +255,13 @@ pub fn replay<R: Read, W: Write>(
         if r.action == action::TX || r.action == action::REDIRECT {
             let len = r.output.len() as u32;
             out.write_packet(&PcapPacket::new(f.ts, len, &r.output))
-                .context("writing output frame")?;
+                .ctx("writing output frame")?;
             rep.written += 1;
         }
     }
     let delta: Counters = dp.counters()?.since(&before);
     rep.reasons = delta.nonzero().map(|(r, v)| (r.name(), v)).collect();
     rep.events = delta.nonzero_events().map(|(e, v)| (e.name(), v)).collect();
-    out.into_writer().flush().context("flushing output")?;
+    out.into_writer().flush().ctx("flushing output")?;
     Ok(rep)
 }

@@ -577,7 +577,7 @@ fn missing_ap_side_egress_drops() {
     let t = tables_down();
     let mut dp = Datapath::load().unwrap();
     dp.apply(&t).unwrap();
-    dp.set_egress(1).unwrap();
+    dp.set_client_egress(1).unwrap();
     let mut model = Model::new(&t);
     model.egress_down_ready = false;
     let mut prev = dp.counters().unwrap();

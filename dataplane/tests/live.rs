@@ -35,9 +35,9 @@ fn capwap_from_ap_namespace_arrives_tagged_in_client_namespace() {
         .enter(|| {
             let mut dp = Datapath::load()?;
             dp.apply(&t)?;
-            dp.set_egress(client_if)?;
+            dp.set_client_egress(client_if)?;
             dp.attach(abi::PROG_UPSTREAM, "fap0", XdpMode::Driver)?;
-            Ok(dp)
+            Ok::<_, ferry_dataplane::error::Error>(dp)
         })
         .unwrap();
     // veth only accepts redirected frames when its peer runs XDP.
@@ -45,7 +45,7 @@ fn capwap_from_ap_namespace_arrives_tagged_in_client_namespace() {
         .enter(|| {
             let mut p = Datapath::load()?;
             p.attach(abi::PROG_PASS, "cl0", XdpMode::Driver)?;
-            Ok(p)
+            Ok::<_, ferry_dataplane::error::Error>(p)
         })
         .unwrap();
 
@@ -101,7 +101,7 @@ fn capwap_from_ap_namespace_arrives_tagged_in_client_namespace() {
                 while let Some(f) = sock.recv(Duration::from_secs(2))? {
                     got.push(f);
                 }
-                Ok(got)
+                Ok::<_, ferry_dataplane::error::Error>(got)
             })
         });
         std::thread::sleep(Duration::from_millis(300));
@@ -110,7 +110,7 @@ fn capwap_from_ap_namespace_arrives_tagged_in_client_namespace() {
             for f in &frames {
                 sock.send(f)?;
             }
-            Ok(())
+            Ok::<_, ferry_dataplane::error::Error>(())
         })
         .unwrap();
         rx.join().unwrap().unwrap()
@@ -199,11 +199,11 @@ fn ping_from_wireless_client_is_answered_through_both_directions() {
         .enter(|| {
             let mut dp = Datapath::load()?;
             dp.apply(&t)?;
-            dp.set_egress(cl_if)?;
-            dp.set_egress_ap(ap_if)?;
+            dp.set_client_egress(cl_if)?;
+            dp.set_ap_egress(ap_if)?;
             dp.attach(abi::PROG_UPSTREAM, "fap0", XdpMode::Driver)?;
             dp.attach(abi::PROG_DOWNSTREAM, "fcl0", XdpMode::Driver)?;
-            Ok(dp)
+            Ok::<_, ferry_dataplane::error::Error>(dp)
         })
         .unwrap();
     let _peers = (
@@ -211,13 +211,13 @@ fn ping_from_wireless_client_is_answered_through_both_directions() {
             let mut p = Datapath::load()?;
             p.attach(abi::PROG_PASS, "cl0", XdpMode::Driver)?;
             p.attach_lab_vlan("cl0", 200)?;
-            Ok(p)
+            Ok::<_, ferry_dataplane::error::Error>(p)
         })
         .unwrap(),
         ap.enter(|| {
             let mut p = Datapath::load()?;
             p.attach(abi::PROG_PASS, "ap0", XdpMode::Driver)?;
-            Ok(p)
+            Ok::<_, ferry_dataplane::error::Error>(p)
         })
         .unwrap(),
     );
@@ -258,7 +258,7 @@ fn ping_from_wireless_client_is_answered_through_both_directions() {
                     }
                 }
             }
-            Ok(got)
+            Ok::<_, ferry_dataplane::error::Error>(got)
         })
         .unwrap();
 

@@ -294,7 +294,17 @@ pub struct Settings {
     /// Bumped by user space whenever it installs tunnel or station tables:
     /// invalidates the programs' per-CPU learning hints.
     pub generation: u32,
+    /// [`ABI_VERSION`] of the user space that wrote this entry. The programs
+    /// never read it; a restarted `ferry run` reads it from the pinned map
+    /// and adopts the pins only when it equals its own.
+    pub abi_version: u32,
 }
+
+/// Version of the map ABI: the maps, their key and value layouts and the
+/// meaning of their flags. Bump it with any change that makes pinned maps of
+/// an older build unreadable or misread by this one; a `ferry run` refuses
+/// to adopt pins written under another version (see `Settings::abi_version`).
+pub const ABI_VERSION: u32 = 2;
 
 /// Slots of the per-CPU learning cache (direct-mapped by client MAC).
 pub const STATION_CACHE_SLOTS: u32 = 1024;
@@ -584,5 +594,5 @@ const _: () = assert!(EVENT_COUNT as usize <= EVENT_SLOTS && EVENT_SLOTS.is_powe
 const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
 const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Settings>() == 40);
+const _: () = assert!(core::mem::size_of::<Settings>() == 44);
 const _: () = assert!(core::mem::size_of::<StationHint>() == 32);

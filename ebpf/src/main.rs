@@ -27,6 +27,14 @@ mod trunk;
 #[cfg(target_arch = "bpf")]
 mod upstream;
 
+/// The object's licence, stated explicitly (aya-template does the same):
+/// `bpf_fib_lookup` is a GPL-only helper, so the kernel must see a
+/// GPL-compatible licence. ferry's own code is MIT OR Apache-2.0.
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

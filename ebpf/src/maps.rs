@@ -79,6 +79,7 @@ static NO_SETTINGS: Settings = Settings {
     pad: [0; 2],
     ap_ifindex: 0,
     generation: 0,
+    abi_version: 0,
 };
 
 /// The settings entry.

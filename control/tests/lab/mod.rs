@@ -15,7 +15,6 @@ use std::{
     collections::BTreeSet,
     fs::File,
     net::{IpAddr, Ipv4Addr},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicBool, AtomicU32, Ordering},
@@ -96,7 +95,7 @@ impl Lab {
                 ns.enter(|| {
                     let mut p = Datapath::load()?;
                     p.attach(abi::PROG_PASS, ifname, XdpMode::Driver)?;
-                    Ok(p)
+                    Ok::<_, anyhow::Error>(p)
                 })
                 .unwrap(),
             );
@@ -170,10 +169,9 @@ impl Lab {
     /// [`Lab::start`] with extra `ferry run` arguments.
     pub fn start_with(&self, extra: &[&str]) {
         assert!(self.child().is_none(), "ferry already running");
-        let ns = File::open(format!("/var/run/netns/{}", self.ac.name())).unwrap();
         let log = File::create(self.dir.join("ferry.log")).unwrap();
         let _ = std::fs::remove_file(&self.socket);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        let mut cmd = self.ac.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
         cmd.args(["run", "--config"])
             .arg(&self.config)
             .arg("--pin-root")
@@ -184,16 +182,6 @@ impl Lab {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
-        let fd = ns.as_raw_fd();
-        // SAFETY: only setns (async-signal-safe) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let child = cmd.spawn().expect("spawn ferry run");
         *self.child() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -305,7 +293,7 @@ impl Lab {
 
     /// Directory of the lab's pinned objects.
     pub fn pin_dir(&self) -> PathBuf {
-        self.pin_root.join(&self.node)
+        ferry::pins::dir(&self.pin_root, &self.node)
     }
 }
 
@@ -313,12 +301,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.kill9();
         // Unpinning the links detaches the programs; then the maps go.
-        if let Ok(rd) = std::fs::read_dir(self.pin_dir()) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(self.pin_dir());
+        let _ = ferry::pins::remove(&self.pin_dir());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -476,7 +459,7 @@ pub fn learn_stations(lab: &Lab) {
             for ap in 0..2 {
                 s.send(&up_frame(ap, 0, u32::MAX))?;
             }
-            Ok(())
+            Ok::<_, anyhow::Error>(())
         })
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));

@@ -113,8 +113,8 @@ pub fn tables() -> Tables {
 pub fn datapath(tables: &Tables) -> Datapath {
     let mut dp = Datapath::load().expect("load eBPF object (needs root)");
     dp.apply(tables).expect("apply tables");
-    dp.set_egress(1).expect("set egress to lo");
-    dp.set_egress_ap(1).expect("set AP-side egress to lo");
+    dp.set_client_egress(1).expect("set egress to lo");
+    dp.set_ap_egress(1).expect("set AP-side egress to lo");
     dp
 }
 

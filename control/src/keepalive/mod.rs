@@ -5,8 +5,8 @@
 //! and port the AP's data comes from (APs behind NAT).
 //!
 //! This module is the protocol logic only: parsing, the echo, session
-//! binding, liveness and the rate limit for unknown sessions. The socket
-//! and timers belong to the event loop.
+//! binding, liveness and the rate limit for unknown sessions. The sockets
+//! are [`service`]'s, registered with the event loop.
 //!
 //! Real APs differ from the RFC: some set WBID 1, and some put 20 in the
 //! message element length (the TLVs alone), 22 (the TLVs plus the length
@@ -22,6 +22,8 @@ use std::{
 
 use ferry_ebpf::capwap;
 use thiserror::Error;
+
+pub mod service;
 
 /// A Session ID (16 bytes, RFC 5415 §4.6.37).
 pub type SessionId = [u8; capwap::SESSION_ID_LEN];

@@ -2,29 +2,26 @@
 //! root only), one request line, one response line.
 //!
 //! ```text
-//! -> {"v":1,"cmd":"status"}
-//! <- {"v":1,"ok":true,"result":{...}}
-//! -> {"v":1,"cmd":"tunnel_remove","ap":"ap9"}
-//! <- {"v":1,"ok":false,"error":"no tunnel \"ap9\""}
+//! -> {"v":2,"cmd":"status"}
+//! <- {"v":2,"ok":true,"result":{...}}
+//! -> {"v":2,"cmd":"tunnel_remove","ap":"ap9"}
+//! <- {"v":2,"ok":false,"error":"no tunnel \"ap9\""}
 //! ```
 //!
 //! `v` is the protocol version; a server refuses requests of a version it
 //! does not speak, with an error saying which it does. Every CLI subcommand
-//! that talks to a running ferry goes through [`call`].
+//! that talks to a running ferry goes through [`super::client::call`].
+//!
+//! Version 2 (this release): a change's `kind` is one of the
+//! [`super::views::ChangeKind`] spellings and a single-tunnel change names
+//! its tunnel in `ap`; tunnel rows and `ferry check` say `state`
+//! ("active"/"standby") where version 1 said `role` ("master"/"backup").
 
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    os::unix::net::UnixStream,
-    path::Path,
-    time::Duration,
-};
-
-use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
 
 /// The protocol version this build speaks.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Longest request line accepted (a swap carries a whole table file).
 pub const MAX_REQUEST: usize = 64 << 20;
@@ -67,12 +64,12 @@ pub enum Request {
         /// AP name.
         ap: String,
     },
-    /// Make a tunnel master (forwarding).
+    /// Make a tunnel active (forwarding).
     Promote {
         /// AP name.
         ap: String,
     },
-    /// Make a tunnel backup (standby).
+    /// Make a tunnel standby (installed, not forwarding).
     Demote {
         /// AP name.
         ap: String,
@@ -155,43 +152,11 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     Ok(env.request)
 }
 
-/// Sends `request` to the ferry listening on `socket` and returns its
-/// result, or its error as an error.
-pub fn call(socket: &Path, request: Request, timeout: Duration) -> Result<Value> {
-    let mut s = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "connecting to {} (is `ferry run` running, and are you root?)",
-            socket.display()
-        )
-    })?;
-    s.set_read_timeout(Some(timeout))?;
-    let mut line = serde_json::to_string(&Envelope {
-        v: VERSION,
-        request,
-    })?;
-    line.push('\n');
-    s.write_all(line.as_bytes())
-        .with_context(|| format!("writing to {}", socket.display()))?;
-    let mut r = BufReader::new(s);
-    let mut reply = String::new();
-    r.read_line(&mut reply)
-        .with_context(|| format!("reading from {}", socket.display()))?;
-    if reply.is_empty() {
-        bail!("ferry closed the connection without answering");
-    }
-    let resp: Response = serde_json::from_str(&reply).context("ferry's answer is not JSON")?;
-    if resp.ok {
-        let raw = resp
-            .result
-            .ok_or_else(|| anyhow!("ferry answered ok without a result"))?;
-        serde_json::from_str(raw.get()).context("ferry's result is not JSON")
-    } else {
-        Err(anyhow!(
-            "{}",
-            resp.error
-                .unwrap_or_else(|| "failed, no reason given".into())
-        ))
-    }
+/// `r` as one line of the wire.
+pub fn reply_line(r: &Response) -> Vec<u8> {
+    let mut v = serde_json::to_vec(r).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    v.push(b'\n');
+    v
 }
 
 #[cfg(test)]
@@ -205,25 +170,25 @@ mod tests {
             request: Request::Promote { ap: "ap1".into() },
         })
         .unwrap();
-        assert_eq!(line, r#"{"v":1,"cmd":"promote","ap":"ap1"}"#);
+        assert_eq!(line, r#"{"v":2,"cmd":"promote","ap":"ap1"}"#);
         assert_eq!(
             parse_request(&line).unwrap(),
             Request::Promote { ap: "ap1".into() }
         );
         assert_eq!(
-            parse_request(r#"{"v":1,"cmd":"stations"}"#).unwrap(),
+            parse_request(r#"{"v":2,"cmd":"stations"}"#).unwrap(),
             Request::Stations {
                 ap: None,
                 limit: None
             }
         );
-        let e = parse_request(r#"{"v":2,"cmd":"status"}"#).unwrap_err();
-        assert!(e.contains("version 2 not supported"), "{e}");
+        let e = parse_request(r#"{"v":1,"cmd":"status"}"#).unwrap_err();
+        assert!(e.contains("version 1 not supported"), "{e}");
         let e = parse_request(r#"{"cmd":"status"}"#).unwrap_err();
         assert!(e.contains("missing protocol version"), "{e}");
-        let e = parse_request(r#"{"v":1,"cmd":"format_disk"}"#).unwrap_err();
+        let e = parse_request(r#"{"v":2,"cmd":"format_disk"}"#).unwrap_err();
         assert!(e.contains("bad request"), "{e}");
         let r = serde_json::to_string(&Response::err("a\nb")).unwrap();
-        assert_eq!(r, r#"{"v":1,"ok":false,"error":"a b"}"#);
+        assert_eq!(r, r#"{"v":2,"ok":false,"error":"a b"}"#);
     }
 }

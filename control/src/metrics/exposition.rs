@@ -1,4 +1,4 @@
-//! Prometheus text exposition (format 0.0.4) of ferry's counters, and the
+//! Prometheus text exposition (format 0.0.4), and the
 //! tiny HTTP/1.0 responder that serves it from the event loop. Anything
 //! but `GET /metrics` gets a 404; one response per connection.
 

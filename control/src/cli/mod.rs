@@ -1,0 +1,336 @@
+//! The subcommands of the `ferry` binary other than `run`: the admin
+//! commands (one request to the running ferry, printed as a table or as
+//! JSON), and the offline `check` and `replay` reports.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use ferry::api::{
+    client,
+    protocol::Request,
+    views::{Change, Counters, Stations, Status, Tunnels},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{Target, TunnelOp};
+
+pub mod check;
+pub mod replay;
+
+/// Long enough for a swap of a full table with a station flush.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn socket(t: &Target) -> Result<PathBuf> {
+    if let Some(s) = &t.socket {
+        return Ok(s.clone());
+    }
+    if let Some(c) = &t.config {
+        return Ok(ferry::config::Config::load(c)?.admin_socket);
+    }
+    let dir = Path::new("/run/ferry");
+    let socks: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    match socks.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "no ferry admin socket in /run/ferry (is `ferry run` running?); use --socket or --config"
+        ),
+        _ => bail!(
+            "several ferry nodes run here ({}); choose one with --socket or --config",
+            socks
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Sends `req`; a refusal comes back as `CallError::Refused` (exit 2).
+fn call<T: DeserializeOwned>(t: &Target, req: Request) -> Result<T> {
+    Ok(client::call(&socket(t)?, req, TIMEOUT)?)
+}
+
+/// Prints `v` as JSON when asked; whether it did.
+fn json<T: Serialize>(t: &Target, v: &T) -> Result<bool> {
+    if t.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(t.json)
+}
+
+/// `-` for nothing.
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".to_string(), |v| v.to_string())
+}
+
+/// `ferry status`.
+pub fn status(t: &Target) -> Result<()> {
+    let v: Status = call(t, Request::Status)?;
+    if json(t, &v)? {
+        return Ok(());
+    }
+    let adopted = if v.adopted {
+        ", adopted a running data plane"
+    } else {
+        ""
+    };
+    println!(
+        "node {} (ferry {}, pid {}, up {} s){adopted}",
+        v.node, v.version, v.pid, v.uptime_s
+    );
+    for a in &v.attached {
+        let kept = if a.adopted_link {
+            ", link kept from the previous run"
+        } else {
+            ""
+        };
+        println!("  {:<12} {:<18} {} mode{kept}", a.iface, a.program, a.mode);
+    }
+    println!(
+        "generation {} (rollback to {}), {} swaps, {} stations flushed",
+        v.generation,
+        opt(v.rollback_generation),
+        v.swaps,
+        v.stations_flushed
+    );
+    let tu = &v.tunnels;
+    println!(
+        "tunnels {}: {} active, {} standby, {} session tunnels not bound yet",
+        tu.total, tu.active, tu.standby, tu.unbound
+    );
+    let st = &v.stations;
+    println!(
+        "stations: {} learned, {} static, table capacity {}",
+        st.learned, st.statics, st.capacity
+    );
+    let k = &v.keepalive;
+    println!(
+        "keepalives: {} answered, {} unknown session, {} rate-limited, {} malformed; tunnels {} alive, {} dead, {} never heard (dead after {} s)",
+        k.counts.answered,
+        k.counts.unknown,
+        k.counts.refused,
+        k.counts.malformed,
+        k.alive,
+        k.dead,
+        k.never,
+        k.dead_interval_s
+    );
+    if let Some(c) = &v.last_change {
+        println!(
+            "last change: {} {} -> {} in {} us",
+            kind_of(c),
+            c.old_generation,
+            c.new_generation,
+            c.total_us
+        );
+    }
+    Ok(())
+}
+
+/// "swap", or "tunnel demote ap1".
+fn kind_of(c: &Change) -> String {
+    match &c.ap {
+        Some(ap) => format!("{} {ap}", c.kind),
+        None => c.kind.to_string(),
+    }
+}
+
+/// `ferry tunnels`.
+pub fn tunnels(t: &Target) -> Result<()> {
+    let v: Tunnels = call(t, Request::Tunnels)?;
+    if json(t, &v)? {
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:>5} {:<26} {:>6} {:<7} {:>5} {:<6} {:>8} {:>10} {:>10} {:<9}",
+        "AP",
+        "ID",
+        "ADDRESS",
+        "PORT",
+        "STATE",
+        "VLAN",
+        "FORMAT",
+        "STATIONS",
+        "UP PKTS",
+        "DOWN PKTS",
+        "KEEPALIVE"
+    );
+    for r in &v.tunnels {
+        let port = match (r.port, r.learned_port) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(p)) => format!("({p})"),
+            (None, None) => "any".to_string(),
+        };
+        let addr = match (&r.address, &r.session_id) {
+            (Some(a), _) => a.clone(),
+            (None, Some(sid)) => format!("session {}..", sid.get(..8).unwrap_or(sid)),
+            (None, None) => "-".to_string(),
+        };
+        println!(
+            "{:<16} {:>5} {:<26} {:>6} {:<7} {:>5} {:<6} {:>8} {:>10} {:>10} {:<9}",
+            r.ap,
+            opt(r.id),
+            addr,
+            port,
+            r.state.as_str(),
+            r.vlan,
+            r.format.as_str(),
+            opt(r.stations),
+            opt(r.up_packets),
+            opt(r.down_packets),
+            r.keepalive.state.as_str()
+        );
+    }
+    println!("generation {}", v.generation);
+    Ok(())
+}
+
+/// `ferry stations`.
+pub fn stations(t: &Target, ap: Option<String>, limit: usize) -> Result<()> {
+    let req = Request::Stations {
+        ap,
+        limit: Some(limit),
+    };
+    let v: Stations = call(t, req)?;
+    if json(t, &v)? {
+        return Ok(());
+    }
+    println!(
+        "{:<17} {:>5} {:<16} {:>5} {:<17} {:<6}",
+        "MAC", "VLAN", "AP", "RADIO", "BSSID", "KIND"
+    );
+    for r in &v.stations {
+        let kind = if r.is_static { "static" } else { "learned" };
+        println!(
+            "{:<17} {:>5} {:<16} {:>5} {:<17} {kind:<6}",
+            r.mac,
+            r.vlan,
+            opt(r.ap.as_deref()),
+            r.radio,
+            opt(r.bssid.as_deref()),
+        );
+    }
+    println!(
+        "{} shown of {} matching ({} in the table)",
+        v.shown, v.matching, v.total
+    );
+    Ok(())
+}
+
+/// `ferry counters`.
+pub fn counters(t: &Target) -> Result<()> {
+    let v: Counters = call(t, Request::Counters)?;
+    if json(t, &v)? {
+        return Ok(());
+    }
+    println!("reasons (non-zero):");
+    for r in ferry_ebpf::abi::Reason::ALL {
+        let n = v.reasons.get(r.name()).copied().unwrap_or(0);
+        if n != 0 {
+            println!("  {:<28} {n:>14}", r.name());
+        }
+    }
+    println!("station events:");
+    for (k, n) in &v.events {
+        println!("  {k:<28} {n:>14}");
+    }
+    let k = &v.keepalive;
+    println!("keepalives:");
+    for (name, n) in [
+        ("answered", k.answered),
+        ("unknown", k.unknown),
+        ("refused", k.refused),
+        ("malformed", k.malformed),
+        ("bindings", k.bindings),
+    ] {
+        println!("  {name:<28} {n:>14}");
+    }
+    Ok(())
+}
+
+fn print_change(t: &Target, c: &Change) -> Result<()> {
+    if json(t, c)? {
+        return Ok(());
+    }
+    let ms = |us: u64| us as f64 / 1e3;
+    println!(
+        "{}: generation {} -> {} in {:.3} ms (build {:.3} ms, flip {:.3} ms); {} tunnels ({} added, {} removed); {} stations flushed in {:.3} ms",
+        kind_of(c),
+        c.old_generation,
+        c.new_generation,
+        ms(c.total_us),
+        ms(c.build_us),
+        ms(c.flip_us),
+        c.tunnels,
+        c.added,
+        c.removed,
+        c.stations_flushed,
+        ms(c.flush_us),
+    );
+    Ok(())
+}
+
+/// `ferry swap`.
+pub fn swap(t: &Target, table: Option<&Path>, rollback: bool) -> Result<()> {
+    let req = if rollback {
+        Request::Rollback
+    } else {
+        let Some(path) = table else {
+            bail!("give a table file or --rollback");
+        };
+        let text = ferry::config::read_capped(path)?;
+        Request::Swap {
+            file: path.display().to_string(),
+            text,
+        }
+    };
+    print_change(t, &call(t, req)?)
+}
+
+/// `ferry tunnel ...`.
+pub fn tunnel(t: &Target, op: TunnelOp) -> Result<()> {
+    let req = match op {
+        TunnelOp::Add {
+            ap,
+            address,
+            port,
+            session_id,
+            state,
+            vlan,
+            format,
+        } => {
+            // The entry goes to ferry as TOML so it is validated exactly
+            // like a [[tunnel]] of the configuration.
+            let entry = ferry::config::TunnelEntry {
+                ap,
+                address,
+                session_id,
+                port: port.map(i64::from),
+                state: Some(state),
+                vlan: vlan.map(i64::from),
+                format,
+                ..Default::default()
+            };
+            let mut doc = toml::map::Map::new();
+            let e = toml::Value::try_from(&entry).context("encoding the entry")?;
+            doc.insert("tunnel".into(), toml::Value::Array(vec![e]));
+            Request::TunnelAdd {
+                text: toml::to_string(&toml::Value::Table(doc))?,
+            }
+        }
+        TunnelOp::Remove { ap } => Request::TunnelRemove { ap },
+        TunnelOp::Promote { ap } => Request::Promote { ap },
+        TunnelOp::Demote { ap } => Request::Demote { ap },
+    };
+    print_change(t, &call(t, req)?)
+}

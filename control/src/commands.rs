@@ -1,0 +1,145 @@
+//! The one path through which every table change goes: admin requests,
+//! SIGHUP and keepalive bindings today; peer sync, group roles and licence
+//! admission next. Nothing else writes the tables: a command is validated
+//! whole, applied through [`crate::tables::TableState`], and followed by the
+//! same bookkeeping (sessions re-declared, log line, state file).
+
+use std::{net::SocketAddr, path::PathBuf, time::Instant};
+
+use anyhow::{Result, anyhow};
+use tracing::info;
+
+use crate::{
+    api::views::{Change, ChangeKind},
+    config::{Config, TunnelState},
+    runtime::node::Node,
+};
+
+/// A change to the tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Swap in a table file's contents (`text`, read from `file`).
+    Swap {
+        /// The file (for error messages).
+        file: PathBuf,
+        /// Its text.
+        text: String,
+    },
+    /// Re-read the configuration file and apply it as a swap.
+    Reload,
+    /// Flip back to the previous generation.
+    Rollback,
+    /// Add one tunnel (`[[tunnel]]` TOML text).
+    TunnelAdd {
+        /// The entry.
+        text: String,
+    },
+    /// Remove one tunnel.
+    TunnelRemove {
+        /// AP name.
+        ap: String,
+    },
+    /// Make one tunnel active or standby.
+    SetState {
+        /// AP name.
+        ap: String,
+        /// The state wanted.
+        state: TunnelState,
+    },
+    /// Bind a session tunnel to where its keepalives come from.
+    Bind {
+        /// AP name.
+        ap: String,
+        /// The AP's address and port.
+        peer: SocketAddr,
+    },
+}
+
+impl Node {
+    /// Applies `cmd`; on success the change is logged and saved.
+    pub fn execute(&mut self, cmd: Command) -> Result<Change> {
+        let c = match cmd {
+            Command::Swap { file, text } => {
+                let t0 = Instant::now();
+                let next = self
+                    .tables
+                    .config
+                    .with_table(&file, &text)
+                    .map_err(|e| anyhow!("{e} (nothing was changed)"))?;
+                self.swap(next, t0, ChangeKind::Swap)?
+            }
+            Command::Reload => {
+                let t0 = Instant::now();
+                let next = Config::load(&self.config_path)
+                    .map_err(|e| anyhow!("{e} (nothing was changed)"))?;
+                self.swap(next, t0, ChangeKind::Reload)?
+            }
+            Command::Rollback => self.tables.rollback(&mut self.dp)?,
+            Command::TunnelAdd { text } => {
+                let t = self
+                    .tables
+                    .config
+                    .parse_tunnel(&text)
+                    .map_err(|e| anyhow!("{}", e.reason))?;
+                let ap = t.ap.clone();
+                let next = self.tables.with_tunnel(t)?;
+                self.tables
+                    .edit(&mut self.dp, next, ChangeKind::TunnelAdd, &ap)?
+            }
+            Command::TunnelRemove { ap } => {
+                let next = self.tables.without(&ap)?;
+                self.tables
+                    .edit(&mut self.dp, next, ChangeKind::TunnelRemove, &ap)?
+            }
+            Command::SetState { ap, state } => {
+                let kind = match state {
+                    TunnelState::Active => ChangeKind::Promote,
+                    TunnelState::Standby => ChangeKind::Demote,
+                };
+                match self.tables.with_state(&ap, state)? {
+                    Some(next) => self.tables.edit(&mut self.dp, next, kind, &ap)?,
+                    // Already so: scripts retry, and a retry succeeds.
+                    None => {
+                        let t = &self.tables;
+                        return Ok(Change::unchanged(
+                            kind,
+                            &ap,
+                            t.generation,
+                            t.config.tunnels.len(),
+                        ));
+                    }
+                }
+            }
+            Command::Bind { ap, peer } => self.tables.bind(&mut self.dp, &ap, peer)?,
+        };
+        self.after_change(&c);
+        Ok(c)
+    }
+
+    fn swap(&mut self, next: Config, t0: Instant, kind: ChangeKind) -> Result<Change> {
+        let validated = t0.elapsed();
+        let mut c = self.tables.swap(&mut self.dp, next, kind)?;
+        self.tables.add_validation(&mut c, validated);
+        Ok(c)
+    }
+
+    fn after_change(&mut self, c: &Change) {
+        let cfg = &self.tables.config;
+        self.sessions
+            .declare(cfg.tunnels.iter().map(|t| (t.ap.as_str(), t.session_id)));
+        info!(
+            kind = %c.kind,
+            ap = c.ap.as_deref().unwrap_or(""),
+            old_generation = c.old_generation,
+            new_generation = c.new_generation,
+            tunnels = c.tunnels,
+            added = c.added,
+            removed = c.removed,
+            total_us = c.total_us,
+            flip_us = c.flip_us,
+            stations_flushed = c.stations_flushed,
+            "tables changed"
+        );
+        self.save_state();
+    }
+}

@@ -1,0 +1,151 @@
+//! The keepalive sockets (one per node address, on the data port) as an
+//! event-loop service, and the policy for each datagram: echo it, bind a
+//! session tunnel through the one command path, or count and drop it.
+
+use std::{
+    io::ErrorKind,
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result};
+use mio::{Interest, Token, event::Event, net::UdpSocket};
+use tracing::{debug, info, warn};
+
+use super::{Binding, echo, parse};
+use crate::{
+    commands::Command,
+    config::Config,
+    runtime::{
+        event_loop::{Flow, Registrar, Service},
+        node::Node,
+    },
+};
+
+/// The data-port sockets.
+pub struct KeepaliveService {
+    sockets: Vec<(UdpSocket, Token)>,
+}
+
+impl KeepaliveService {
+    /// Binds one socket per node address (before the data plane is
+    /// touched, so a start that cannot serve keepalives changes nothing).
+    pub fn bind(config: &Config) -> Result<Self> {
+        let mut sockets = Vec::new();
+        for a in &config.addresses {
+            let addr = SocketAddr::new(*a, config.data_port);
+            let s = UdpSocket::bind(addr).with_context(|| {
+                format!("binding the keepalive socket {addr} (is {a} configured on this host?)")
+            })?;
+            sockets.push((s, Token(usize::MAX)));
+        }
+        Ok(Self { sockets })
+    }
+}
+
+impl Service for KeepaliveService {
+    fn register(&mut self, reg: &mut Registrar<'_>) -> Result<()> {
+        for (s, t) in &mut self.sockets {
+            *t = reg.register(s, Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    fn ready(
+        &mut self,
+        token: Token,
+        _ev: &Event,
+        node: &mut Node,
+        _reg: &mut Registrar<'_>,
+    ) -> Result<Flow> {
+        let Some((s, _)) = self.sockets.iter().find(|(_, t)| *t == token) else {
+            return Ok(Flow::Continue);
+        };
+        let mut buf = [0u8; 2048];
+        loop {
+            match s.recv_from(&mut buf) {
+                Ok((n, peer)) => {
+                    if let Some(reply) = answer(node, &buf[..n], peer)
+                        && let Err(e) = s.send_to(&reply, peer)
+                    {
+                        warn!(%peer, "keepalive answer: {e}");
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    warn!("keepalive socket: {e}");
+                    break;
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// IPv4-mapped IPv6 peers (dual-stack sockets) as plain IPv4.
+fn unmap(p: SocketAddr) -> SocketAddr {
+    match p.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), p.port()),
+            None => p,
+        },
+        IpAddr::V4(_) => p,
+    }
+}
+
+/// Handles one datagram on the data port; returns the answer to send.
+pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+    let peer = unmap(peer);
+    let k = match parse(d) {
+        Ok(k) => k,
+        Err(e) => {
+            node.ka.malformed += 1;
+            debug!(%peer, "not a keepalive: {e}");
+            return None;
+        }
+    };
+    let now = Instant::now();
+    if let Some(ap) = node.sessions.tunnel_of(&k.session_id).map(str::to_string) {
+        match node.sessions.keepalive(&k.session_id, peer, now) {
+            Binding::Bound | Binding::Rebound { .. } if node.tables.bound(&ap) != Some(peer) => {
+                match node.execute(Command::Bind {
+                    ap: ap.clone(),
+                    peer,
+                }) {
+                    Ok(c) => {
+                        node.ka.bindings += 1;
+                        info!(ap, %peer, generation = c.new_generation, "session tunnel bound by its keepalive");
+                    }
+                    Err(e) => {
+                        warn!(ap, %peer, "binding refused: {e:#}");
+                        return None;
+                    }
+                }
+            }
+            _ => {}
+        }
+        node.ka.answered += 1;
+        return Some(echo(d));
+    }
+    let by_addr = node
+        .tables
+        .config
+        .tunnels
+        .iter()
+        .filter(|t| t.address == Some(peer.ip()))
+        .find(|t| t.port.is_none_or(|p| p == peer.port()))
+        .map(|t| t.ap.clone());
+    if let Some(ap) = by_addr {
+        node.sessions.seen(&ap, peer, now);
+        node.ka.answered += 1;
+        return Some(echo(d));
+    }
+    node.ka.unknown += 1;
+    if node.unknown.allow(now) {
+        node.ka.answered += 1;
+        Some(echo(d))
+    } else {
+        node.ka.refused += 1;
+        None
+    }
+}

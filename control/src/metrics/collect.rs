@@ -1,0 +1,183 @@
+//! What the metrics say, collected from the node and the kernel's maps.
+//! A map read that fails is counted in `ferry_scrape_errors_total` and its
+//! family left out, never reported as zeros.
+
+use ferry_ebpf::abi::{Event, Reason};
+
+use super::exposition::{Exposition, Kind};
+use crate::runtime::node::Node;
+
+/// The exposition text for `node`.
+pub fn render(node: &mut Node) -> String {
+    let mut e = Exposition::default();
+    let name = node.tables.config.name.clone();
+    let abi = ferry_ebpf::abi::ABI_VERSION.to_string();
+    e.family(
+        "ferry_build_info",
+        Kind::Gauge,
+        "Build and node information.",
+    )
+    .sample(
+        "ferry_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("node", &name),
+            ("abi", &abi),
+        ],
+        1.0,
+    );
+    let mut errors = 0u64;
+    packets(node, &mut e, &mut errors);
+    tunnels(node, &mut e, &mut errors);
+    keepalives(node, &mut e);
+    tables(node, &mut e);
+    node.scrape_errors += errors;
+    e.family(
+        "ferry_scrape_errors_total",
+        Kind::Counter,
+        "Map reads that failed while serving metrics (the family is left out).",
+    )
+    .sample("ferry_scrape_errors_total", &[], node.scrape_errors as f64);
+    e.finish()
+}
+
+fn packets(node: &Node, e: &mut Exposition, errors: &mut u64) {
+    let Ok(c) = node.dp.counters() else {
+        *errors += 1;
+        return;
+    };
+    e.family(
+        "ferry_packets_total",
+        Kind::Counter,
+        "Packets by verdict reason (see README, counter glossary).",
+    );
+    for r in Reason::ALL {
+        e.sample(
+            "ferry_packets_total",
+            &[("reason", r.name())],
+            c.get(*r) as f64,
+        );
+    }
+    e.family(
+        "ferry_station_events_total",
+        Kind::Counter,
+        "Station learning events.",
+    );
+    for ev in Event::ALL {
+        e.sample(
+            "ferry_station_events_total",
+            &[("event", ev.name())],
+            c.event(*ev) as f64,
+        );
+    }
+}
+
+fn tunnels(node: &Node, e: &mut Exposition, errors: &mut u64) {
+    let mut stats = Vec::new();
+    for t in &node.tables.config.tunnels {
+        let Some(id) = node.tables.id_of(&t.ap) else {
+            continue;
+        };
+        match node.dp.tunnel_stats(id) {
+            Ok(s) => stats.push((t.ap.as_str(), s)),
+            Err(_) => *errors += 1,
+        }
+    }
+    e.family("ferry_tunnel_packets_total", Kind::Counter, "Packets per tunnel: rx (received from the AP), up (forwarded to the client VLAN), down (encapsulated to the AP).");
+    for (ap, s) in &stats {
+        for (dir, v) in [
+            ("rx", s.rx_packets),
+            ("up", s.up_packets),
+            ("down", s.down_packets),
+        ] {
+            e.sample(
+                "ferry_tunnel_packets_total",
+                &[("ap", ap), ("direction", dir)],
+                v as f64,
+            );
+        }
+    }
+    e.family(
+        "ferry_tunnel_bytes_total",
+        Kind::Counter,
+        "Bytes per tunnel and direction.",
+    );
+    for (ap, s) in &stats {
+        for (dir, v) in [
+            ("rx", s.rx_bytes),
+            ("up", s.up_bytes),
+            ("down", s.down_bytes),
+        ] {
+            e.sample(
+                "ferry_tunnel_bytes_total",
+                &[("ap", ap), ("direction", dir)],
+                v as f64,
+            );
+        }
+    }
+}
+
+fn keepalives(node: &Node, e: &mut Exposition) {
+    e.family(
+        "ferry_tunnel_keepalive_state",
+        Kind::Gauge,
+        "Data channel state per tunnel: 1 for the current state (alive, dead or never).",
+    );
+    for t in &node.tables.config.tunnels {
+        let st = node.liveness(&t.ap).as_str();
+        e.sample(
+            "ferry_tunnel_keepalive_state",
+            &[("ap", &t.ap), ("state", st)],
+            1.0,
+        );
+    }
+    e.family(
+        "ferry_keepalives_total",
+        Kind::Counter,
+        "Keepalives by outcome.",
+    );
+    let k = node.ka;
+    for (o, v) in [
+        ("answered", k.answered),
+        ("unknown_session", k.unknown),
+        ("rate_limited", k.refused),
+        ("malformed", k.malformed),
+        ("bound", k.bindings),
+    ] {
+        e.sample("ferry_keepalives_total", &[("outcome", o)], v as f64);
+    }
+}
+
+fn tables(node: &Node, e: &mut Exposition) {
+    let t = &node.tables;
+    e.family(
+        "ferry_swaps_total",
+        Kind::Counter,
+        "Whole-table swaps and rollbacks.",
+    )
+    .sample("ferry_swaps_total", &[], t.swaps as f64);
+    e.family(
+        "ferry_last_swap_duration_seconds",
+        Kind::Gauge,
+        "Request to new table live, last whole-table swap or rollback.",
+    )
+    .sample(
+        "ferry_last_swap_duration_seconds",
+        &[],
+        t.last_swap
+            .as_ref()
+            .map_or(0.0, |c| c.total_us as f64 / 1e6),
+    );
+    e.family(
+        "ferry_table_generation",
+        Kind::Gauge,
+        "Live table generation.",
+    )
+    .sample("ferry_table_generation", &[], t.generation as f64);
+    e.family(
+        "ferry_stations_flushed_total",
+        Kind::Counter,
+        "Stations deleted because their tunnel left the table or changed VLAN.",
+    )
+    .sample("ferry_stations_flushed_total", &[], t.flushed_total as f64);
+}

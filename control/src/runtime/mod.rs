@@ -1,0 +1,13 @@
+//! `ferry run`: start-up and shutdown ([`run`]), the node's owned state
+//! ([`node`]), the event loop and its services ([`event_loop`], [`conn`],
+//! [`admin`], [`signals`]; the keepalive and metrics services live with
+//! their protocols), and the views the admin API answers with
+//! ([`queries`]).
+
+pub mod admin;
+pub mod conn;
+pub mod event_loop;
+pub mod node;
+pub mod queries;
+pub mod run;
+pub mod signals;

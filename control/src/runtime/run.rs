@@ -1,0 +1,234 @@
+//! Start-up and shutdown order of `ferry run`.
+//!
+//! The data plane does not depend on this process: programs are attached
+//! through BPF links pinned under `<pin root>/<node>/`, next to the maps, so
+//! they keep forwarding with the last tables while ferry is stopped or
+//! restarting. A new `ferry run` finds the pins, loads the programs against
+//! the pinned maps, swaps each program into its pinned link atomically
+//! (`BPF_LINK_UPDATE`), and installs the running table as an ordinary
+//! whole-table swap: no packet sees an interface without a program or a
+//! half-built table, and learned stations and AP ports survive.
+//!
+//! Order: configuration, then every socket the node serves (admin,
+//! metrics, keepalives: a start that cannot serve changes nothing), then
+//! the data plane, then the event loop. On exit the state is saved and,
+//! with `--detach-on-exit`, the pins removed.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result};
+use ferry_dataplane::datapath::{Datapath, with_local4};
+use tracing::{info, warn};
+
+use super::{
+    admin,
+    event_loop::{self, Service},
+    node::Node,
+    signals::{SignalService, TickService},
+};
+use crate::{
+    api::views::{Attachment, Change, KeepaliveCounts},
+    config::Config,
+    host::{self, AttachMode},
+    keepalive::{RateLimit, Sessions, service::KeepaliveService},
+    metrics, pins, state,
+    tables::{Saved, TableState, lower},
+};
+
+/// `ferry run` options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Configuration file.
+    pub config: PathBuf,
+    /// Attach mode.
+    pub mode: AttachMode,
+    /// Remove the programs and pins on exit (else forwarding continues).
+    pub detach_on_exit: bool,
+    /// bpffs directory holding one directory per node.
+    pub pin_root: PathBuf,
+    /// Directory of the state file.
+    pub state_dir: PathBuf,
+    /// Throw away pinned state from an earlier run instead of adopting it.
+    pub replace: bool,
+}
+
+/// Runs the control process until SIGTERM or SIGINT.
+pub fn run(opts: Options) -> Result<()> {
+    host::tune_allocator();
+    let config = Config::load(&opts.config)?;
+    host::raise_memlock();
+    let pin_dir = pins::dir(&opts.pin_root, &config.name);
+    let state_file = state::path(&opts.state_dir, &config.name);
+    host::ensure_bpffs(&opts.pin_root)?;
+    let socket = config.admin_socket.clone();
+    let mut services: Vec<Box<dyn Service>> = vec![Box::new(SignalService::new()?)];
+    services.push(Box::new(admin::bind(&socket)?));
+    let r = serve(&opts, config, &pin_dir, &state_file, services);
+    let _ = std::fs::remove_file(&socket);
+    r
+}
+
+/// Everything after the admin socket is bound (which [`run`] removes on
+/// the way out, whatever happens here).
+fn serve(
+    opts: &Options,
+    config: Config,
+    pin_dir: &Path,
+    state_file: &Path,
+    mut services: Vec<Box<dyn Service>>,
+) -> Result<()> {
+    if let Some(addr) = config.metrics {
+        services.push(Box::new(metrics::bind(addr)?));
+    }
+    services.push(Box::new(KeepaliveService::bind(&config)?));
+    services.push(Box::new(TickService::new()));
+    host::ifindex(&config.ap_side)?;
+    host::ifindex(&config.client_side)?;
+    if opts.replace && pin_dir.exists() {
+        warn!(dir = %pin_dir.display(), "--replace: removing the pinned programs and maps of an earlier run; forwarding stops until the new programs attach");
+        pins::remove(pin_dir)
+            .with_context(|| format!("removing the pins in {}", pin_dir.display()))?;
+        let _ = std::fs::remove_file(state_file);
+    }
+    let saved = state::read(state_file)?;
+    let adopted = ferry_dataplane::datapath::pinned_abi(pin_dir)?.is_some();
+    std::fs::create_dir_all(pin_dir)
+        .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+    let up = match bring_up(config, saved, adopted, pin_dir, state_file, opts.mode) {
+        Ok(v) => v,
+        Err(e) => {
+            if !adopted {
+                // Nothing was forwarding before: leave nothing half set up.
+                let _ = pins::remove(pin_dir);
+            }
+            return Err(e);
+        }
+    };
+    match &up.change {
+        Some(c) => info!(
+            generation = c.new_generation,
+            tunnels = c.tunnels,
+            flip_us = c.flip_us,
+            stations_flushed = c.stations_flushed,
+            "adopted the pinned maps (tables, counters, learned stations) and installed the table as a swap"
+        ),
+        None => info!(
+            tunnels = up.tables.config.tunnels.len(),
+            "data plane loaded and attached"
+        ),
+    }
+    let mut node = node(opts, up, adopted, pin_dir, state_file);
+    node.save_state();
+    host::trim_heap();
+    info!(
+        admin = %node.tables.config.admin_socket.display(),
+        metrics = %node.tables.config.metrics.map_or("off".to_string(), |a| a.to_string()),
+        keepalive_port = node.tables.config.data_port,
+        "ferry run ready"
+    );
+    let r = event_loop::run(&mut node, &mut services);
+    node.save_state();
+    if opts.detach_on_exit {
+        info!(dir = %pin_dir.display(), "--detach-on-exit: removing programs and pins");
+        drop(node);
+        pins::remove(pin_dir)
+            .with_context(|| format!("removing the pins in {}", pin_dir.display()))?;
+        let _ = std::fs::remove_file(state_file);
+    } else {
+        info!("exiting; the pinned programs keep forwarding with the last tables");
+    }
+    r
+}
+
+/// The node over what [`bring_up`] made.
+fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path) -> Node {
+    let config = &up.tables.config;
+    let mut sessions = Sessions::new(config.dead_interval);
+    sessions.declare(config.tunnels.iter().map(|t| (t.ap.as_str(), t.session_id)));
+    for t in &config.tunnels {
+        if let Some(p) = up.tables.bound(&t.ap) {
+            sessions.restore(&t.ap, p);
+        }
+    }
+    let rate = f64::from(config.unknown_rate);
+    Node {
+        config_path: opts.config.clone(),
+        unknown: RateLimit::new(rate, rate.max(1.0), Instant::now()),
+        dp: up.dp,
+        tables: up.tables,
+        sessions,
+        ka: KeepaliveCounts::default(),
+        started: Instant::now(),
+        adopted,
+        attachments: up.attachments,
+        pin_dir: pin_dir.to_path_buf(),
+        state_file: state_file.to_path_buf(),
+        scrape_errors: 0,
+    }
+}
+
+/// What [`bring_up`] makes: the loaded data plane, its tables, the swap
+/// that installed them when a running data plane was adopted, and the
+/// attachments.
+struct Up {
+    dp: Datapath,
+    tables: TableState<Datapath>,
+    change: Option<Change>,
+    attachments: Vec<Attachment>,
+}
+
+/// Loads the programs against the pinned maps, installs (or, after a
+/// restart, swaps in) the tables and attaches.
+fn bring_up(
+    config: Config,
+    saved: Option<Saved>,
+    adopted: bool,
+    pin_dir: &Path,
+    state_file: &Path,
+    mode: AttachMode,
+) -> Result<Up> {
+    let mut dp = Datapath::load_pinned(pin_dir)?;
+    let ap_ifindex = host::ifindex(&config.ap_side)?;
+    let client_ifindex = host::ifindex(&config.client_side)?;
+    host::enable_forwarding(&config.ap_side);
+    // After a restart the running table is the one last swapped in, not
+    // necessarily the file's: restore it (SIGHUP applies the file).
+    let config = match saved.as_ref().map(|s| s.running(&config, state_file)) {
+        Some(Ok(Some(c))) if adopted => {
+            info!(
+                generation = saved.as_ref().map_or(0, |s| s.generation),
+                "keeping the running table from before the restart (SIGHUP or `ferry swap` to change it)"
+            );
+            c
+        }
+        Some(Err(e)) if adopted => {
+            warn!(
+                "the saved running table does not fit this configuration ({e:#}); installing the configuration's table"
+            );
+            config
+        }
+        _ => config,
+    };
+    let (tables, change) = if adopted {
+        let lowered = lower::by_position(&config);
+        dp.set_local_addrs(&lowered.local_addrs)?;
+        dp.set_settings(with_local4(lowered.settings, &lowered.local_addrs))?;
+        let (t, c) = TableState::adopt(&mut dp, config, saved, ap_ifindex)
+            .context("adopting the running tables")?;
+        (t, Some(c))
+    } else {
+        (TableState::install(&mut dp, config, ap_ifindex)?, None)
+    };
+    dp.set_client_egress(client_ifindex)?;
+    dp.set_ap_egress(ap_ifindex)?;
+    let attachments = host::attach(&mut dp, &tables.config, pin_dir, mode)?;
+    Ok(Up {
+        dp,
+        tables,
+        change,
+        attachments,
+    })
+}

@@ -1,0 +1,210 @@
+//! Table bookkeeping against the reference model, without root: swap,
+//! rollback (twice), edits, binding, id reuse and the station flush, each
+//! checked by what the model then does with frames.
+
+use std::{net::SocketAddr, path::Path};
+
+use ferry_dataplane::{craft, datapath::action};
+use ferry_ebpf::abi::Reason;
+
+use super::*;
+use crate::api::views::ChangeKind;
+
+const CONFIG: &str = r#"
+[node]
+name = "t"
+addresses = ["198.18.0.1"]
+[interfaces]
+ap_side = "a"
+client_side = "b"
+[forwarding]
+client_vlans = [200, 201]
+[downstream]
+next_hop_mac = "02:0e:00:00:00:01"
+source_mac = "02:ac:00:00:00:01"
+"#;
+
+fn tunnel(ap: &str, last: u8) -> String {
+    format!("[[tunnel]]\nap = \"{ap}\"\naddress = \"198.18.1.{last}\"\nport = 5000\n")
+}
+
+fn config(tunnels: &[(&str, u8)]) -> Config {
+    let t: String = tunnels.iter().map(|(a, l)| tunnel(a, *l)).collect();
+    Config::parse(Path::new("t.toml"), &format!("{CONFIG}{t}")).unwrap()
+}
+
+fn table(base: &Config, tunnels: &[(&str, u8)]) -> Config {
+    let t: String = tunnels.iter().map(|(a, l)| tunnel(a, *l)).collect();
+    base.with_table(Path::new("table.toml"), &t).unwrap()
+}
+
+/// An upstream frame from the AP at 198.18.1.`last` carrying station `sta`.
+fn up(last: u8, sta: u8) -> Vec<u8> {
+    let t = craft::Transport {
+        sport: 5000,
+        ..craft::Transport::new([198, 18, 1, last].into(), [198, 18, 0, 1].into())
+    };
+    let inner = craft::ethernet(
+        [2, 0xee, 0, 0, 0, 1],
+        [2, 0x5a, 0, 0, 0, sta],
+        None,
+        0x0800,
+        &[0; 46],
+    );
+    craft::udp_frame(
+        &t,
+        &craft::capwap(craft::header_8023(0), &Default::default(), &inner),
+    )
+}
+
+/// Where a downstream frame to station `sta` goes: the AP address, or the
+/// drop reason.
+fn down(m: &ModelMaps, sta: u8) -> Result<[u8; 4], Reason> {
+    let frame = craft::ethernet(
+        [2, 0x5a, 0, 0, 0, sta],
+        [2, 0xee, 0, 0, 0, 1],
+        Some((0x8100, 200)),
+        0x0800,
+        &[0; 46],
+    );
+    let o = m.model.downstream(&frame);
+    if o.action == action::DROP || o.action == action::PASS {
+        return Err(o.reason);
+    }
+    let ip = 14 + 16;
+    Ok([
+        o.output[ip],
+        o.output[ip + 1],
+        o.output[ip + 2],
+        o.output[ip + 3],
+    ])
+}
+
+fn learn(m: &mut ModelMaps, last: u8, sta: u8) {
+    let o = m.model.upstream(&up(last, sta));
+    assert_eq!(o.reason, Reason::Forwarded, "learning {sta} from .{last}");
+}
+
+fn start(tunnels: &[(&str, u8)]) -> (ModelMaps, TableState<ModelMaps>) {
+    let c = config(tunnels);
+    let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+    let s = TableState::install(&mut m, c, 0).unwrap();
+    (m, s)
+}
+
+#[test]
+fn swap_keeps_stations_of_staying_aps_and_flushes_the_rest() {
+    let (mut m, mut s) = start(&[("ap1", 10), ("ap2", 11)]);
+    learn(&mut m, 10, 1);
+    learn(&mut m, 11, 2);
+    assert_eq!(down(&m, 1), Ok([198, 18, 1, 10]));
+    let next = table(&s.config, &[("ap1", 10), ("ap3", 12)]);
+    let c = s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    assert_eq!((c.added, c.removed, c.stations_flushed), (1, 1, 1));
+    assert_eq!(
+        down(&m, 1),
+        Ok([198, 18, 1, 10]),
+        "ap1 stays: its station too"
+    );
+    assert!(down(&m, 2).is_err(), "ap2 left: its station is flushed");
+    assert_ne!(s.id_of("ap3"), s.id_of("ap1"));
+    assert_eq!(s.id_of("ap2"), Some(1), "kept for the rollback target");
+}
+
+#[test]
+fn rollback_twice_flips_back_and_forth() {
+    let (mut m, mut s) = start(&[("ap1", 10)]);
+    let g1 = s.generation;
+    let next = table(&s.config, &[("ap1", 10), ("ap2", 11)]);
+    s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    learn(&mut m, 11, 2);
+    let r = s.rollback(&mut m).unwrap();
+    assert_eq!(r.new_generation, g1);
+    assert_eq!(s.config.tunnels.len(), 1);
+    assert!(down(&m, 2).is_err(), "ap2 is gone after the rollback");
+    let r2 = s.rollback(&mut m).unwrap();
+    assert_eq!(r2.new_generation, g1 + 1);
+    assert_eq!(s.config.tunnels.len(), 2);
+    learn(&mut m, 11, 2);
+    assert_eq!(down(&m, 2), Ok([198, 18, 1, 11]));
+    assert_eq!(s.swaps, 3);
+}
+
+#[test]
+fn edits_change_entries_in_place_and_keep_the_rollback_target() {
+    let (mut m, mut s) = start(&[("ap1", 10)]);
+    learn(&mut m, 10, 1);
+    let next = s.with_state("ap1", TunnelState::Standby).unwrap().unwrap();
+    let c = s.edit(&mut m, next, ChangeKind::Demote, "ap1").unwrap();
+    assert_eq!(c.ap.as_deref(), Some("ap1"));
+    assert_eq!(m.model.upstream(&up(10, 1)).reason, Reason::DropStandby);
+    assert!(
+        s.with_state("ap1", TunnelState::Standby).unwrap().is_none(),
+        "a no-op"
+    );
+    let t = s.config.parse_tunnel(&tunnel("ap2", 11)).unwrap();
+    let next = s.with_tunnel(t).unwrap();
+    s.edit(&mut m, next, ChangeKind::TunnelAdd, "ap2").unwrap();
+    learn(&mut m, 11, 2);
+    assert_eq!(down(&m, 2), Ok([198, 18, 1, 11]));
+    let next = s.without("ap2").unwrap();
+    let c = s
+        .edit(&mut m, next, ChangeKind::TunnelRemove, "ap2")
+        .unwrap();
+    assert_eq!(c.stations_flushed, 1);
+    assert_eq!(
+        m.model.upstream(&up(11, 2)).reason,
+        Reason::DropUnknownTunnel
+    );
+    assert_eq!(s.swaps, 0, "edits are not swaps");
+    assert!(s.can_roll_back().is_none());
+}
+
+#[test]
+fn bind_gives_a_session_tunnel_its_entry() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &format!(
+            "{CONFIG}[[tunnel]]\nap = \"nat\"\nsession_id = \"00112233445566778899aabbccddeeff\"\n"
+        ),
+    )
+    .unwrap();
+    let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+    let mut s = TableState::install(&mut m, c, 0).unwrap();
+    assert_eq!(
+        m.model.upstream(&up(10, 1)).reason,
+        Reason::DropUnknownTunnel
+    );
+    let peer: SocketAddr = "198.18.1.10:5000".parse().unwrap();
+    s.bind(&mut m, "nat", peer).unwrap();
+    assert_eq!(s.bound("nat"), Some(peer));
+    learn(&mut m, 10, 1);
+    assert_eq!(down(&m, 1), Ok([198, 18, 1, 10]));
+    assert!(s.bind(&mut m, "nope", peer).is_err());
+}
+
+#[test]
+fn ids_are_reused_only_when_no_generation_names_them() {
+    let (mut m, mut s) = start(&[("ap1", 10), ("ap2", 11)]);
+    let next = table(&s.config, &[("ap1", 10)]);
+    s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    // ap2 (id 1) is in the rollback target: a new AP must not take it.
+    let next = table(&s.config, &[("ap1", 10), ("ap3", 12)]);
+    s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    assert_eq!(s.id_of("ap3"), Some(2));
+    // Now the rollback target is [ap1]: id 1 is free again.
+    let next = table(&s.config, &[("ap1", 10), ("ap3", 12), ("ap4", 13)]);
+    s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    assert_eq!(s.id_of("ap4"), Some(1));
+}
+
+#[test]
+fn a_vlan_change_flushes_that_tunnels_stations() {
+    let (mut m, mut s) = start(&[("ap1", 10)]);
+    learn(&mut m, 10, 1);
+    let text = format!("{}vlan = 201\n", tunnel("ap1", 10));
+    let next = s.config.with_table(Path::new("t"), &text).unwrap();
+    let c = s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    assert_eq!(c.stations_flushed, 1);
+    assert!(m.model.stations().is_empty());
+}
