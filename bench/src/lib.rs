@@ -1,4 +1,7 @@
 //! ferry's traffic generator ([`traffic`]), BPF_PROG_TEST_RUN
+// The benchmark scenarios are long sequential scripts; splitting them is
+// left to the live-benchmark issue (11), which reshapes this crate.
+#![allow(clippy::too_many_lines)]
 //! micro-benchmark ([`micro`]) and control-process benchmark ([`control`]).
 pub mod control;
 pub mod micro;

@@ -2,6 +2,10 @@
 //! the real programs attached in native mode, driven through the CLI and
 //! the admin socket, with traffic checked frame by frame.
 
+// Test code: a failed step should panic with its message, and test
+// tables and end-to-end scenarios read best as one function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
 mod lab;
 
 use std::{

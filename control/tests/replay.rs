@@ -2,6 +2,10 @@
 //! generated capture, the output checked against the reference model and
 //! decoded by tshark.
 
+// Test code: a failed step should panic with its message, and test
+// tables and end-to-end scenarios read best as one function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
 use std::{path::PathBuf, process::Command};
 
 use ferry::config::Config;

@@ -165,6 +165,7 @@ impl PacketSocket {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
+        // SAFETY: an all-zero msghdr is a valid value of this plain C struct.
         let mut msg: libc::msghdr = unsafe { zeroed() };
         msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
         msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;

@@ -5,7 +5,8 @@
 //! chain down to the kernel's errno (EBUSY: the interface already has an
 //! XDP program; EOPNOTSUPP: the driver has no native XDP). `Display` says
 //! what was being done; the sources say why (`{:#}` through anyhow prints
-//! both).
+//! both). Sources are boxed: aya's errors are large, and every `Result`
+//! of this crate carries one.
 
 use std::io;
 
@@ -19,7 +20,7 @@ pub enum Error {
         what: String,
         /// aya's error.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     /// Loading (verifier), attaching or running a program.
     #[error("{what}")]
@@ -28,7 +29,7 @@ pub enum Error {
         what: String,
         /// aya's error.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     /// Opening, updating or pinning a BPF link.
     #[error("{what}")]
@@ -37,7 +38,7 @@ pub enum Error {
         what: String,
         /// aya's error.
         #[source]
-        source: aya::programs::links::LinkError,
+        source: Box<aya::programs::links::LinkError>,
     },
     /// Pinning an object on bpffs.
     #[error("{what}")]
@@ -46,7 +47,7 @@ pub enum Error {
         what: String,
         /// aya's error.
         #[source]
-        source: aya::pin::PinError,
+        source: Box<aya::pin::PinError>,
     },
     /// A map operation.
     #[error("{what}")]
@@ -55,7 +56,7 @@ pub enum Error {
         what: String,
         /// aya's error.
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     /// Writing the redirect egress map (a DEVMAP).
     #[error("{what}")]
@@ -64,7 +65,7 @@ pub enum Error {
         what: String,
         /// aya's error.
         #[source]
-        source: aya::maps::xdp::XdpMapError,
+        source: Box<aya::maps::xdp::XdpMapError>,
     },
     /// Reading or writing a capture file.
     #[error("{what}")]
@@ -73,7 +74,7 @@ pub enum Error {
         what: String,
         /// pcap-file's error.
         #[source]
-        source: pcap_file::PcapError,
+        source: Box<pcap_file::PcapError>,
     },
     /// A system call or a file or a command.
     #[error("{what}")]
@@ -164,13 +165,13 @@ macro_rules! wraps {
     ($($ty:ty => $variant:ident),* $(,)?) => {$(
         impl Wrap for $ty {
             fn wrap(self, what: String) -> Error {
-                Error::$variant { what, source: self }
+                Error::$variant { what, source: self.into() }
             }
         }
         impl From<$ty> for Error {
             fn from(source: $ty) -> Self {
                 let what = source.to_string();
-                Error::$variant { what, source }
+                Error::$variant { what, source: source.into() }
             }
         }
     )*};

@@ -329,6 +329,9 @@ impl Model {
         outcome(pkt, r, Reason::DownForwarded, tunnel)
     }
 
+    // One function on purpose: it follows ebpf/src/downstream.rs step by
+    // step, which is what a reference model is for.
+    #[allow(clippy::too_many_lines)]
     fn try_downstream(
         &self,
         pkt: &[u8],

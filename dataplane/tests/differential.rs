@@ -2,6 +2,10 @@
 //! same action, same counter reason, same output bytes, for hand-built
 //! packets through every branch and for seeded random and mutated packets.
 
+// Test code: a failed step should panic with its message, and test
+// tables and end-to-end scenarios read best as one function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
 mod common;
 
 use std::net::IpAddr;

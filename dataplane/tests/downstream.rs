@@ -3,6 +3,10 @@
 //! the round trip: decapsulating what ferry encapsulated gives back the
 //! client frame.
 
+// Test code: a failed step should panic with its message, and test
+// tables and end-to-end scenarios read best as one function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
 mod common;
 
 use common::*;

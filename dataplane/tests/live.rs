@@ -3,6 +3,10 @@
 //! arrive tagged with VLAN 200 and carrying exactly the inner frame; frames
 //! from an unknown AP do not arrive.
 
+// Test code: a failed step should panic with its message, and test
+// tables and end-to-end scenarios read best as one function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
 mod common;
 
 use std::{net::IpAddr, time::Duration};

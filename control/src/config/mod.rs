@@ -54,7 +54,7 @@
 //! The module by concern: [`schema`] (what the parser reads, with spans),
 //! [`source`] (error positions), [`entries`] and [`fast`] (reading large
 //! tables entry by entry; the fast path is measured, see `fast::scalars`),
-//! [`validate`] (everything a value must satisfy), [`render`] (a validated
+//! [`validate`] and [`tunnel`] (everything a value must satisfy), [`render`] (a validated
 //! table back to plain entries, for the state file). Lowering a
 //! configuration to map entries is `crate::tables::lower`.
 
@@ -69,6 +69,7 @@ pub mod fast;
 pub mod render;
 mod schema;
 mod source;
+mod tunnel;
 mod validate;
 
 pub use schema::{StationEntry, TunnelEntry};

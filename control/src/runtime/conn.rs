@@ -145,7 +145,7 @@ impl<L: Listen, P: Protocol> Server<L, P> {
             Err(_) => return true,
         }
         // A closed peer with an answer still owed: keep trying.
-        done && !(c.buf.close_after_write && !c.buf.outbuf.is_empty())
+        done && (c.buf.outbuf.is_empty() || !c.buf.close_after_write)
     }
 }
 

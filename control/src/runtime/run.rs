@@ -84,7 +84,7 @@ fn serve(
         services.push(Box::new(metrics::bind(addr)?));
     }
     services.push(Box::new(KeepaliveService::bind(&config)?));
-    services.push(Box::new(TickService::new()));
+    services.push(Box::new(TickService::default()));
     host::ifindex(&config.ap_side)?;
     host::ifindex(&config.client_side)?;
     if opts.replace && pin_dir.exists() {

@@ -65,9 +65,9 @@ pub struct TickService {
 /// The housekeeping period.
 const TICK: Duration = Duration::from_secs(1);
 
-impl TickService {
+impl Default for TickService {
     /// The first tick one period from now.
-    pub fn new() -> Self {
+    fn default() -> Self {
         Self {
             next: Instant::now() + TICK,
         }
