@@ -1,8 +1,9 @@
 //! ferry's traffic generator ([`traffic`]), BPF_PROG_TEST_RUN
+//! micro-benchmark ([`micro`]) and control-process benchmark ([`control`]).
+
 // The benchmark scenarios are long sequential scripts; splitting them is
 // left to the live-benchmark issue (11), which reshapes this crate.
 #![allow(clippy::too_many_lines)]
-//! micro-benchmark ([`micro`]) and control-process benchmark ([`control`]).
 pub mod control;
 pub mod micro;
 pub mod traffic;

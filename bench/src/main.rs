@@ -1,5 +1,8 @@
 //! `ferry-bench`: traffic generator and micro-benchmark.
 
+// See lib.rs: the scenarios are reshaped by the live-benchmark issue.
+#![allow(clippy::too_many_lines)]
+
 use std::{fs::File, io::BufWriter, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};

@@ -56,19 +56,7 @@ pub fn replay(
         }
     }
     if json {
-        let v = json!({
-            "config": config, "input": input, "output": output,
-            "packets": rep.packets, "written": rep.written,
-            "from_ap": rep.from_ap, "from_client": rep.from_client, "events": rep.events,
-            "truncated_in_capture": rep.truncated_in_capture,
-            "skipped": rep.skipped, "verdicts": rep.verdicts, "reasons": rep.reasons,
-            "tunnels": tunnels.iter().map(|(ap, s)| json!({
-                "ap": ap, "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
-                "up_packets": s.up_packets, "up_bytes": s.up_bytes,
-                "down_packets": s.down_packets, "down_bytes": s.down_bytes})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return print_json(config, input, output, &rep, &tunnels);
     }
     println!(
         "replayed {} packets from {} ({} AP side, {} client side) through the XDP programs; wrote {} frames to {}",
@@ -125,5 +113,27 @@ pub fn replay(
             println!("  {e:<24} {n:>10}");
         }
     }
+    Ok(())
+}
+
+fn print_json(
+    config: &Path,
+    input: &Path,
+    output: &Path,
+    rep: &replay::Report,
+    tunnels: &[(String, ferry_ebpf::abi::TunnelStats)],
+) -> Result<()> {
+    let v = json!({
+        "config": config, "input": input, "output": output,
+        "packets": rep.packets, "written": rep.written,
+        "from_ap": rep.from_ap, "from_client": rep.from_client, "events": rep.events,
+        "truncated_in_capture": rep.truncated_in_capture,
+        "skipped": rep.skipped, "verdicts": rep.verdicts, "reasons": rep.reasons,
+        "tunnels": tunnels.iter().map(|(ap, s)| json!({
+            "ap": ap, "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
+            "up_packets": s.up_packets, "up_bytes": s.up_bytes,
+            "down_packets": s.down_packets, "down_bytes": s.down_bytes})).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
