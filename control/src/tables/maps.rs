@@ -124,8 +124,6 @@ pub struct ModelMaps {
     /// (port markers included), downstream entries by id.
     tables: Vec<Generation>,
     live: usize,
-    /// Flips and bumps so far (the kernel's table generation).
-    pub bumps: u64,
 }
 
 #[derive(Clone, Default)]
@@ -141,7 +139,6 @@ impl ModelMaps {
             model: Model::new(&Tables::default()),
             tables: Vec::new(),
             live: 0,
-            bumps: 0,
         };
         m.install(tables)?;
         Ok(m)
@@ -201,7 +198,6 @@ impl TableMaps for ModelMaps {
         });
         let t = self.build(&tables.tunnels)?;
         self.load(t);
-        self.bumps += 1;
         Ok(())
     }
     fn build(&mut self, tunnels: &[Tunnel]) -> Result<usize> {
@@ -219,7 +215,6 @@ impl TableMaps for ModelMaps {
     fn flip(&mut self, t: &usize) -> Result<()> {
         self.sync();
         self.load(*t);
-        self.bumps += 1;
         Ok(())
     }
     fn entries(&mut self, t: &usize) -> Result<Vec<(TunnelKey, TunnelInfo)>> {
@@ -252,7 +247,7 @@ impl TableMaps for ModelMaps {
         Ok(())
     }
     fn bump(&mut self) -> Result<()> {
-        self.bumps += 1;
+        // The model has no per-CPU learning hints to invalidate.
         Ok(())
     }
     fn set_client_vlans(&mut self, vlans: &[u16]) -> Result<()> {
