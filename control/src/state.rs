@@ -15,13 +15,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::tables::Saved;
 
-/// The file's contents.
-#[derive(Serialize, Deserialize)]
+/// The file's contents, as read.
+#[derive(Deserialize)]
 struct StateFile {
     /// The map ABI of the build that wrote it.
     abi_version: u32,
     #[serde(flatten)]
     saved: Saved,
+}
+
+/// The file's contents, as written: borrowed, so a save at 25,600 tunnels
+/// neither copies the table nor holds the whole text in memory.
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    abi_version: u32,
+    #[serde(flatten)]
+    saved: &'a Saved,
 }
 
 /// The state file of node `node` in `dir`.
@@ -55,18 +64,21 @@ pub fn write(file: &Path, saved: &Saved) -> Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let tmp = file.with_extension("json.tmp");
-    let body = serde_json::to_vec(&StateFile {
-        abi_version: ABI_VERSION,
-        saved: saved.clone(),
-    })?;
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(&body)
+    let mut w = std::io::BufWriter::new(f);
+    let body = StateFileRef {
+        abi_version: ABI_VERSION,
+        saved,
+    };
+    serde_json::to_writer(&mut w, &body)
+        .map_err(std::io::Error::from)
+        .and_then(|()| w.flush())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))
 }

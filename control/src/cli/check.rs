@@ -61,8 +61,8 @@ pub fn check(path: &Path, json: bool) -> Result<()> {
         c.ap_side, c.client_side
     );
     println!(
-        "{:<20} {:<40} {:>6} {:<7} {:>5} {:<7}",
-        "AP", "ADDRESS", "PORT", "STATE", "VLAN", "FORMAT"
+        "{:<20} {:<40} {:>6} {:<7} {:>5} FORMAT",
+        "AP", "ADDRESS", "PORT", "STATE", "VLAN"
     );
     for t in &c.tunnels {
         let port = t.port.map_or("any".to_string(), |p| p.to_string());
@@ -72,7 +72,7 @@ pub fn check(path: &Path, json: bool) -> Result<()> {
             (None, None) => "-".into(),
         };
         println!(
-            "{:<20} {:<40} {:>6} {:<7} {:>5} {:<7}",
+            "{:<20} {:<40} {:>6} {:<7} {:>5} {}",
             t.ap,
             address,
             port,

@@ -3,6 +3,9 @@
 
 use toml::Spanned;
 
+/// TOML whitespace: nothing else separates tokens (not Unicode spaces).
+const WS: [char; 2] = [' ', '\t'];
+
 /// A scalar value of a `key = value` line, with its span in the entry.
 pub(crate) enum Scalar {
     Str(Spanned<String>),
@@ -21,25 +24,42 @@ pub(crate) enum Scalar {
 /// holds the two to the same result (a unit test and the `config_fast`
 /// fuzz target call it).
 pub(crate) fn scalars(body: &str) -> Option<Vec<(&str, Scalar)>> {
+    // TOML allows no control character but tab anywhere, comments
+    // included, and a line ends in LF or CRLF (the fuzz target found
+    // both): decline the rest.
+    if body
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return None;
+    }
     let mut out: Vec<(&str, Scalar)> = Vec::new();
     let mut off = 0;
     for line in body.split_inclusive('\n') {
         let start = off;
         off += line.len();
-        let t = line.trim();
+        let content = match line.strip_suffix('\n') {
+            Some(l) => l.strip_suffix('\r').unwrap_or(l),
+            None => line,
+        };
+        if content.contains('\r') {
+            return None;
+        }
+        let t = content.trim_matches(WS);
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
         let (k, rest) = t.split_once('=')?;
-        let key = k.trim();
+        let key = k.trim_matches(WS);
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return None;
         }
         if out.iter().any(|(k, _)| *k == key) {
             return None;
         }
-        let v = rest.trim_start();
-        let vstart = start + (line.len() - line.trim_start().len()) + (t.len() - v.len());
+        let v = rest.trim_start_matches(WS);
+        let vstart =
+            start + (content.len() - content.trim_start_matches(WS).len()) + (t.len() - v.len());
         let (value, len) = if let Some(q) = v.strip_prefix('"') {
             let end = q.find('"')?;
             let inner = &q[..end];
@@ -52,7 +72,7 @@ pub(crate) fn scalars(body: &str) -> Option<Vec<(&str, Scalar)>> {
             )
         } else {
             let tok_len = v
-                .find(|c: char| c.is_whitespace() || c == '#')
+                .find(|c: char| WS.contains(&c) || c == '#')
                 .unwrap_or(v.len());
             let tok = &v[..tok_len];
             let sc = match tok {
@@ -72,7 +92,7 @@ pub(crate) fn scalars(body: &str) -> Option<Vec<(&str, Scalar)>> {
             };
             (sc, tok_len)
         };
-        let after = v[len..].trim_start();
+        let after = v[len..].trim_start_matches(WS);
         if !(after.is_empty() || after.starts_with('#')) {
             return None;
         }

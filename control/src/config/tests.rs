@@ -300,6 +300,14 @@ fn fast_entry_path_agrees_with_toml() {
         "address = \"198.18.1.1\"\n",
         "ap = \"a\"\nvlan = 1_000\n",
         "ap = \"a\" x\n",
+        // Found by the config_fast fuzz target: control characters in a
+        // comment, a bare CR, Unicode whitespace around a key.
+        "ap = \"a\" # c\n\n# x!\0\0\0\naddress=\"198.18.1.1\"\n",
+        "ap = \"a\"\r\nport = 5\r\n",
+        "ap = \"a\"\rport = 5\n",
+        "ap = \"a\"\r",
+        "\u{a0}ap = \"a\"\n",
+        "ap = \"a\"\t# tab\x7f\n",
     ];
     for b in bodies {
         fast::agrees_with_toml(b).unwrap();

@@ -38,8 +38,11 @@ pub trait TableMaps {
     fn flip(&mut self, t: &Self::Table) -> Result<()>;
     /// Every upstream entry of `t` (port markers included).
     fn entries(&mut self, t: &Self::Table) -> Result<Vec<(TunnelKey, TunnelInfo)>>;
-    /// The downstream entries of ids `0..n` of `t`.
+    /// The downstream entries of ids `0..n` of `t` (one batch read).
     fn downs(&mut self, t: &Self::Table, n: u32) -> Result<Vec<TunnelDown>>;
+    /// The downstream entry of tunnel `id` in `t` (one lookup: a
+    /// single-tunnel edit must not cost a read of the whole table).
+    fn down(&mut self, t: &Self::Table, id: u32) -> Result<TunnelDown>;
     /// Writes the downstream entry of tunnel `id` in `t`.
     fn set_down(&mut self, t: &mut Self::Table, id: u32, d: TunnelDown) -> Result<()>;
     /// Writes one upstream entry of `t`.
@@ -81,6 +84,9 @@ impl TableMaps for Datapath {
     }
     fn downs(&mut self, t: &TunnelTable, n: u32) -> Result<Vec<TunnelDown>> {
         t.downs(n)
+    }
+    fn down(&mut self, t: &TunnelTable, id: u32) -> Result<TunnelDown> {
+        t.down(id)
     }
     fn set_down(&mut self, t: &mut TunnelTable, id: u32, d: TunnelDown) -> Result<()> {
         t.set_down(id, d)
@@ -230,6 +236,14 @@ impl TableMaps for ModelMaps {
         Ok((0..n)
             .map(|id| g.down.get(&id).copied().unwrap_or_default())
             .collect())
+    }
+    fn down(&mut self, t: &usize, id: u32) -> Result<TunnelDown> {
+        Ok(self
+            .generation(*t)
+            .down
+            .get(&id)
+            .copied()
+            .unwrap_or_default())
     }
     fn set_down(&mut self, t: &mut usize, id: u32, d: TunnelDown) -> Result<()> {
         self.generation(*t).down.insert(id, d);

@@ -6,42 +6,30 @@
 
 use std::{
     net::IpAddr,
-    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
 use crate::error::{Ctx as _, Error, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, ArrayOfMaps, DevMap, HashMap, MapData, PerCpuArray},
+    maps::{Array, DevMap, HashMap, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ferry_ebpf::abi::{
-    self, Addr, CounterBlock, Event, LOCAL4_IN_MAP, LOCAL4_INLINE, Reason, Settings, StationInfo,
-    StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_USER_FLAGS, TunnelDown, TunnelInfo, TunnelKey,
-    TunnelStats,
+    self, Addr, CounterBlock, Event, LOCAL4_IN_MAP, LOCAL4_INLINE, Reason, Settings, TunnelStats,
 };
 
 use crate::{
     counters::Counters,
     object::OBJECT,
-    tables::{Station, Tables, Tunnel, addr_key, installed_settings},
+    tables::{Tables, addr_key, installed_settings},
 };
 
-/// `BPF_MAP_TYPE_HASH`.
-const BPF_MAP_TYPE_HASH: u32 = 1;
-/// `BPF_MAP_TYPE_ARRAY`.
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-/// `BPF_MAP_TYPE_LRU_HASH`.
-const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+mod stations;
+mod tunnels;
 
-/// A standalone map of `abi::MAX_TUNNELS` entries (an inner tunnel map).
-fn new_map(kind: u32, key: usize, value: usize, name: &str) -> Result<MapData> {
-    let obj = aya_obj::Map::new_from_params(kind, key as u32, value as u32, abi::MAX_TUNNELS, 0);
-    MapData::create(obj, name, None).with_ctx(|| format!("creating map {name}"))
-}
+pub use tunnels::{TunnelTable, table_entries};
 
-/// XDP return codes (uapi `enum xdp_action`).
 pub mod action {
     /// Program error.
     pub const ABORTED: u32 = 0;
@@ -212,102 +200,6 @@ impl Datapath {
         Ok(())
     }
 
-    /// Replaces the station table with a fresh LRU hash of `capacity`
-    /// entries holding the static `stations` (learned ones start over).
-    pub fn install_stations(&mut self, stations: &[Station], capacity: u32) -> Result<()> {
-        if stations.len() as u64 > u64::from(capacity) {
-            bail!(
-                "{} static stations do not fit a table of {capacity}",
-                stations.len()
-            );
-        }
-        let obj = aya_obj::Map::new_from_params(
-            BPF_MAP_TYPE_LRU_HASH,
-            std::mem::size_of::<StationKey>() as u32,
-            std::mem::size_of::<StationInfo>() as u32,
-            capacity,
-            0,
-        );
-        let data = MapData::create(obj, "ferry_stations", None)
-            .with_ctx(|| format!("creating a station table of {capacity} entries"))?;
-        let mut inner: HashMap<MapData, StationKey, StationInfo> =
-            HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
-        put_statics(&mut inner, stations)?;
-        let mut outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
-            ArrayOfMaps::try_from(self.map_mut(abi::MAP_STATION_TABLES)?)?;
-        outer
-            .set(abi::TABLE_SLOT, &inner, 0)
-            .ctx("flipping the station table slot")?;
-        self.bump_generation()
-    }
-
-    /// Sets the learned-station counts of tunnels `ids` to zero (their
-    /// stations were flushed, or a fresh station table goes live).
-    pub fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
-        let mut m: Array<_, u64> = Array::try_from(self.map_mut(abi::MAP_STATION_COUNT)?)?;
-        for id in ids {
-            m.set(*id, 0, 0).ctx("resetting station count")?;
-        }
-        Ok(())
-    }
-
-    /// Every station in the live table.
-    pub fn stations(&self) -> Result<Vec<(StationKey, StationInfo)>> {
-        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
-        let inner = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .ctx("reading station table slot")?;
-        let mut v = Vec::new();
-        for e in inner.iter() {
-            v.push(e.ctx("reading station")?);
-        }
-        Ok(v)
-    }
-
-    /// Calls `f` for every station in the live table, reading it in
-    /// batches (memory stays small at a million stations).
-    pub fn for_each_station(&self, f: impl FnMut(&StationKey, &StationInfo)) -> Result<()> {
-        let outer: ArrayOfMaps<_, MapData> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
-        let inner = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .ctx("reading station table slot")?;
-        crate::batch::for_each_hash(inner.fd().as_fd(), 65_536, f).ctx("reading the station table")
-    }
-
-    /// The live downstream entries of tunnel ids `0..n`, in one read.
-    pub fn tunnel_downs(&self, n: u32) -> Result<Vec<TunnelDown>> {
-        let outer: ArrayOfMaps<_, MapData> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
-        let live = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .ctx("reading downstream tunnel slot")?;
-        crate::batch::lookup_array(live.fd().as_fd(), n).ctx("reading the downstream tunnels")
-    }
-
-    /// Learned-station counts of tunnel ids `0..n`, in one read.
-    pub fn station_counts(&self, n: u32) -> Result<Vec<u64>> {
-        let aya::maps::Map::Array(m) = self.map(abi::MAP_STATION_COUNT)? else {
-            bail!("map {} is not an array", abi::MAP_STATION_COUNT);
-        };
-        crate::batch::lookup_array(m.fd().as_fd(), n).ctx("reading station counts")
-    }
-
-    /// Learned stations counted against tunnel `id`'s limit.
-    pub fn station_count(&self, id: u32) -> Result<u64> {
-        let m: Array<_, u64> = Array::try_from(self.map(abi::MAP_STATION_COUNT)?)?;
-        m.get(&id, 0).ctx("reading station count")
-    }
-
-    /// The live downstream entry of tunnel `id` (port learned, flags).
-    pub fn tunnel_down(&self, id: u32) -> Result<TunnelDown> {
-        let outer: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
-        let inner = outer.get(&abi::TABLE_SLOT, 0).ctx("reading tunnel slot")?;
-        inner.get(&id, 0).ctx("reading downstream tunnel")
-    }
-
     /// Writes the settings entry as given (see [`with_local4`]), except
     /// the generation, which the datapath owns.
     pub fn set_settings(&mut self, s: Settings) -> Result<()> {
@@ -366,124 +258,6 @@ impl Datapath {
             m.remove(&k).ctx("removing local address")?;
         }
         Ok(())
-    }
-
-    /// Builds a new inner tunnel map aside and flips the outer slot to it, so
-    /// every packet sees either the whole old table or the whole new one.
-    pub fn install_tunnels(&mut self, tunnels: &[Tunnel]) -> Result<()> {
-        let t = self.build_tunnels(tunnels)?;
-        self.flip_tunnels(&t)
-    }
-
-    /// Builds the inner maps of a tunnel table off to the side; nothing the
-    /// programs see changes until [`Datapath::flip_tunnels`].
-    pub fn build_tunnels(&self, tunnels: &[Tunnel]) -> Result<TunnelTable> {
-        if tunnels.len() > abi::MAX_TUNNELS as usize {
-            bail!(
-                "{} tunnels given, at most {} supported",
-                tunnels.len(),
-                abi::MAX_TUNNELS
-            );
-        }
-        let entries = table_entries(tunnels)?;
-        let (keys, infos): (Vec<TunnelKey>, Vec<TunnelInfo>) = entries.into_iter().unzip();
-        let up = new_map(
-            BPF_MAP_TYPE_HASH,
-            std::mem::size_of::<TunnelKey>(),
-            std::mem::size_of::<TunnelInfo>(),
-            "ferry_tunnels",
-        )?;
-        crate::batch::update(up.fd().as_fd(), &keys, &infos).ctx("filling tunnel table")?;
-        let ids: Vec<u32> = tunnels.iter().map(|t| t.info.id).collect();
-        let downs: Vec<TunnelDown> = tunnels.iter().map(|t| t.down_entry()).collect();
-        let down = new_map(
-            BPF_MAP_TYPE_ARRAY,
-            std::mem::size_of::<u32>(),
-            std::mem::size_of::<TunnelDown>(),
-            "ferry_tunnels_dn",
-        )?;
-        crate::batch::update(down.fd().as_fd(), &ids, &downs).ctx("filling downstream tunnels")?;
-        Ok(TunnelTable {
-            up: HashMap::try_from(aya::maps::Map::HashMap(up))?,
-            down: Array::try_from(aya::maps::Map::Array(down))?,
-        })
-    }
-
-    /// Handles on the live tunnel table's inner maps (to keep it as the
-    /// rollback target, or to read it).
-    pub fn live_tunnels(&self) -> Result<TunnelTable> {
-        let outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNEL_TABLES)?)?;
-        let up = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .ctx("reading tunnel table slot")?;
-        let outer_down: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_TUNNELS_DOWN)?)?;
-        let down = outer_down
-            .get(&abi::TABLE_SLOT, 0)
-            .ctx("reading downstream tunnel slot")?;
-        Ok(TunnelTable { up, down })
-    }
-
-    /// Makes `t` the live tunnel table: one outer update per direction, and
-    /// a new generation.
-    pub fn flip_tunnels(&mut self, t: &TunnelTable) -> Result<()> {
-        // Downstream first: a station learned from the new table always
-        // finds its tunnel id filled in.
-        let mut outer_down: ArrayOfMaps<_, Array<MapData, TunnelDown>> =
-            ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNELS_DOWN)?)?;
-        outer_down
-            .set(abi::TABLE_SLOT, &t.down, 0)
-            .ctx("flipping the downstream tunnel slot")?;
-        let mut outer: ArrayOfMaps<_, HashMap<MapData, TunnelKey, TunnelInfo>> =
-            ArrayOfMaps::try_from(self.map_mut(abi::MAP_TUNNEL_TABLES)?)?;
-        outer
-            .set(abi::TABLE_SLOT, &t.up, 0)
-            .ctx("flipping the tunnel table slot")?;
-        self.bump_generation()
-    }
-
-    /// Deletes every station for which `keep` says no, from the live table;
-    /// returns how many went. Only the stale keys are held in memory.
-    pub fn flush_stations(
-        &mut self,
-        mut keep: impl FnMut(&StationKey, &StationInfo) -> bool,
-    ) -> Result<u64> {
-        let outer: ArrayOfMaps<_, MapData> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
-        let inner = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .ctx("reading station table slot")?;
-        // Batch reads, 64 Ki entries per call: a million stations in a
-        // fraction of a second, a few MiB of memory.
-        let mut stale = Vec::new();
-        crate::batch::for_each_hash(
-            inner.fd().as_fd(),
-            65_536,
-            |k: &StationKey, v: &StationInfo| {
-                if !keep(k, v) {
-                    stale.push(*k);
-                }
-            },
-        )
-        .ctx("walking the station table")?;
-        let n = crate::batch::delete(inner.fd().as_fd(), &stale).ctx("deleting stations")?;
-        Ok(n as u64)
-    }
-
-    /// Writes static stations into the live table (replacing learned entries
-    /// for the same client) and removes the `gone` ones.
-    pub fn put_static_stations(&mut self, stations: &[Station], gone: &[StationKey]) -> Result<()> {
-        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
-            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
-        let mut inner = outer
-            .get(&abi::TABLE_SLOT, 0)
-            .ctx("reading station table slot")?;
-        for k in gone {
-            // Already evicted or replaced by learning: nothing to do.
-            let _ = inner.remove(k);
-        }
-        put_statics(&mut inner, stations)
     }
 
     /// The table generation the programs currently see.
@@ -674,68 +448,6 @@ pub fn pinned_abi(dir: &Path) -> Result<Option<u32>> {
     Ok(Some(found))
 }
 
-/// Writes static stations (flagged `STATION_STATIC`) into a station table.
-fn put_statics(
-    inner: &mut HashMap<MapData, StationKey, StationInfo>,
-    stations: &[Station],
-) -> Result<()> {
-    for st in stations {
-        let info = StationInfo {
-            flags: st.info.flags | abi::STATION_STATIC,
-            ..st.info
-        };
-        inner.insert(st.key, info, 0).ctx("adding static station")?;
-    }
-    Ok(())
-}
-
-/// One generation of the tunnel table: the upstream hash and the
-/// downstream array, built aside and flipped in together. Holding one keeps
-/// its maps alive, which is how the previous generation stays ready for a
-/// rollback.
-pub struct TunnelTable {
-    up: HashMap<MapData, TunnelKey, TunnelInfo>,
-    down: Array<MapData, TunnelDown>,
-}
-
-impl TunnelTable {
-    /// Every upstream entry (tunnels and derived port markers).
-    pub fn entries(&self) -> Result<Vec<(TunnelKey, TunnelInfo)>> {
-        let mut v = Vec::new();
-        for e in self.up.iter() {
-            v.push(e.ctx("reading tunnel entry")?);
-        }
-        Ok(v)
-    }
-
-    /// The downstream entry of tunnel `id`.
-    pub fn down(&self, id: u32) -> Result<TunnelDown> {
-        self.down.get(&id, 0).ctx("reading downstream tunnel")
-    }
-
-    /// The downstream entries of ids `0..n`, in one read.
-    pub fn downs(&self, n: u32) -> Result<Vec<TunnelDown>> {
-        let map = aya::maps::IterableMap::map(&self.down);
-        crate::batch::lookup_array(map.fd().as_fd(), n).ctx("reading the downstream tunnels")
-    }
-
-    /// Rewrites the downstream entry of tunnel `id` (an edit, or a kept
-    /// generation's learned port before it goes live again).
-    pub fn set_down(&mut self, id: u32, d: TunnelDown) -> Result<()> {
-        self.down.set(id, d, 0).ctx("writing downstream tunnel")
-    }
-
-    /// Writes one upstream entry.
-    pub fn set_up(&mut self, key: TunnelKey, info: TunnelInfo) -> Result<()> {
-        self.up.insert(key, info, 0).ctx("writing tunnel entry")
-    }
-
-    /// Removes one upstream entry.
-    pub fn remove_up(&mut self, key: &TunnelKey) -> Result<()> {
-        self.up.remove(key).ctx("removing tunnel entry")
-    }
-}
-
 /// `s` with its inline IPv4 address list set from `addrs`.
 pub fn with_local4(mut s: Settings, addrs: &[IpAddr]) -> Settings {
     let v4: Vec<[u8; 4]> = addrs
@@ -753,51 +465,4 @@ pub fn with_local4(mut s: Settings, addrs: &[IpAddr]) -> Settings {
         s.local4[..v4.len()].copy_from_slice(&v4);
     }
     s
-}
-
-/// The kernel entries for a tunnel list: each tunnel under its own key with
-/// user flags only, plus the derived lookup hints. Every address that has
-/// (address, port) tunnels gets `TUNNEL_PORTS` on its (address, any port)
-/// entry, which is a `TUNNEL_MARKER` when no any-port tunnel exists, so the
-/// program needs one hash lookup for address-only tunnels and unknown sources.
-pub fn table_entries(tunnels: &[Tunnel]) -> Result<Vec<(TunnelKey, TunnelInfo)>> {
-    use std::collections::{BTreeMap, BTreeSet};
-    let mut with_ports: BTreeSet<Addr> = BTreeSet::new();
-    let mut out: BTreeMap<TunnelKey, TunnelInfo> = BTreeMap::new();
-    for t in tunnels {
-        if t.info.id >= abi::MAX_TUNNELS {
-            bail!("tunnel id {} out of range", t.info.id);
-        }
-        if t.key.pad != 0 {
-            bail!("tunnel key padding must be zero");
-        }
-        let info = TunnelInfo {
-            flags: t.info.flags & TUNNEL_USER_FLAGS,
-            ..t.info
-        };
-        if out.insert(t.key, info).is_some() {
-            bail!("two tunnels share one key");
-        }
-        if t.key.port != 0 {
-            with_ports.insert(t.key.addr);
-        }
-    }
-    for addr in with_ports {
-        out.entry(TunnelKey::new(addr, 0))
-            .and_modify(|i| i.flags |= TUNNEL_PORTS)
-            .or_insert(TunnelInfo {
-                id: 0,
-                vlan: 0,
-                flags: TUNNEL_PORTS | TUNNEL_MARKER,
-                station_limit: 0,
-            });
-    }
-    if out.len() > abi::MAX_TUNNELS as usize {
-        bail!(
-            "table needs {} entries (tunnels plus port markers), at most {} fit",
-            out.len(),
-            abi::MAX_TUNNELS
-        );
-    }
-    Ok(out.into_iter().collect())
 }

@@ -1,0 +1,154 @@
+//! The station table: a fresh LRU hash per install, static entries,
+//! learned-station counts, batch walks and the flush after a swap.
+
+use std::os::fd::AsFd as _;
+
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData};
+use ferry_ebpf::abi::{self, StationInfo, StationKey};
+
+use super::Datapath;
+use crate::{
+    error::{Ctx as _, Result},
+    tables::Station,
+};
+
+/// `BPF_MAP_TYPE_LRU_HASH`.
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
+impl Datapath {
+    /// Replaces the station table with a fresh LRU hash of `capacity`
+    /// entries holding the static `stations` (learned ones start over).
+    pub fn install_stations(&mut self, stations: &[Station], capacity: u32) -> Result<()> {
+        if stations.len() as u64 > u64::from(capacity) {
+            bail!(
+                "{} static stations do not fit a table of {capacity}",
+                stations.len()
+            );
+        }
+        let obj = aya_obj::Map::new_from_params(
+            BPF_MAP_TYPE_LRU_HASH,
+            std::mem::size_of::<StationKey>() as u32,
+            std::mem::size_of::<StationInfo>() as u32,
+            capacity,
+            0,
+        );
+        let data = MapData::create(obj, "ferry_stations", None)
+            .with_ctx(|| format!("creating a station table of {capacity} entries"))?;
+        let mut inner: HashMap<MapData, StationKey, StationInfo> =
+            HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
+        put_statics(&mut inner, stations)?;
+        let mut outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map_mut(abi::MAP_STATION_TABLES)?)?;
+        outer
+            .set(abi::TABLE_SLOT, &inner, 0)
+            .ctx("flipping the station table slot")?;
+        self.bump_generation()
+    }
+
+    /// Sets the learned-station counts of tunnels `ids` to zero (their
+    /// stations were flushed, or a fresh station table goes live).
+    pub fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
+        let mut m: Array<_, u64> = Array::try_from(self.map_mut(abi::MAP_STATION_COUNT)?)?;
+        for id in ids {
+            m.set(*id, 0, 0).ctx("resetting station count")?;
+        }
+        Ok(())
+    }
+
+    /// Every station in the live table.
+    pub fn stations(&self) -> Result<Vec<(StationKey, StationInfo)>> {
+        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .ctx("reading station table slot")?;
+        let mut v = Vec::new();
+        for e in inner.iter() {
+            v.push(e.ctx("reading station")?);
+        }
+        Ok(v)
+    }
+
+    /// Calls `f` for every station in the live table, reading it in
+    /// batches (memory stays small at a million stations).
+    pub fn for_each_station(&self, f: impl FnMut(&StationKey, &StationInfo)) -> Result<()> {
+        let outer: ArrayOfMaps<_, MapData> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .ctx("reading station table slot")?;
+        crate::batch::for_each_hash(inner.fd().as_fd(), 65_536, f).ctx("reading the station table")
+    }
+
+    /// Learned-station counts of tunnel ids `0..n`, in one read.
+    pub fn station_counts(&self, n: u32) -> Result<Vec<u64>> {
+        let aya::maps::Map::Array(m) = self.map(abi::MAP_STATION_COUNT)? else {
+            bail!("map {} is not an array", abi::MAP_STATION_COUNT);
+        };
+        crate::batch::lookup_array(m.fd().as_fd(), n).ctx("reading station counts")
+    }
+
+    /// Learned stations counted against tunnel `id`'s limit.
+    pub fn station_count(&self, id: u32) -> Result<u64> {
+        let m: Array<_, u64> = Array::try_from(self.map(abi::MAP_STATION_COUNT)?)?;
+        m.get(&id, 0).ctx("reading station count")
+    }
+
+    /// Deletes every station for which `keep` says no, from the live table;
+    /// returns how many went. Only the stale keys are held in memory.
+    pub fn flush_stations(
+        &mut self,
+        mut keep: impl FnMut(&StationKey, &StationInfo) -> bool,
+    ) -> Result<u64> {
+        let outer: ArrayOfMaps<_, MapData> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .ctx("reading station table slot")?;
+        // Batch reads, 64 Ki entries per call: a million stations in a
+        // fraction of a second, a few MiB of memory.
+        let mut stale = Vec::new();
+        crate::batch::for_each_hash(
+            inner.fd().as_fd(),
+            65_536,
+            |k: &StationKey, v: &StationInfo| {
+                if !keep(k, v) {
+                    stale.push(*k);
+                }
+            },
+        )
+        .ctx("walking the station table")?;
+        let n = crate::batch::delete(inner.fd().as_fd(), &stale).ctx("deleting stations")?;
+        Ok(n as u64)
+    }
+
+    /// Writes static stations into the live table (replacing learned entries
+    /// for the same client) and removes the `gone` ones.
+    pub fn put_static_stations(&mut self, stations: &[Station], gone: &[StationKey]) -> Result<()> {
+        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let mut inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .ctx("reading station table slot")?;
+        for k in gone {
+            // Already evicted or replaced by learning: nothing to do.
+            let _ = inner.remove(k);
+        }
+        put_statics(&mut inner, stations)
+    }
+}
+
+/// Writes static stations (flagged `STATION_STATIC`) into a station table.
+fn put_statics(
+    inner: &mut HashMap<MapData, StationKey, StationInfo>,
+    stations: &[Station],
+) -> Result<()> {
+    for st in stations {
+        let info = StationInfo {
+            flags: st.info.flags | abi::STATION_STATIC,
+            ..st.info
+        };
+        inner.insert(st.key, info, 0).ctx("adding static station")?;
+    }
+    Ok(())
+}
