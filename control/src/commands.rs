@@ -6,11 +6,11 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use tracing::info;
 
 use crate::{
-    api::views::{Change, ChangeKind},
+    api::views::{Change, ChangeKind, Plan},
     config::{Config, TunnelState},
     runtime::node::Node,
 };
@@ -24,9 +24,15 @@ pub enum Command {
         file: PathBuf,
         /// Its text.
         text: String,
+        /// Apply it even if it removes every tunnel, or more than
+        /// `admin.max_removal_percent` of them.
+        force: bool,
     },
     /// Re-read the configuration file and apply it as a swap.
-    Reload,
+    Reload {
+        /// As for [`Command::Swap`].
+        force: bool,
+    },
     /// Flip back to the previous generation.
     Rollback,
     /// Add one tunnel (`[[tunnel]]` TOML text).
@@ -59,19 +65,16 @@ impl Node {
     /// Applies `cmd`; on success the change is logged and saved.
     pub fn execute(&mut self, cmd: Command) -> Result<Change> {
         let c = match cmd {
-            Command::Swap { file, text } => {
+            Command::Swap { file, text, force } => {
                 let t0 = Instant::now();
-                let next = self
-                    .tables
-                    .config
-                    .with_table(&file, &text)
-                    .map_err(|e| anyhow!("{e} (nothing was changed)"))?;
+                let next = self.table_from(&file, &text)?;
+                self.guard_removal(&next, force)?;
                 self.swap(next, t0, ChangeKind::Swap)?
             }
-            Command::Reload => {
+            Command::Reload { force } => {
                 let t0 = Instant::now();
-                let next = Config::load(&self.config_path)
-                    .map_err(|e| anyhow!("{e} (nothing was changed)"))?;
+                let next = self.reloaded()?;
+                self.guard_removal(&next, force)?;
                 self.swap(next, t0, ChangeKind::Reload)?
             }
             Command::Rollback => self.tables.rollback(&mut self.dp)?,
@@ -116,6 +119,64 @@ impl Node {
         Ok(c)
     }
 
+    /// What `cmd` would do, without doing it (`--dry-run`): swaps, reloads
+    /// and rollbacks.
+    pub fn plan(&mut self, cmd: &Command) -> Result<Plan> {
+        match cmd {
+            Command::Swap { file, text, .. } => {
+                let next = self.table_from(file, text)?;
+                self.tables.plan(&mut self.dp, &next, ChangeKind::Swap)
+            }
+            Command::Reload { .. } => {
+                let next = self.reloaded()?;
+                self.tables.plan(&mut self.dp, &next, ChangeKind::Reload)
+            }
+            Command::Rollback => self.tables.plan_rollback(&mut self.dp),
+            _ => bail!("only swap, reload and rollback have a dry run"),
+        }
+    }
+
+    /// A table file validated against the running configuration.
+    fn table_from(&self, file: &std::path::Path, text: &str) -> Result<Config> {
+        self.tables
+            .config
+            .with_table(file, text)
+            .map_err(|e| anyhow!("{e} (nothing was changed)"))
+    }
+
+    /// The configuration file, re-read and validated.
+    fn reloaded(&self) -> Result<Config> {
+        Config::load(&self.config_path).map_err(|e| anyhow!("{e} (nothing was changed)"))
+    }
+
+    /// Refuses, unless `force`, a table that would remove every live
+    /// tunnel or more than `admin.max_removal_percent` of them: a truncated
+    /// or wrong file must not take an AC's APs down in one request.
+    fn guard_removal(&self, next: &Config, force: bool) -> Result<()> {
+        if force {
+            return Ok(());
+        }
+        let live = &self.tables.config.tunnels;
+        if next.tunnels.is_empty() && !live.is_empty() {
+            bail!(
+                "the table has no [[tunnel]] entries (an empty or comment-only file) and would remove all {} tunnels; nothing was changed (--force applies it)",
+                live.len()
+            );
+        }
+        let removed = live
+            .iter()
+            .filter(|t| next.tunnel_named(&t.ap).is_none())
+            .count();
+        let pct = usize::from(next.max_removal_percent);
+        if removed > 0 && (removed == live.len() || removed * 100 > live.len() * pct) {
+            bail!(
+                "the table would remove {removed} of {} tunnels, more than admin.max_removal_percent ({pct}%); nothing was changed (--dry-run lists them, --force applies it)",
+                live.len()
+            );
+        }
+        Ok(())
+    }
+
     fn swap(&mut self, next: Config, t0: Instant, kind: ChangeKind) -> Result<Change> {
         let validated = t0.elapsed();
         let mut c = self.tables.swap(&mut self.dp, next, kind)?;
@@ -140,6 +201,10 @@ impl Node {
             stations_flushed = c.stations_flushed,
             "tables changed"
         );
-        self.save_state();
+        if c.kind == ChangeKind::Bind {
+            self.state_dirty = true;
+        } else {
+            self.save_state();
+        }
     }
 }

@@ -39,6 +39,10 @@ EXAMPLE\n  ferry check --config /etc/ferry/ferry.toml"
         /// Configuration file (TOML).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Validate this swap table against the configuration instead (as
+        /// `ferry swap` would, offline).
+        #[arg(long, value_name = "TABLE.toml")]
+        table: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -136,6 +140,27 @@ EXAMPLE\n  ferry replay --config deploy/examples/ferry.toml \\\n      --in deplo
         /// Flip back to the previous generation instead.
         #[arg(long, conflicts_with = "table")]
         rollback: bool,
+        /// Print what it would do (APs added, removed, changed; stations
+        /// that would be flushed) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply a table that removes every tunnel, or more than
+        /// admin.max_removal_percent of them (refused otherwise).
+        #[arg(long, conflicts_with = "rollback")]
+        force: bool,
+    },
+    /// Re-read the running ferry's configuration file and apply its table
+    /// as a swap (what SIGHUP does), and print the result.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// Print what it would do and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply it even if it removes every tunnel or more than
+        /// admin.max_removal_percent of them.
+        #[arg(long)]
+        force: bool,
     },
     /// Add, remove, promote or demote one tunnel without a full swap.
     Tunnel {
@@ -172,8 +197,13 @@ packet sees the old table or the new one, never a mix. Tunnel ids stay the same 
 so stations behind APs that stay are kept; stations behind removed APs (or APs that changed \
 VLAN) are flushed and counted.\n\n\
 The previous generation stays built: `ferry swap --rollback` flips back to it at once.\n\n\
-Prints the time taken and the old and new generation.\n\n\
-EXAMPLES\n  ferry swap /etc/ferry/drill-b.toml\n  ferry swap --rollback";
+Prints the time taken, the old and new generation and the APs added and removed (for a \
+rollback: the APs it undoes and restores). --dry-run prints that, and the stations that \
+would be flushed, without changing anything.\n\n\
+A table that removes every tunnel (an empty or comment-only file included), or more than \
+admin.max_removal_percent of them (default 50), is refused unless --force.\n\n\
+EXAMPLES\n  ferry swap --dry-run /etc/ferry/drill-b.toml\n  ferry swap /etc/ferry/drill-b.toml\n  \
+ferry swap --rollback --dry-run\n  ferry swap --rollback";
 
 /// Where to find the running ferry.
 #[derive(clap::Args, Clone, Debug)]
@@ -201,28 +231,7 @@ written before the upstream key that leads to it.\n\n\
 EXAMPLES\n  ferry tunnel add ap9 --address 198.18.1.19\n  \
 ferry tunnel add ap10 --session-id 00112233445566778899aabbccddeeff --vlan 201"
     )]
-    Add {
-        /// AP name (unique).
-        ap: String,
-        /// AP address (IPv4 or IPv6).
-        #[arg(long, required_unless_present = "session_id")]
-        address: Option<String>,
-        /// AP source port (default: any port from that address).
-        #[arg(long)]
-        port: Option<u16>,
-        /// Session ID (32 hex digits): bound by the first keepalive carrying it.
-        #[arg(long, conflicts_with_all = ["address", "port"])]
-        session_id: Option<String>,
-        /// active (forwarding) or standby (installed, not forwarding).
-        #[arg(long, default_value = "active")]
-        state: String,
-        /// Client VLAN (default: forwarding.default_vlan).
-        #[arg(long)]
-        vlan: Option<u16>,
-        /// 802.3 or 802.11 (native frames downstream).
-        #[arg(long)]
-        format: Option<String>,
-    },
+    Add(#[command(flatten)] cli::TunnelArgs),
     /// Remove one tunnel; its learned stations are flushed.
     Remove {
         /// AP name.
@@ -270,6 +279,16 @@ pub enum FromSide {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A report cut short by its reader (`ferry tunnels | head`) ends
+        // quietly, as every Unix filter does, instead of a panic in
+        // `println!`. Not for `run`: the daemon must see EPIPE on a socket.
+        // SAFETY: called before any thread exists; SIG_DFL is always a
+        // valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let r = match cli.command {
         Command::Run {
             config,
@@ -301,9 +320,33 @@ fn main() -> ExitCode {
             target,
             table,
             rollback,
-        } => cli::swap(&target, table.as_deref(), rollback),
+            dry_run,
+            force,
+        } => cli::swap(
+            &target,
+            table.as_deref(),
+            cli::SwapFlags {
+                rollback,
+                dry_run,
+                force,
+            },
+        ),
+        Command::Reload {
+            target,
+            dry_run,
+            force,
+        } => cli::reload(&target, dry_run, force),
         Command::Tunnel { target, op } => cli::tunnel(&target, op),
-        Command::Check { config, json } => cli::check::check(&config, json),
+        Command::Check {
+            config,
+            table: None,
+            json,
+        } => cli::check::check(&config, json),
+        Command::Check {
+            config,
+            table: Some(table),
+            json,
+        } => cli::check::check_table(&config, &table, json),
         Command::Replay {
             config,
             input,

@@ -46,7 +46,12 @@ pub fn read(file: &Path) -> Result<Option<Saved>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
     let s: StateFile = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a ferry state file", file.display()))?;
+        .with_context(|| {
+            format!(
+                "{} is not a ferry state file (move it away to adopt the running tables by address, or start with --replace)",
+                file.display()
+            )
+        })?;
     if s.abi_version != ABI_VERSION {
         bail!(
             "{} was written for map ABI {} (this ferry: {ABI_VERSION}); start with --replace",

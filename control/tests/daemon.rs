@@ -47,7 +47,9 @@ fn hundred_swaps_under_traffic_lose_nothing() {
     let mut times = Vec::new();
     let report = traffic().run(&lab, || {
         for i in 0..100 {
-            let c = lab.json(&["swap", if i % 2 == 0 { b } else { a }]);
+            // Each table replaces most of the other's tunnels: past the
+            // mass-removal guard on purpose.
+            let c = lab.json(&["swap", "--force", if i % 2 == 0 { b } else { a }]);
             assert_eq!(c["kind"], "swap");
             assert_eq!(c["old_generation"].as_u64(), Some(g0 + i));
             assert_eq!(c["new_generation"].as_u64(), Some(g0 + i + 1));
@@ -479,4 +481,122 @@ fn single_tunnel_operations_sighup_and_metrics() {
     assert!(value("ferry_last_swap_duration_seconds ") > 0.0);
     assert!(text.contains("ferry_build_info{version=\""));
     assert!(text.contains("ferry_tunnel_keepalive_state{ap=\"ap1\",state=\"never\"} 1"));
+}
+
+/// The operator's safety rails: a dry run changes nothing and says what
+/// would go; an empty table and a mass removal are refused unless --force;
+/// a rollback says which APs it undoes and restores; `ferry reload`
+/// answers with its result and is guarded the same way.
+#[test]
+fn dry_run_removal_guard_rollback_lists_and_reload() {
+    let extra = Lab::filler_toml("f", 4, 0);
+    let all = format!("{}{extra}", Lab::tunnels_toml());
+    let lab = Lab::new("rails", &all);
+    lab.start();
+    learn_stations(&lab);
+    let g0 = lab.generation();
+    let before = lab.aps();
+    assert_eq!(before.len(), 6);
+    let ap1 = format!("{}\n", Lab::tunnels_toml().split("\n\n").next().unwrap());
+
+    // A dry run: what would go, and nothing changes.
+    let no_ap2 = lab.file("no-ap2.toml", &format!("{ap1}{extra}"));
+    let p = lab.json(&["swap", "--dry-run", no_ap2.to_str().unwrap()]);
+    assert_eq!(p["removed"], serde_json::json!(["ap2"]), "{p}");
+    assert_eq!(p["added"], serde_json::json!([]), "{p}");
+    assert_eq!(p["stations_to_flush"].as_u64(), Some(1), "{p}");
+    assert_eq!(lab.generation(), g0);
+    assert_eq!(lab.aps(), before);
+    let text = lab.ferry(&["swap", "--dry-run", no_ap2.to_str().unwrap()]);
+    assert!(text.contains("removes 1: ap2"), "{text}");
+    assert!(text.contains("would flush 1 stations"), "{text}");
+
+    // An empty (comment-only) table and a mass removal: refused, exit 2.
+    let empty = lab.file("empty.toml", "# the drill table, not written yet\n");
+    let o = lab.try_ferry(&["swap", empty.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no [[tunnel]] entries"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    let only = lab.file("only-ap1.toml", &ap1);
+    let o = lab.try_ferry(&["swap", only.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("would remove 5 of 6 tunnels, more than admin.max_removal_percent (50%)"),
+        "{err}"
+    );
+    assert_eq!(lab.generation(), g0, "refused: nothing changed");
+    assert_eq!(lab.aps(), before);
+
+    // --force applies it, and the answer names what went.
+    let c = lab.json(&["swap", "--force", only.to_str().unwrap()]);
+    assert_eq!(
+        c["removed_aps"],
+        serde_json::json!(["ap2", "f0", "f1", "f2", "f3"]),
+        "{c}"
+    );
+    assert_eq!(lab.aps(), vec!["ap1"]);
+
+    // A rollback says what it would restore, then restores it.
+    let p = lab.json(&["swap", "--rollback", "--dry-run"]);
+    assert_eq!(
+        p["added"],
+        serde_json::json!(["ap2", "f0", "f1", "f2", "f3"]),
+        "{p}"
+    );
+    assert_eq!(p["to_generation"].as_u64(), Some(g0), "{p}");
+    let text = lab.ferry(&["swap", "--rollback"]);
+    assert!(text.contains("restored: ap2, f0, f1, f2, f3"), "{text}");
+    assert_eq!(lab.aps(), before);
+
+    // `ferry reload`: the result comes back; guarded like a swap.
+    let c = lab.json(&["reload"]);
+    assert_eq!(c["kind"], "reload", "{c}");
+    lab.write_config(&ap1, "");
+    let o = lab.try_ferry(&["reload"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("max_removal_percent"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(lab.aps(), before);
+    lab.ferry(&["reload", "--force"]);
+    assert_eq!(lab.aps(), vec!["ap1"]);
+}
+
+/// A second `ferry run` for a node that runs changes nothing: not the
+/// programs, the maps, the state file, nor the first one's admin socket.
+#[test]
+fn a_second_ferry_run_changes_nothing() {
+    let lab = Lab::new("twice", &Lab::tunnels_toml());
+    lab.start();
+    learn_stations(&lab);
+    let t = lab.file(
+        "t.toml",
+        &format!("{}{}", Lab::tunnels_toml(), Lab::filler_toml("x", 3, 0)),
+    );
+    lab.ferry(&["swap", t.to_str().unwrap()]);
+    let g = lab.generation();
+    let state = lab.dir.join("state");
+    let saved = std::fs::read(state.join(format!("{}.json", lab.node))).unwrap();
+    let pid = lab.json(&["status"])["pid"].as_u64();
+    for extra in [&[][..], &["--replace"][..]] {
+        let o = lab.run_again(extra);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("is already run by ferry"), "{err}");
+        assert!(err.contains("this start changed nothing"), "{err}");
+    }
+    let st = lab.json(&["status"]);
+    assert_eq!(st["pid"].as_u64(), pid, "the first ferry still answers");
+    assert_eq!(st["generation"].as_u64(), Some(g));
+    assert_eq!(lab.aps().len(), 5, "the swapped-in table, not the file's");
+    assert_eq!(
+        std::fs::read(state.join(format!("{}.json", lab.node))).unwrap(),
+        saved
+    );
+    let r = traffic().run(&lab, || {});
+    r.assert_lossless("after a second ferry run");
 }

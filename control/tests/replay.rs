@@ -335,3 +335,78 @@ fn bad_config_is_refused_with_file_line_and_reason() {
     assert_eq!(v["tunnels"].as_array().unwrap().len(), 4);
     assert_eq!(v["egress"], "tx");
 }
+
+/// A report cut short by its reader (`ferry check --json | head -c 100`)
+/// ends quietly: no panic, no "Broken pipe" error.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::io::Read as _;
+    let dir = Scratch::new("epipe");
+    let cfg = dir.path("big.toml");
+    let mut text = std::fs::read_to_string(repo("deploy/examples/ferry.toml")).unwrap();
+    text = text.split("[[tunnel]]").next().unwrap().to_string();
+    for i in 0..3000 {
+        text += &format!(
+            "[[tunnel]]\nap = \"f{i}\"\naddress = \"198.19.{}.{}\"\n",
+            i / 250,
+            i % 250 + 1
+        );
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = ferry()
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is closed now; ferry still has ~300 KB to write.
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(o.status.code(), Some(101), "{err}");
+}
+
+/// `ferry check --table` validates a swap table offline, by the code
+/// `ferry swap` runs; an empty table is refused as such.
+#[test]
+fn check_table_validates_a_swap_table_offline() {
+    let dir = Scratch::new("checktable");
+    let config = repo("deploy/examples/ferry.toml");
+    let good = dir.path("good.toml");
+    std::fs::write(
+        &good,
+        "[[tunnel]]\nap = \"ap1\"\naddress = \"198.18.1.10\"\n[[tunnel]]\nap = \"ap7\"\naddress = \"198.18.1.17\"\nstate = \"standby\"\n",
+    )
+    .unwrap();
+    let run = |table: &std::path::Path| {
+        ferry()
+            .args(["check", "--config"])
+            .arg(&config)
+            .arg("--table")
+            .arg(table)
+            .output()
+            .unwrap()
+    };
+    let o = run(&good);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("good.toml: ok against") && out.contains("2 tunnels (1 active, 1 standby)"),
+        "{out}"
+    );
+    let empty = dir.path("empty.toml");
+    std::fs::write(&empty, "# nothing here\n\n").unwrap();
+    let o = run(&empty);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("empty.toml: no [[tunnel]] entries"), "{err}");
+    let bad = dir.path("bad.toml");
+    std::fs::write(&bad, "[[tunnel]]\nap = \"x\"\naddress = \"198.18.1.300\"\n").unwrap();
+    let o = run(&bad);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:3:11: tunnel address"), "{err}");
+}

@@ -16,6 +16,9 @@
 //! [`super::views::ChangeKind`] spellings and a single-tunnel change names
 //! its tunnel in `ap`; tunnel rows and `ferry check` say `state`
 //! ("active"/"standby") where version 1 said `role` ("master"/"backup").
+//! Within version 2, `swap`, `reload` and `rollback` take `dry_run` (the
+//! answer is then a plan and nothing changes) and `swap` and `reload`
+//! take `force` (past the mass-removal guard); both default to false.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
@@ -51,9 +54,21 @@ pub enum Request {
         file: String,
         /// The table file's text.
         text: String,
+        /// Apply even a table that removes every tunnel or more than
+        /// `admin.max_removal_percent` of them.
+        #[serde(default)]
+        force: bool,
+        /// Answer with what it would do (a [`super::views::Plan`]) and
+        /// change nothing.
+        #[serde(default)]
+        dry_run: bool,
     },
     /// Flip back to the previous generation.
-    Rollback,
+    Rollback {
+        /// As for [`Request::Swap`].
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// Add one tunnel (`[[tunnel]]` TOML text).
     TunnelAdd {
         /// The `[[tunnel]]` entry.
@@ -75,7 +90,14 @@ pub enum Request {
         ap: String,
     },
     /// Re-read the configuration file and apply it as a swap (as SIGHUP).
-    Reload,
+    Reload {
+        /// As for [`Request::Swap`].
+        #[serde(default)]
+        force: bool,
+        /// As for [`Request::Swap`].
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// A request on the wire.

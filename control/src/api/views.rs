@@ -101,6 +101,36 @@ pub struct Change {
     pub stations_flushed: u64,
     /// Time the station flush took (after the flip), in microseconds.
     pub flush_us: u64,
+    /// The APs added, by name (a rollback: the APs it restored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_aps: Vec<String>,
+    /// The APs removed, by name (a rollback: the APs it undid).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_aps: Vec<String>,
+}
+
+/// What a swap or rollback would do, computed without doing it
+/// (`--dry-run`): nothing is written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Plan {
+    /// The change it previews.
+    pub kind: ChangeKind,
+    /// The generation live now.
+    pub generation: u64,
+    /// The generation a rollback would return to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_generation: Option<u64>,
+    /// Tunnels in the table after it.
+    pub tunnels: usize,
+    /// APs it would add.
+    pub added: Vec<String>,
+    /// APs it would remove.
+    pub removed: Vec<String>,
+    /// APs it keeps with other settings.
+    pub changed: Vec<String>,
+    /// Stations it would flush (their AP goes, or changes VLAN), counted
+    /// in the live station table now.
+    pub stations_to_flush: u64,
 }
 
 /// A change that changed nothing (a retried promote or demote).
@@ -122,6 +152,8 @@ impl Change {
             total_us: 0,
             stations_flushed: 0,
             flush_us: 0,
+            added_aps: Vec::new(),
+            removed_aps: Vec::new(),
         }
     }
 }
@@ -152,6 +184,10 @@ pub struct KeepaliveCounts {
     pub malformed: u64,
     /// Session tunnels bound or rebound.
     pub bindings: u64,
+    /// From another peer than a session's binding within the rebind
+    /// interval: not answered, binding kept.
+    #[serde(default)]
+    pub damped: u64,
 }
 
 /// `ferry status`.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use ferry::config::{Config, TunnelEntry, format_session_id};
+use ferry::config::{Config, ConfigError, TunnelEntry, TunnelState, format_session_id};
 use serde::Serialize;
 
 /// What `ferry check --json` prints.
@@ -86,6 +86,57 @@ pub fn check(path: &Path, json: bool) -> Result<()> {
         c.tunnels.len(),
         c.stations.len(),
         c.client_vlans
+    );
+    Ok(())
+}
+
+/// What `ferry check --table --json` prints.
+#[derive(Serialize)]
+struct TableReport<'a> {
+    table: String,
+    config: String,
+    tunnels: Vec<TunnelEntry>,
+    static_stations: usize,
+    client_vlans: &'a [u16],
+}
+
+/// `ferry check --table`: a swap table validated offline against the
+/// configuration, by the code `ferry swap` runs, and described.
+pub fn check_table(config: &Path, table: &Path, json: bool) -> Result<()> {
+    let c = Config::load(config)?;
+    let text = ferry::config::read_capped(table)?;
+    let t = c.with_table(table, &text)?;
+    if t.tunnels.is_empty() {
+        return Err(ConfigError::whole(
+            table,
+            "no [[tunnel]] entries (an empty or comment-only table): `ferry swap` refuses it without --force",
+        )
+        .into());
+    }
+    if json {
+        let r = TableReport {
+            table: table.display().to_string(),
+            config: config.display().to_string(),
+            tunnels: t.tunnel_entries(),
+            static_stations: t.stations.len(),
+            client_vlans: &t.client_vlans,
+        };
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let standby = t
+        .tunnels
+        .iter()
+        .filter(|x| x.state == TunnelState::Standby)
+        .count();
+    println!(
+        "{}: ok against {}: {} tunnels ({} active, {standby} standby), {} static station(s); client VLANs {:?}",
+        table.display(),
+        config.display(),
+        t.tunnels.len(),
+        t.tunnels.len() - standby,
+        t.stations.len(),
+        t.client_vlans
     );
     Ok(())
 }

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use ferry::api::{
     client,
     protocol::Request,
-    views::{Change, Counters, Stations, Status, Tunnels},
+    views::{Change, ChangeKind, Counters, Plan, Stations, Status, Tunnels},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -252,6 +252,7 @@ pub fn counters(t: &Target) -> Result<()> {
         ("refused", k.refused),
         ("malformed", k.malformed),
         ("bindings", k.bindings),
+        ("rebinds damped", k.damped),
     ] {
         println!("  {name:<28} {n:>14}");
     }
@@ -277,13 +278,96 @@ fn print_change(t: &Target, c: &Change) -> Result<()> {
         c.stations_flushed,
         ms(c.flush_us),
     );
+    let (added, removed) = if c.kind == ChangeKind::Rollback {
+        ("restored", "undone")
+    } else {
+        ("added", "removed")
+    };
+    if !c.added_aps.is_empty() {
+        println!("  {added}: {}", names(&c.added_aps));
+    }
+    if !c.removed_aps.is_empty() {
+        println!("  {removed}: {}", names(&c.removed_aps));
+    }
     Ok(())
 }
 
+/// `ferry tunnel add`: every key a `[[tunnel]]` entry takes.
+#[derive(clap::Args, Debug)]
+pub struct TunnelArgs {
+    /// AP name (unique).
+    ap: String,
+    /// AP address (IPv4 or IPv6).
+    #[arg(long, required_unless_present = "session_id")]
+    address: Option<String>,
+    /// AP source port (default: any port from that address).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Session ID (32 hex digits): bound by the first keepalive carrying it.
+    #[arg(long, conflicts_with_all = ["address", "port"])]
+    session_id: Option<String>,
+    /// active (forwarding) or standby (installed, not forwarding).
+    #[arg(long, default_value = "active")]
+    state: String,
+    /// Client VLAN (default: forwarding.default_vlan).
+    #[arg(long)]
+    vlan: Option<u16>,
+    /// 802.3 or 802.11 (native frames downstream).
+    #[arg(long)]
+    format: Option<String>,
+    /// Send the CAPWAP Radio MAC field downstream (a MAC address).
+    #[arg(long)]
+    radio_mac: Option<String>,
+    /// Tunnel MTU, outer IP packet (default: downstream.mtu).
+    #[arg(long)]
+    mtu: Option<u16>,
+    /// IPv6 tunnels: UDP-Lite (true, the default) or UDP with a full
+    /// checksum (false).
+    #[arg(long)]
+    udp_lite: Option<bool>,
+    /// Next-hop MAC when the FIB has none (default:
+    /// downstream.next_hop_mac).
+    #[arg(long)]
+    next_hop_mac: Option<String>,
+    /// Learned stations at most (default: forwarding.station_limit).
+    #[arg(long)]
+    station_limit: Option<u32>,
+}
+
+impl TunnelArgs {
+    /// The `[[tunnel]]` entry these arguments describe.
+    fn entry(self) -> ferry::config::TunnelEntry {
+        ferry::config::TunnelEntry {
+            ap: self.ap,
+            address: self.address,
+            session_id: self.session_id,
+            port: self.port.map(i64::from),
+            state: Some(self.state),
+            vlan: self.vlan.map(i64::from),
+            format: self.format,
+            radio_mac: self.radio_mac,
+            mtu: self.mtu.map(i64::from),
+            udp_lite: self.udp_lite,
+            next_hop_mac: self.next_hop_mac,
+            station_limit: self.station_limit.map(i64::from),
+        }
+    }
+}
+
+/// `ferry swap` options.
+pub struct SwapFlags {
+    /// `--rollback`.
+    pub rollback: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--force`.
+    pub force: bool,
+}
+
 /// `ferry swap`.
-pub fn swap(t: &Target, table: Option<&Path>, rollback: bool) -> Result<()> {
-    let req = if rollback {
-        Request::Rollback
+pub fn swap(t: &Target, table: Option<&Path>, f: SwapFlags) -> Result<()> {
+    let req = if f.rollback {
+        Request::Rollback { dry_run: f.dry_run }
     } else {
         let Some(path) = table else {
             bail!("give a table file or --rollback");
@@ -292,35 +376,72 @@ pub fn swap(t: &Target, table: Option<&Path>, rollback: bool) -> Result<()> {
         Request::Swap {
             file: path.display().to_string(),
             text,
+            force: f.force,
+            dry_run: f.dry_run,
         }
     };
+    if f.dry_run {
+        return print_plan(t, &call(t, req)?);
+    }
     print_change(t, &call(t, req)?)
+}
+
+/// `ferry reload`.
+pub fn reload(t: &Target, dry_run: bool, force: bool) -> Result<()> {
+    let req = Request::Reload { force, dry_run };
+    if dry_run {
+        return print_plan(t, &call(t, req)?);
+    }
+    print_change(t, &call(t, req)?)
+}
+
+/// At most this many AP names per list in text output (`--json` has all).
+const NAMES_SHOWN: usize = 20;
+
+fn names(v: &[String]) -> String {
+    let mut s = v
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if v.len() > NAMES_SHOWN {
+        s += &format!(" and {} more", v.len() - NAMES_SHOWN);
+    }
+    s
+}
+
+fn print_plan(t: &Target, p: &Plan) -> Result<()> {
+    if json(t, p)? {
+        return Ok(());
+    }
+    let to = p
+        .to_generation
+        .map_or(String::new(), |g| format!(" -> generation {g}"));
+    println!(
+        "{} (dry run, nothing changed): generation {}{to}; {} tunnels after it",
+        p.kind, p.generation, p.tunnels
+    );
+    for (what, v) in [
+        ("adds", &p.added),
+        ("removes", &p.removed),
+        ("changes", &p.changed),
+    ] {
+        if !v.is_empty() {
+            println!("  {what} {}: {}", v.len(), names(v));
+        }
+    }
+    println!("  would flush {} stations", p.stations_to_flush);
+    Ok(())
 }
 
 /// `ferry tunnel ...`.
 pub fn tunnel(t: &Target, op: TunnelOp) -> Result<()> {
     let req = match op {
-        TunnelOp::Add {
-            ap,
-            address,
-            port,
-            session_id,
-            state,
-            vlan,
-            format,
-        } => {
+        TunnelOp::Add(a) => {
             // The entry goes to ferry as TOML so it is validated exactly
             // like a [[tunnel]] of the configuration.
-            let entry = ferry::config::TunnelEntry {
-                ap,
-                address,
-                session_id,
-                port: port.map(i64::from),
-                state: Some(state),
-                vlan: vlan.map(i64::from),
-                format,
-                ..Default::default()
-            };
+            let entry = a.entry();
             let mut doc = toml::map::Map::new();
             let e = toml::Value::try_from(&entry).context("encoding the entry")?;
             doc.insert("tunnel".into(), toml::Value::Array(vec![e]));

@@ -238,6 +238,11 @@ pub struct Config {
     pub dead_interval: std::time::Duration,
     /// Answers per second to keepalives with unknown Session IDs.
     pub unknown_rate: u32,
+    /// Shortest time between two moves of a session tunnel's binding.
+    pub rebind_interval: std::time::Duration,
+    /// A swap or reload that removes more than this share of the live
+    /// tunnels (percent), or all of them, is refused without `--force`.
+    pub max_removal_percent: u8,
     /// Defaults a table file's tunnels take.
     pub(crate) defaults: TunnelDefaults,
     /// Whether `forwarding.client_vlans` was given (else derived).

@@ -41,6 +41,7 @@ pub(crate) struct RawTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub(crate) socket: Option<Spanned<String>>,
+    pub(crate) max_removal_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -54,6 +55,7 @@ pub(crate) struct RawMetrics {
 pub(crate) struct RawKeepalive {
     pub(crate) dead_interval: Option<Spanned<i64>>,
     pub(crate) unknown_rate: Option<Spanned<i64>>,
+    pub(crate) rebind_interval: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Debug)]

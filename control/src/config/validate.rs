@@ -60,8 +60,14 @@ impl Config {
             client_vlans_given,
             station_capacity,
         )?;
-        let (admin_socket, metrics, dead_interval, unknown_rate) =
-            service_sections(&src, &raw, &name)?;
+        let Services {
+            admin_socket,
+            metrics,
+            dead_interval,
+            unknown_rate,
+            rebind_interval,
+            max_removal_percent,
+        } = service_sections(&src, &raw, &name)?;
         Ok(Config {
             name,
             addresses,
@@ -80,6 +86,8 @@ impl Config {
             metrics,
             dead_interval,
             unknown_rate,
+            rebind_interval,
+            max_removal_percent,
             defaults,
             client_vlans_given: client_vlans_given.is_some(),
         })
@@ -278,13 +286,22 @@ fn downstream_section(
     Ok((dscp, df, source_mac))
 }
 
+/// What `[admin]`, `[metrics]` and `[keepalive]` say.
+struct Services {
+    admin_socket: PathBuf,
+    metrics: Option<std::net::SocketAddr>,
+    dead_interval: Duration,
+    unknown_rate: u32,
+    rebind_interval: Duration,
+    max_removal_percent: u8,
+}
+
 /// `[admin]`, `[metrics]` and `[keepalive]`.
-#[allow(clippy::type_complexity)]
 fn service_sections(
     src: &Source<'_>,
     raw: &RawConfig,
     name: &str,
-) -> Result<(PathBuf, Option<std::net::SocketAddr>, Duration, u32), ConfigError> {
+) -> Result<Services, ConfigError> {
     let admin_socket = match raw.admin.as_ref().and_then(|a| a.get_ref().socket.as_ref()) {
         Some(p) if p.get_ref().trim().is_empty() => {
             return Err(src.at(p, "admin.socket must be a path"));
@@ -318,8 +335,30 @@ fn service_sections(
         Some(v) => src.int(v, "keepalive.unknown_rate", 0, 100_000)?,
         None => 10,
     };
-    Ok((admin_socket, metrics, dead_interval, unknown_rate))
+    let rebind_interval = match ka.and_then(|k| k.rebind_interval.as_ref()) {
+        Some(v) => Duration::from_secs(src.int(v, "keepalive.rebind_interval", 0, 3600)?),
+        None => crate::keepalive::DEFAULT_REBIND_INTERVAL,
+    };
+    let max_removal_percent = match raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.get_ref().max_removal_percent.as_ref())
+    {
+        Some(v) => src.int(v, "admin.max_removal_percent", 0, 100)?,
+        None => DEFAULT_MAX_REMOVAL_PERCENT,
+    };
+    Ok(Services {
+        admin_socket,
+        metrics,
+        dead_interval,
+        unknown_rate,
+        rebind_interval,
+        max_removal_percent,
+    })
 }
+
+/// Default of `admin.max_removal_percent`.
+pub const DEFAULT_MAX_REMOVAL_PERCENT: u8 = 50;
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()

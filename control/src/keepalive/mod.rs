@@ -119,6 +119,13 @@ pub enum Binding {
     },
     /// Same peer as before: liveness refreshed.
     Refreshed,
+    /// From another peer, but the binding moved less than the rebind
+    /// interval ago: it stays where it is and the keepalive is not answered
+    /// (one forged or flapping datagram must not move an AP's clients).
+    Damped {
+        /// The peer it stays bound to.
+        bound: SocketAddr,
+    },
     /// No tunnel is declared with this Session ID.
     Unknown,
 }
@@ -135,6 +142,8 @@ pub struct SessionState {
     /// Marked dead (no keepalive for the dead interval); cleared by the
     /// next keepalive.
     pub dead: bool,
+    /// When the binding last moved to another peer.
+    pub moved: Option<Instant>,
 }
 
 /// Data channel liveness by tunnel (AP name), and the Session IDs that
@@ -144,18 +153,24 @@ pub struct Sessions {
     by_sid: HashMap<SessionId, String>,
     state: HashMap<String, SessionState>,
     dead_interval: Duration,
+    rebind_interval: Duration,
 }
 
 /// Default time without keepalives after which a data channel is dead.
 pub const DEFAULT_DEAD_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Default shortest time between two moves of one session binding.
+pub const DEFAULT_REBIND_INTERVAL: Duration = Duration::from_secs(5);
+
 impl Sessions {
-    /// An empty table.
-    pub fn new(dead_interval: Duration) -> Self {
+    /// An empty table: channels are dead after `dead_interval` without a
+    /// keepalive, and a binding moves at most once per `rebind_interval`.
+    pub fn new(dead_interval: Duration, rebind_interval: Duration) -> Self {
         Self {
             by_sid: HashMap::new(),
             state: HashMap::new(),
             dead_interval,
+            rebind_interval,
         }
     }
 
@@ -205,6 +220,15 @@ impl Sessions {
             return Binding::Unknown;
         };
         let s = self.state.entry(ap.clone()).or_default();
+        if let Some(bound) = s.peer
+            && bound != peer
+            && s.moved
+                .or(s.last_seen)
+                .is_some_and(|t| now.saturating_duration_since(t) < self.rebind_interval)
+        {
+            // Damped: neither the binding nor the liveness changes.
+            return Binding::Damped { bound };
+        }
         let before = s.peer.replace(peer);
         s.last_seen = Some(now);
         s.keepalives += 1;
@@ -212,7 +236,10 @@ impl Sessions {
         match before {
             None => Binding::Bound,
             Some(p) if p == peer => Binding::Refreshed,
-            Some(from) => Binding::Rebound { from },
+            Some(from) => {
+                s.moved = Some(now);
+                Binding::Rebound { from }
+            }
         }
     }
 
@@ -366,7 +393,7 @@ mod tests {
     #[test]
     fn first_keepalive_binds_then_refreshes_rebinds_and_ages() {
         let t0 = Instant::now();
-        let mut s = Sessions::new(Duration::from_secs(60));
+        let mut s = Sessions::new(Duration::from_secs(60), Duration::ZERO);
         s.declare([("ap7", Some(SID)), ("ap8", None)]);
         let a: SocketAddr = "198.18.1.10:40000".parse().unwrap();
         let b: SocketAddr = "198.18.1.10:40001".parse().unwrap();
@@ -398,6 +425,40 @@ mod tests {
         s.declare([("ap7", Some(SID))]);
         assert_eq!(s.peer("ap7"), Some(b));
         assert!(s.get("ap8").is_none());
+    }
+
+    /// One datagram from elsewhere must not move a binding while its AP
+    /// keeps talking from where it is bound, nor can a binding flap faster
+    /// than the rebind interval.
+    #[test]
+    fn rebinds_are_damped() {
+        let t0 = Instant::now();
+        let sec = Duration::from_secs;
+        let mut s = Sessions::new(sec(60), sec(5));
+        s.declare([("ap7", Some(SID))]);
+        let a: SocketAddr = "198.18.1.10:40000".parse().unwrap();
+        let b: SocketAddr = "198.18.1.66:40001".parse().unwrap();
+        assert_eq!(s.keepalive(&SID, a, t0), Binding::Bound);
+        assert_eq!(
+            s.keepalive(&SID, b, t0 + sec(1)),
+            Binding::Damped { bound: a }
+        );
+        assert_eq!(s.peer("ap7"), Some(a), "the binding stays");
+        assert_eq!(s.keepalive(&SID, a, t0 + sec(2)), Binding::Refreshed);
+        // A silent for the interval: the AP moved (NAT), and so does the
+        // binding, once.
+        assert_eq!(
+            s.keepalive(&SID, b, t0 + sec(8)),
+            Binding::Rebound { from: a }
+        );
+        assert_eq!(
+            s.keepalive(&SID, a, t0 + sec(9)),
+            Binding::Damped { bound: b }
+        );
+        assert_eq!(
+            s.keepalive(&SID, a, t0 + sec(14)),
+            Binding::Rebound { from: b }
+        );
     }
 
     #[test]

@@ -107,6 +107,11 @@ pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
     let now = Instant::now();
     if let Some(ap) = node.sessions.tunnel_of(&k.session_id).map(str::to_string) {
         match node.sessions.keepalive(&k.session_id, peer, now) {
+            Binding::Damped { bound } => {
+                node.ka.damped += 1;
+                debug!(ap, %peer, %bound, "rebind damped: not answered");
+                return None;
+            }
             Binding::Bound | Binding::Rebound { .. } if node.tables.bound(&ap) != Some(peer) => {
                 match node.execute(Command::Bind {
                     ap: ap.clone(),

@@ -143,6 +143,7 @@ fn keepalives(node: &Node, e: &mut Exposition) {
         ("rate_limited", k.refused),
         ("malformed", k.malformed),
         ("bound", k.bindings),
+        ("damped", k.damped),
     ] {
         e.sample("ferry_keepalives_total", &[("outcome", o)], v as f64);
     }

@@ -84,11 +84,32 @@ fn handle(node: &mut Node, req: Request) -> Result<Box<RawValue>> {
             return raw(&node.stations(ap.as_deref(), limit.unwrap_or(1000))?);
         }
         Request::Counters => return raw(&node.counters()?),
-        Request::Swap { file, text } => Command::Swap {
-            file: file.into(),
+        Request::Swap {
+            file,
             text,
-        },
-        Request::Rollback => Command::Rollback,
+            force,
+            dry_run,
+        } => {
+            let cmd = Command::Swap {
+                file: file.into(),
+                text,
+                force,
+            };
+            if dry_run {
+                return raw(&node.plan(&cmd)?);
+            }
+            cmd
+        }
+        Request::Rollback { dry_run: true } => return raw(&node.plan(&Command::Rollback)?),
+        Request::Rollback { dry_run: false } => Command::Rollback,
+        Request::Reload {
+            force,
+            dry_run: true,
+        } => return raw(&node.plan(&Command::Reload { force })?),
+        Request::Reload {
+            force,
+            dry_run: false,
+        } => Command::Reload { force },
         Request::TunnelAdd { text } => Command::TunnelAdd { text },
         Request::TunnelRemove { ap } => Command::TunnelRemove { ap },
         Request::Promote { ap } => Command::SetState {
@@ -99,7 +120,6 @@ fn handle(node: &mut Node, req: Request) -> Result<Box<RawValue>> {
             ap,
             state: TunnelState::Standby,
         },
-        Request::Reload => Command::Reload,
     };
     raw(&node.execute(cmd)?)
 }

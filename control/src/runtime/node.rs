@@ -38,19 +38,29 @@ pub struct Node {
     pub state_file: PathBuf,
     /// Map reads that failed while serving metrics (counted, not hidden).
     pub scrape_errors: u64,
+    /// A session binding changed since the state file was written: saved
+    /// by the next tick, so flapping keepalives cost a map write each, not
+    /// a rewrite of the whole state file. (A binding lost in a crash within
+    /// that second is learned again from the AP's next keepalive.)
+    pub state_dirty: bool,
 }
 
 impl Node {
     /// Writes the state file; a failure is logged (the data plane is
     /// already what it is).
-    pub fn save_state(&self) {
+    pub fn save_state(&mut self) {
+        self.state_dirty = false;
         if let Err(e) = crate::state::write(&self.state_file, &self.tables.saved()) {
             warn!(file = %self.state_file.display(), "saving state: {e:#}");
         }
     }
 
-    /// Once a second: data channels that went silent.
+    /// Once a second: data channels that went silent, and a state file
+    /// that owes a binding.
     pub fn tick(&mut self) {
+        if self.state_dirty {
+            self.save_state();
+        }
         for ap in self.sessions.expire(Instant::now()) {
             warn!(
                 ap,

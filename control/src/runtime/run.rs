@@ -9,9 +9,11 @@
 //! whole-table swap: no packet sees an interface without a program or a
 //! half-built table, and learned stations and AP ports survive.
 //!
-//! Order: configuration, then every socket the node serves (admin,
-//! metrics, keepalives: a start that cannot serve changes nothing), then
-//! the data plane, then the event loop. On exit the state is saved and,
+//! Order: configuration, then the node's instance lock (a second `ferry
+//! run` for the node changes nothing, not even the first one's admin
+//! socket), then every socket the node serves (admin, metrics, keepalives:
+//! a start that cannot serve changes nothing), then the data plane, then
+//! the event loop. On exit the state is saved and,
 //! with `--detach-on-exit`, the pins removed.
 
 use std::{
@@ -26,6 +28,7 @@ use tracing::{info, warn};
 use super::{
     admin,
     event_loop::{self, Service},
+    lock::InstanceLock,
     node::Node,
     signals::{SignalService, TickService},
 };
@@ -59,6 +62,7 @@ pub struct Options {
 pub fn run(opts: Options) -> Result<()> {
     host::tune_allocator();
     let config = Config::load(&opts.config)?;
+    let _lock = InstanceLock::take(&opts.state_dir, &config.name)?;
     host::raise_memlock();
     let pin_dir = pins::dir(&opts.pin_root, &config.name);
     let state_file = state::path(&opts.state_dir, &config.name);
@@ -94,6 +98,9 @@ fn serve(
         let _ = std::fs::remove_file(state_file);
     }
     let saved = state::read(state_file)?;
+    if let Some(s) = &saved {
+        s.check().map_err(|e| refuse_state(state_file, &e))?;
+    }
     let adopted = ferry_dataplane::datapath::pinned_abi(pin_dir)?.is_some();
     std::fs::create_dir_all(pin_dir)
         .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
@@ -146,7 +153,7 @@ fn serve(
 /// The node over what [`bring_up`] made.
 fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path) -> Node {
     let config = &up.tables.config;
-    let mut sessions = Sessions::new(config.dead_interval);
+    let mut sessions = Sessions::new(config.dead_interval, config.rebind_interval);
     sessions.declare(config.tunnels.iter().map(|t| (t.ap.as_str(), t.session_id)));
     for t in &config.tunnels {
         if let Some(p) = up.tables.bound(&t.ap) {
@@ -167,6 +174,7 @@ fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path
         pin_dir: pin_dir.to_path_buf(),
         state_file: state_file.to_path_buf(),
         scrape_errors: 0,
+        state_dirty: false,
     }
 }
 
@@ -178,6 +186,15 @@ struct Up {
     tables: TableState<Datapath>,
     change: Option<Change>,
     attachments: Vec<Attachment>,
+}
+
+/// A state file that does not describe what runs: one line naming the file
+/// and the ways out.
+fn refuse_state(file: &Path, e: &anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: {e:#}; nothing was changed. Move the file away to adopt the running tables by address, or start with --replace to reload everything",
+        file.display()
+    )
 }
 
 /// Loads the programs against the pinned maps, installs (or, after a
@@ -213,6 +230,10 @@ fn bring_up(
         _ => config,
     };
     let (tables, change) = if adopted {
+        if let Some(s) = &saved {
+            s.check_against(&mut dp, &config)
+                .map_err(|e| refuse_state(state_file, &e))?;
+        }
         let lowered = lower::by_position(&config);
         dp.set_local_addrs(&lowered.local_addrs)?;
         dp.set_settings(with_local4(lowered.settings, &lowered.local_addrs))?;

@@ -44,7 +44,7 @@ impl Service for SignalService {
         for sig in self.signals.pending() {
             if sig == SIGHUP {
                 info!("SIGHUP: re-reading the configuration");
-                match node.execute(Command::Reload) {
+                match node.execute(Command::Reload { force: false }) {
                     Ok(c) => info!(generation = c.new_generation, "reload applied"),
                     Err(e) => error!("reload refused: {e:#}"),
                 }

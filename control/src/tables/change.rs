@@ -45,7 +45,7 @@ impl<M: TableMaps> TableState<M> {
         kind: ChangeKind,
     ) -> Result<Change> {
         let t0 = Instant::now();
-        self.assign_ids(&next);
+        self.assign_ids(maps, &next)?;
         let mut tables = self.build_tables(&next);
         Self::carry_learned_ports(maps, &mut tables)?;
         let built = maps.build(&tables.tunnels)?;
@@ -65,6 +65,7 @@ impl<M: TableMaps> TableState<M> {
             flush,
         );
         self.prev = Some(before);
+        self.forget_unreferenced_ids();
         Ok(change)
     }
 
@@ -86,11 +87,21 @@ impl<M: TableMaps> TableState<M> {
         let Some(mut target) = self.prev.take() else {
             bail!("no previous generation to roll back to");
         };
-        let mut tables = target.tables.clone();
+        // Bindings made since stay (the AP sends from there now): the kept
+        // maps still hold the old ones, so they are rebuilt with today's
+        // bindings before the flip, as are the ports learned since.
+        let mut bound = target.bound.clone();
+        bound.extend(self.bound.clone());
+        let mut tables = self.build_tables_with(&target.config, &bound);
         let refreshed = (|| -> Result<()> {
             Self::carry_learned_ports(maps, &mut tables)?;
+            edit_entries(
+                maps,
+                &mut target.table,
+                &target.tables.tunnels,
+                &tables.tunnels,
+            )?;
             for t in &tables.tunnels {
-                // Learned ports are live state: refresh them in the kept maps.
                 maps.set_down(&mut target.table, t.info.id, t.down_entry())?;
             }
             Ok(())
@@ -113,9 +124,6 @@ impl<M: TableMaps> TableState<M> {
         // From here the previous generation is live: it stops being the
         // rollback target whatever happens next.
         let (flushed, flush) = self.after_flip(maps, &tables)?;
-        // Bindings made since stay (the AP still sends from there).
-        let mut bound = target.bound;
-        bound.extend(std::mem::take(&mut self.bound));
         self.bound = bound;
         let times = [t0, t_built, t_flipped];
         let mut change = self.commit(
@@ -133,6 +141,7 @@ impl<M: TableMaps> TableState<M> {
         self.last = Some(change.clone());
         self.last_swap = Some(change.clone());
         self.prev = Some(current);
+        self.forget_unreferenced_ids();
         Ok(change)
     }
 
@@ -207,14 +216,38 @@ impl<M: TableMaps> TableState<M> {
         Ok((flushed, t.elapsed()))
     }
 
-    /// Gives every AP of `config` an id no kept generation uses.
-    pub(super) fn assign_ids(&mut self, config: &Config) {
+    /// Gives every AP of `config` an id no kept generation uses, and zeroes
+    /// the per-tunnel slots (statistics, station count) of ids given out
+    /// now, before anything can forward under them.
+    pub(super) fn assign_ids(&mut self, maps: &mut M, config: &Config) -> Result<()> {
         let kept = self
             .prev
             .iter()
             .flat_map(|p| p.tables.tunnels.iter().map(|t| t.info.id));
-        self.ids
+        let given = self
+            .ids
             .assign(config.tunnels.iter().map(|t| t.ap.as_str()), kept);
+        if !given.is_empty() {
+            maps.reset_tunnel_slots(&given)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the ids of APs that neither the live generation nor the
+    /// rollback target has. An id stays taken while any kept generation
+    /// names it: an edit leaves the rollback target as it was, so after
+    /// `swap B; rollback; tunnel add; rollback` B's APs are live again
+    /// under their old ids, and a later swap must not hand those ids to
+    /// other APs (their stations would follow).
+    pub(super) fn forget_unreferenced_ids(&mut self) {
+        let keep: BTreeSet<&str> = self
+            .config
+            .tunnels
+            .iter()
+            .chain(self.prev.iter().flat_map(|p| p.config.tunnels.iter()))
+            .map(|t| t.ap.as_str())
+            .collect();
+        self.ids.retain(|k| keep.contains(k));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -244,17 +277,17 @@ impl<M: TableMaps> TableState<M> {
             total_us: micros(t_flipped - t0),
             stations_flushed: flushed,
             flush_us: micros(flush),
+            added_aps: new_names
+                .difference(&old_names)
+                .map(|s| s.to_string())
+                .collect(),
+            removed_aps: old_names
+                .difference(&new_names)
+                .map(|s| s.to_string())
+                .collect(),
         };
         self.last_generation += 1;
         self.generation = self.last_generation;
-        // Forget ids of APs no kept generation has.
-        let keep: BTreeSet<String> = next
-            .tunnels
-            .iter()
-            .chain(self.config.tunnels.iter())
-            .map(|t| t.ap.clone())
-            .collect();
-        self.ids.retain(|k| keep.contains(k));
         self.bound.retain(|k, _| new_names.contains(k.as_str()));
         self.config = next;
         self.tables = tables;
@@ -278,15 +311,17 @@ impl<M: TableMaps> TableState<M> {
         ap: &str,
     ) -> Result<Change> {
         let t0 = Instant::now();
-        self.assign_ids(&next);
+        self.assign_ids(maps, &next)?;
         let tables = self.build_tables(&next);
         let t_built = Instant::now();
         self.widen_vlans(maps, &tables)?;
-        edit_entries(maps, &self.tables.tunnels, &tables.tunnels)?;
+        let mut live = maps.live()?;
+        edit_entries(maps, &mut live, &self.tables.tunnels, &tables.tunnels)?;
+        maps.bump()?;
         let t_flipped = Instant::now();
         let (flushed, flush) = self.after_flip(maps, &tables)?;
         let times = [t0, t_built, t_flipped];
-        Ok(self.commit(
+        let change = self.commit(
             next,
             tables,
             kind,
@@ -294,7 +329,9 @@ impl<M: TableMaps> TableState<M> {
             times,
             flushed,
             flush,
-        ))
+        );
+        self.forget_unreferenced_ids();
+        Ok(change)
     }
 
     /// Binds session tunnel `ap` to `peer` (its keepalives come from there)
@@ -317,14 +354,18 @@ impl<M: TableMaps> TableState<M> {
         if t.address.is_some() {
             bail!("tunnel {ap:?} is declared by address");
         }
+        // Never over an address-declared tunnel, exactly or through its
+        // any-port entry: an exact key wins over the any-port one, so one
+        // keepalive would otherwise take that AP's traffic from this port.
         let key = TunnelKey::new(addr_key(peer.ip()), peer.port());
+        let any_port = TunnelKey::new(key.addr, 0);
         let clash = self
             .tables
             .tunnels
             .iter()
-            .any(|o| o.key == key && Some(o.info.id) != self.id_of(ap));
+            .any(|o| (o.key == key || o.key == any_port) && Some(o.info.id) != self.id_of(ap));
         if clash {
-            bail!("tunnel {ap:?}: {peer} is already another tunnel's address and port");
+            bail!("tunnel {ap:?}: {peer} is already served by another tunnel");
         }
         let before = self.bound.insert(ap.to_string(), peer);
         let next = self.config.clone();
@@ -338,14 +379,18 @@ impl<M: TableMaps> TableState<M> {
     }
 }
 
-/// Edits the live tunnel table in place from `old` to `new`, entry by entry
+/// Edits tunnel table `live` in place from `old` to `new`, entry by entry
 /// (each update atomic on its own): downstream entries are written before
 /// the upstream keys that lead to them, and cleared after the keys are gone.
 /// A learned port stays: it is live state, not configuration.
-fn edit_entries<M: TableMaps>(maps: &mut M, old: &[Tunnel], new: &[Tunnel]) -> Result<()> {
+fn edit_entries<M: TableMaps>(
+    maps: &mut M,
+    live: &mut M::Table,
+    old: &[Tunnel],
+    new: &[Tunnel],
+) -> Result<()> {
     let before: BTreeMap<_, _> = table_entries(old)?.into_iter().collect();
     let after: BTreeMap<_, _> = table_entries(new)?.into_iter().collect();
-    let mut live = maps.live()?;
     let old_down: BTreeMap<u32, TunnelDown> =
         old.iter().map(|t| (t.info.id, t.down_entry())).collect();
     let new_ids: BTreeSet<u32> = new.iter().map(|t| t.info.id).collect();
@@ -364,24 +409,24 @@ fn edit_entries<M: TableMaps>(maps: &mut M, old: &[Tunnel], new: &[Tunnel]) -> R
         // tunnels took 24 ms reading each, 42 ms reading all in one batch
         // (`ferry-bench control`, side by side).
         if want.flags & abi::DOWN_FIXED_PORT == 0
-            && let Some(p) = learned_port_of(&maps.down(&live, t.info.id)?, &want)
+            && let Some(p) = learned_port_of(&maps.down(live, t.info.id)?, &want)
         {
             want.port = p;
         }
-        maps.set_down(&mut live, t.info.id, want)?;
+        maps.set_down(live, t.info.id, want)?;
     }
     for (k, v) in &after {
         if before.get(k) != Some(v) {
-            maps.set_up(&mut live, *k, *v)?;
+            maps.set_up(live, *k, *v)?;
         }
     }
     for k in before.keys().filter(|k| !after.contains_key(k)) {
-        maps.remove_up(&mut live, k)?;
+        maps.remove_up(live, k)?;
     }
     for id in old_down.keys().filter(|id| !new_ids.contains(id)) {
-        maps.set_down(&mut live, *id, TunnelDown::default())?;
+        maps.set_down(live, *id, TunnelDown::default())?;
     }
-    Ok(maps.bump()?)
+    Ok(())
 }
 
 /// Parts of the configuration a swap cannot change.

@@ -58,20 +58,23 @@ impl Ids {
 
     /// Gives every AP in `aps` an id: the one it has, else the lowest id
     /// that no AP, no reserved entry and nothing in `in_use` (a kept
-    /// generation's ids) refers to.
+    /// generation's ids) refers to. Returns the ids given out now: their
+    /// per-tunnel slots (statistics, station count) still hold whatever
+    /// their last AP left, and must be zeroed before they go live.
     pub fn assign<'a>(
         &mut self,
         aps: impl IntoIterator<Item = &'a str> + Clone,
         in_use: impl IntoIterator<Item = u32>,
-    ) {
+    ) -> Vec<u32> {
         // The common swap keeps the same APs: nothing to allocate.
         if aps
             .clone()
             .into_iter()
             .all(|ap| self.by_name.contains_key(ap))
         {
-            return;
+            return Vec::new();
         }
+        let mut given = Vec::new();
         let mut used: BTreeSet<u32> = self.by_name.values().copied().collect();
         used.extend(self.reserved.iter().copied());
         used.extend(in_use);
@@ -85,7 +88,9 @@ impl Ids {
             }
             self.by_name.insert(ap.to_string(), next);
             used.insert(next);
+            given.push(next);
         }
+        given
     }
 
     /// Forgets the ids of APs `keep` says no to.

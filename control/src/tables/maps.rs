@@ -62,6 +62,14 @@ pub trait TableMaps {
     ) -> Result<u64>;
     /// Sets the learned-station counts of `ids` to zero.
     fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()>;
+    /// How many stations of the live table `pick` says yes to.
+    fn count_stations(
+        &mut self,
+        pick: &mut dyn FnMut(&StationKey, &StationInfo) -> bool,
+    ) -> Result<u64>;
+    /// Zeroes every per-tunnel slot of `ids` (statistics and station
+    /// count): they are about to be given to new APs.
+    fn reset_tunnel_slots(&mut self, ids: &[u32]) -> Result<()>;
 }
 
 impl TableMaps for Datapath {
@@ -114,6 +122,18 @@ impl TableMaps for Datapath {
     }
     fn reset_station_counts(&mut self, ids: &[u32]) -> Result<()> {
         Datapath::reset_station_counts(self, ids)
+    }
+    fn count_stations(
+        &mut self,
+        pick: &mut dyn FnMut(&StationKey, &StationInfo) -> bool,
+    ) -> Result<u64> {
+        let mut n = 0;
+        self.for_each_station(|k, v| n += u64::from(pick(k, v)))?;
+        Ok(n)
+    }
+    fn reset_tunnel_slots(&mut self, ids: &[u32]) -> Result<()> {
+        Datapath::reset_station_counts(self, ids)?;
+        Datapath::reset_tunnel_stats(self, ids)
     }
 }
 
@@ -302,5 +322,21 @@ impl TableMaps for ModelMaps {
             self.model.reset_station_count(*id);
         }
         Ok(())
+    }
+    fn count_stations(
+        &mut self,
+        pick: &mut dyn FnMut(&StationKey, &StationInfo) -> bool,
+    ) -> Result<u64> {
+        Ok(self
+            .model
+            .stations()
+            .iter()
+            .filter(|(k, v)| pick(k, v))
+            .count() as u64)
+    }
+    fn reset_tunnel_slots(&mut self, ids: &[u32]) -> Result<()> {
+        // The model keeps no tunnel statistics; its station counts are the
+        // slot state it has.
+        self.reset_station_counts(ids)
     }
 }

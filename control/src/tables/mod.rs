@@ -34,6 +34,9 @@ mod change;
 pub mod ids;
 pub mod lower;
 pub mod maps;
+mod plan;
+#[cfg(test)]
+mod property;
 #[cfg(test)]
 mod tests;
 
@@ -101,6 +104,54 @@ pub struct Saved {
 }
 
 impl Saved {
+    /// Checks what the file says on its own: ids within the tunnel map's
+    /// range and no id given to two APs.
+    pub fn check(&self) -> Result<()> {
+        let mut by_id: BTreeMap<u32, &str> = BTreeMap::new();
+        for (ap, id) in &self.ids {
+            if *id >= abi::MAX_TUNNELS {
+                bail!(
+                    "tunnel id {id} of {ap:?} is out of range (at most {})",
+                    abi::MAX_TUNNELS - 1
+                );
+            }
+            if let Some(other) = by_id.insert(*id, ap) {
+                bail!("tunnel id {id} is given to both {other:?} and {ap:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the saved ids against the pinned tables that run: a tunnel
+    /// of `running` (the saved table) whose key is live must be live under
+    /// the id the file gives its AP. Read only; nothing is written.
+    pub fn check_against<M: TableMaps>(&self, maps: &mut M, running: &Config) -> Result<()> {
+        let live = maps.live().context("reading the running tunnel table")?;
+        let live_ids: BTreeMap<_, _> = maps
+            .entries(&live)?
+            .into_iter()
+            .filter(|(_, i)| i.flags & abi::TUNNEL_MARKER == 0)
+            .map(|(k, i)| (k, i.id))
+            .collect();
+        for (i, t) in running.tunnels.iter().enumerate() {
+            let (Some(id), Some(tun)) = (
+                self.ids.get(&t.ap),
+                lower::tunnel(running, i as u32, t, self.bound.get(&t.ap).copied()),
+            ) else {
+                continue;
+            };
+            if let Some(live_id) = live_ids.get(&tun.key)
+                && live_id != id
+            {
+                bail!(
+                    "it gives {:?} tunnel id {id}, but the pinned maps forward its address under id {live_id}",
+                    t.ap
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The configuration with the saved running table, validated like a
     /// table file (errors name `file`).
     pub fn running(&self, config: &Config, file: &Path) -> Result<Option<Config>> {
@@ -116,6 +167,7 @@ impl<M: TableMaps> TableState<M> {
     /// Installs `config` on a freshly loaded data plane.
     pub fn install(maps: &mut M, config: Config, ap_ifindex: u32) -> Result<Self> {
         let mut s = Self::empty(config, ap_ifindex);
+        // A fresh data plane: every slot starts at zero already.
         s.ids
             .assign(s.config.tunnels.iter().map(|t| t.ap.as_str()), []);
         s.tables = s.build_tables(&s.config);
@@ -174,6 +226,7 @@ impl<M: TableMaps> TableState<M> {
         // What ran before the restart is known only as kernel maps, not as
         // a configuration: there is nothing to roll back to.
         s.prev = None;
+        s.forget_unreferenced_ids();
         if !s.ids.reserved().is_empty() {
             // Entries nobody claims any more: their stations go now (the
             // swap only compares against a table it knows).
@@ -239,8 +292,12 @@ impl<M: TableMaps> TableState<M> {
 
     /// The lowered tables of `config` with this node's ids and bindings.
     fn build_tables(&self, config: &Config) -> Tables {
+        self.build_tables_with(config, &self.bound)
+    }
+
+    /// The lowered tables of `config` with this node's ids and `bound`.
+    fn build_tables_with(&self, config: &Config, bound: &BTreeMap<String, SocketAddr>) -> Tables {
         let ids = &self.ids;
-        let bound = &self.bound;
         let mut t = lower::lower(config, &|i, t| ids.get(&t.ap).unwrap_or(i as u32), &|t| {
             bound.get(&t.ap).copied()
         });

@@ -10,7 +10,7 @@ use ferry_ebpf::abi::Reason;
 use super::*;
 use crate::api::views::ChangeKind;
 
-const CONFIG: &str = r#"
+pub(super) const CONFIG: &str = r#"
 [node]
 name = "t"
 addresses = ["198.18.0.1"]
@@ -24,22 +24,22 @@ next_hop_mac = "02:0e:00:00:00:01"
 source_mac = "02:ac:00:00:00:01"
 "#;
 
-fn tunnel(ap: &str, last: u8) -> String {
+pub(super) fn tunnel(ap: &str, last: u8) -> String {
     format!("[[tunnel]]\nap = \"{ap}\"\naddress = \"198.18.1.{last}\"\nport = 5000\n")
 }
 
-fn config(tunnels: &[(&str, u8)]) -> Config {
+pub(super) fn config(tunnels: &[(&str, u8)]) -> Config {
     let t: String = tunnels.iter().map(|(a, l)| tunnel(a, *l)).collect();
     Config::parse(Path::new("t.toml"), &format!("{CONFIG}{t}")).unwrap()
 }
 
-fn table(base: &Config, tunnels: &[(&str, u8)]) -> Config {
+pub(super) fn table(base: &Config, tunnels: &[(&str, u8)]) -> Config {
     let t: String = tunnels.iter().map(|(a, l)| tunnel(a, *l)).collect();
     base.with_table(Path::new("table.toml"), &t).unwrap()
 }
 
 /// An upstream frame from the AP at 198.18.1.`last` carrying station `sta`.
-fn up(last: u8, sta: u8) -> Vec<u8> {
+pub(super) fn up(last: u8, sta: u8) -> Vec<u8> {
     let t = craft::Transport {
         sport: 5000,
         ..craft::Transport::new([198, 18, 1, last].into(), [198, 18, 0, 1].into())
@@ -59,7 +59,7 @@ fn up(last: u8, sta: u8) -> Vec<u8> {
 
 /// Where a downstream frame to station `sta` goes: the AP address, or the
 /// drop reason.
-fn down(m: &ModelMaps, sta: u8) -> Result<[u8; 4], Reason> {
+pub(super) fn down(m: &ModelMaps, sta: u8) -> Result<[u8; 4], Reason> {
     let frame = craft::ethernet(
         [2, 0x5a, 0, 0, 0, sta],
         [2, 0xee, 0, 0, 0, 1],
@@ -80,12 +80,12 @@ fn down(m: &ModelMaps, sta: u8) -> Result<[u8; 4], Reason> {
     ])
 }
 
-fn learn(m: &mut ModelMaps, last: u8, sta: u8) {
+pub(super) fn learn(m: &mut ModelMaps, last: u8, sta: u8) {
     let o = m.model.upstream(&up(last, sta));
     assert_eq!(o.reason, Reason::Forwarded, "learning {sta} from .{last}");
 }
 
-fn start(tunnels: &[(&str, u8)]) -> (ModelMaps, TableState<ModelMaps>) {
+pub(super) fn start(tunnels: &[(&str, u8)]) -> (ModelMaps, TableState<ModelMaps>) {
     let c = config(tunnels);
     let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
     let s = TableState::install(&mut m, c, 0).unwrap();
@@ -207,4 +207,97 @@ fn a_vlan_change_flushes_that_tunnels_stations() {
     let c = s.swap(&mut m, next, ChangeKind::Swap).unwrap();
     assert_eq!(c.stations_flushed, 1);
     assert!(m.model.stations().is_empty());
+}
+
+/// The drill that misrouted (issue 9): `swap B` (adds apX), rollback,
+/// `tunnel add apY`, rollback (apX live again), then a swap that removes
+/// apX and adds apZ. The edit used to forget apX's id although the
+/// rollback target still had apX, so apZ got apX's id and apX's learned
+/// station followed it to apZ.
+#[test]
+fn ids_of_the_rollback_target_survive_edits() {
+    let (mut m, mut s) = start(&[("ap1", 10)]);
+    let next = table(&s.config, &[("ap1", 10), ("apX", 11)]);
+    s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    s.rollback(&mut m).unwrap();
+    let t = s.config.parse_tunnel(&tunnel("apY", 12)).unwrap();
+    let next = s.with_tunnel(t).unwrap();
+    s.edit(&mut m, next, ChangeKind::TunnelAdd, "apY").unwrap();
+    s.rollback(&mut m).unwrap();
+    for t in &s.config.tunnels {
+        assert!(s.id_of(&t.ap).is_some(), "{} forwards unlisted", t.ap);
+    }
+    learn(&mut m, 11, 5);
+    assert_eq!(down(&m, 5), Ok([198, 18, 1, 11]));
+    let next = table(&s.config, &[("ap1", 10), ("apZ", 13)]);
+    let c = s.swap(&mut m, next, ChangeKind::Swap).unwrap();
+    assert_eq!(c.stations_flushed, 1, "apX's station goes with apX");
+    assert_ne!(s.id_of("apZ"), s.id_of("apX"));
+    assert_eq!(
+        down(&m, 5),
+        Err(Reason::DownDropUnknownStation),
+        "not to apZ"
+    );
+}
+
+/// A session tunnel never binds where an address-declared tunnel serves,
+/// exactly or through its any-port entry (the exact key would win and take
+/// that AP's traffic from one port).
+#[test]
+fn a_binding_never_shadows_an_address_tunnel() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &format!(
+            "{CONFIG}[[tunnel]]\nap = \"ap1\"\naddress = \"198.18.1.10\"\n[[tunnel]]\nap = \"ap2\"\naddress = \"198.18.1.11\"\nport = 5000\n[[tunnel]]\nap = \"nat\"\nsession_id = \"00112233445566778899aabbccddeeff\"\n"
+        ),
+    )
+    .unwrap();
+    let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+    let mut s = TableState::install(&mut m, c, 0).unwrap();
+    for peer in ["198.18.1.10:5000", "198.18.1.10:4444", "198.18.1.11:5000"] {
+        let e = s.bind(&mut m, "nat", peer.parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("already served"), "{peer}: {e}");
+    }
+    assert_eq!(s.bound("nat"), None);
+    assert_eq!(m.model.upstream(&up(10, 1)).reason, Reason::Forwarded);
+    learn(&mut m, 10, 1);
+    assert_eq!(down(&m, 1), Ok([198, 18, 1, 10]), "ap1 keeps its traffic");
+    // Another port at an address with port tunnels only is free.
+    s.bind(&mut m, "nat", "198.18.1.11:4444".parse().unwrap())
+        .unwrap();
+}
+
+/// A state file is checked before it is believed: on its own (ids in
+/// range, one AP per id) and against the tables that run.
+#[test]
+fn a_state_file_that_does_not_describe_what_runs_is_refused() {
+    let (mut m, s) = start(&[("ap1", 10), ("ap2", 11)]);
+    let good = s.saved();
+    good.check().unwrap();
+    good.check_against(&mut m, &s.config).unwrap();
+    let mut swapped = good.clone();
+    swapped.ids.insert("ap1".into(), 1);
+    swapped.ids.insert("ap2".into(), 0);
+    swapped.check().unwrap();
+    let e = swapped.check_against(&mut m, &s.config).unwrap_err();
+    assert!(
+        e.to_string().contains("forward its address under id"),
+        "{e}"
+    );
+    let mut dup = good.clone();
+    dup.ids.insert("ap2".into(), 0);
+    assert!(
+        dup.check()
+            .unwrap_err()
+            .to_string()
+            .contains("given to both")
+    );
+    let mut far = good;
+    far.ids.insert("ap2".into(), abi::MAX_TUNNELS);
+    assert!(
+        far.check()
+            .unwrap_err()
+            .to_string()
+            .contains("out of range")
+    );
 }

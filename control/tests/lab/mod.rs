@@ -205,6 +205,29 @@ impl Lab {
         }
     }
 
+    /// Runs a second `ferry run` with this lab's arguments (and `extra`),
+    /// as an operator would by mistake, and returns how it ended (killed
+    /// after 20 s if it did not).
+    pub fn run_again(&self, extra: &[&str]) -> Output {
+        let mut cmd = self.ac.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .arg("--pin-root")
+            .arg(&self.pin_root)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ferry run");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    }
+
     /// Kills ferry with SIGKILL (no cleanup of any kind).
     pub fn kill9(&self) {
         let c = self.child().take();
@@ -497,8 +520,14 @@ impl Traffic {
                     .unwrap()
             });
             std::thread::sleep(Duration::from_millis(100));
-            during();
+            // A failed assertion in `during` must stop the traffic threads
+            // before it propagates, or the scope waits for them forever.
+            let during = std::panic::catch_unwind(std::panic::AssertUnwindSafe(during));
             stop_tx.store(true, Ordering::SeqCst);
+            if let Err(p) = during {
+                stop_rx.store(true, Ordering::SeqCst);
+                std::panic::resume_unwind(p);
+            }
             sent_up = tx_ap.join().unwrap();
             sent_down = tx_cl.join().unwrap();
             std::thread::sleep(Duration::from_millis(500));

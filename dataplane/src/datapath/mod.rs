@@ -351,6 +351,19 @@ impl Datapath {
         }))
     }
 
+    /// Zeroes the statistics of tunnel ids `ids` on every CPU (the ids are
+    /// about to be given to other APs).
+    pub fn reset_tunnel_stats(&mut self, ids: &[u32]) -> Result<()> {
+        let mut m: PerCpuArray<_, TunnelStats> =
+            PerCpuArray::try_from(self.map_mut(abi::MAP_TUNNEL_STATS)?)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::from(e))?;
+        for id in ids {
+            let zero = aya::maps::PerCpuValues::try_from(vec![TunnelStats::default(); cpus])?;
+            m.set(*id, zero, 0).ctx("resetting tunnel statistics")?;
+        }
+        Ok(())
+    }
+
     /// Runs program `name` once on `input` through BPF_PROG_TEST_RUN.
     pub fn run(&self, name: &str, input: &[u8]) -> Result<RunResult> {
         self.run_repeat(name, input, 1)

@@ -1,0 +1,233 @@
+//! A property test of the table bookkeeping: random sequences of swap,
+//! rollback, tunnel add/remove/promote/demote, bind and restart against the
+//! reference model, with stations learned in between. After every step:
+//! each station's downstream frames reach the AP that learned it, or no AP;
+//! every tunnel in the live table is listed under the id it forwards with.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
+
+use rand::{Rng, SeedableRng, seq::IndexedRandom as _};
+use rand_chacha::ChaCha8Rng;
+
+use super::tests::{CONFIG, down, up};
+use super::*;
+use crate::api::views::ChangeKind;
+
+/// Address-declared APs `ap0`..`ap5` at 198.18.1.10-15, and one session
+/// tunnel `nat` that keepalives bind to 198.18.1.20-22.
+const APS: usize = 6;
+const SID: &str = "00112233445566778899aabbccddeeff";
+
+fn entry(ap: &str, standby: bool) -> String {
+    let state = if standby { "state = \"standby\"\n" } else { "" };
+    if ap == "nat" {
+        return format!("[[tunnel]]\nap = \"nat\"\nsession_id = \"{SID}\"\n{state}");
+    }
+    let i: u8 = ap[2..].parse().unwrap();
+    format!(
+        "[[tunnel]]\nap = \"{ap}\"\naddress = \"198.18.1.{}\"\nport = 5000\n{state}",
+        10 + i
+    )
+}
+
+fn names() -> Vec<String> {
+    let mut v: Vec<String> = (0..APS).map(|i| format!("ap{i}")).collect();
+    v.push("nat".into());
+    v
+}
+
+/// A random table: any subset of the APs, some standby.
+fn random_table(rng: &mut ChaCha8Rng) -> String {
+    let mut text = String::new();
+    for ap in names() {
+        if rng.random_bool(0.6) {
+            text += &entry(&ap, rng.random_bool(0.2));
+        }
+    }
+    text
+}
+
+/// Where AP `ap` sends from, if it can send at all.
+fn source(s: &TableState<ModelMaps>, ap: &str) -> Option<SocketAddr> {
+    if ap == "nat" {
+        return s.bound("nat");
+    }
+    let i: u8 = ap[2..].parse().ok()?;
+    Some(SocketAddr::from(([198, 18, 1, 10 + i], 5000)))
+}
+
+/// A step's result, short.
+fn res<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+    match r {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("refused ({e:#})"),
+    }
+}
+
+struct Run {
+    rng: ChaCha8Rng,
+    m: ModelMaps,
+    s: TableState<ModelMaps>,
+    /// The AP that last taught the model each station.
+    learned_by: BTreeMap<u8, String>,
+    log: Vec<String>,
+}
+
+impl Run {
+    fn new(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let c = Config::parse(
+            Path::new("t.toml"),
+            &format!("{CONFIG}{}", random_table(&mut rng)),
+        )
+        .unwrap();
+        let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+        let s = TableState::install(&mut m, c, 0).unwrap();
+        Self {
+            rng,
+            m,
+            s,
+            learned_by: BTreeMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn live_aps(&self) -> Vec<String> {
+        self.s.config.tunnels.iter().map(|t| t.ap.clone()).collect()
+    }
+
+    /// One random step; refusals (a bind clash, nothing to roll back) are
+    /// steps too: they must change nothing.
+    fn step(&mut self) {
+        let live = self.live_aps();
+        let absent: Vec<String> = names().into_iter().filter(|a| !live.contains(a)).collect();
+        let (m, s, rng) = (&mut self.m, &mut self.s, &mut self.rng);
+        let what = match rng.random_range(0..9) {
+            0 => {
+                let text = random_table(rng);
+                let next = s.config.with_table(Path::new("t"), &text).unwrap();
+                let r = s.swap(m, next, ChangeKind::Swap);
+                format!(
+                    "swap [{}]: {}",
+                    text.replace('\n', " "),
+                    res(r.map(|c| c.new_generation))
+                )
+            }
+            1 => format!("rollback: {}", res(s.rollback(m).map(|c| c.new_generation))),
+            2 => {
+                let Some(ap) = absent.choose(rng) else { return };
+                let t = s.config.parse_tunnel(&entry(ap, false)).unwrap();
+                let r = s
+                    .with_tunnel(t)
+                    .and_then(|next| s.edit(m, next, ChangeKind::TunnelAdd, ap));
+                format!("add {ap}: {}", res(r.map(|c| c.new_generation)))
+            }
+            3 => {
+                let Some(ap) = live.choose(rng) else { return };
+                let r = s
+                    .without(ap)
+                    .and_then(|next| s.edit(m, next, ChangeKind::TunnelRemove, ap));
+                format!("remove {ap}: {}", res(r.map(|c| c.new_generation)))
+            }
+            4 => {
+                let Some(ap) = live.choose(rng) else { return };
+                let state = if rng.random_bool(0.5) {
+                    TunnelState::Active
+                } else {
+                    TunnelState::Standby
+                };
+                let r = s.with_state(ap, state).and_then(|next| match next {
+                    Some(n) => s.edit(m, n, ChangeKind::Promote, ap).map(Some),
+                    None => Ok(None),
+                });
+                format!(
+                    "{ap} {state:?}: {}",
+                    res(r.map(|c| c.map(|c| c.new_generation)))
+                )
+            }
+            5 => {
+                // Sometimes onto an address an address-declared AP uses.
+                let last = *[10u8, 11, 20, 21, 22].choose(rng).unwrap();
+                let peer = SocketAddr::from(([198, 18, 1, last], 5000));
+                let r = s.bind(m, "nat", peer);
+                format!("bind nat {peer}: {}", res(r.map(|c| c.new_generation)))
+            }
+            6 => {
+                let saved = s.saved();
+                let running = s.config.clone();
+                let (n, c) = TableState::adopt(m, running, Some(saved), 0).unwrap();
+                *s = n;
+                format!("restart: generation {}", c.new_generation)
+            }
+            _ => {
+                let Some(ap) = live.choose(rng) else { return };
+                let sta = rng.random_range(1..=12u8);
+                let Some(src) = source(s, ap) else { return };
+                let std::net::IpAddr::V4(v4) = src.ip() else {
+                    return;
+                };
+                let o = m.model.upstream(&up(v4.octets()[3], sta));
+                if o.reason == ferry_ebpf::abi::Reason::Forwarded {
+                    self.learned_by.insert(sta, ap.clone());
+                }
+                format!("learn {sta} from {ap}: {:?}", o.reason)
+            }
+        };
+        self.log.push(what);
+    }
+
+    fn check(&mut self) {
+        let trail = || self.log.join("\n  ");
+        for (sta, ap) in &self.learned_by {
+            if let Ok(to) = down(&self.m, *sta) {
+                let want = source(&self.s, ap).map(|a| a.ip());
+                assert_eq!(
+                    Some(std::net::IpAddr::from(to)),
+                    want,
+                    "station {sta}, learned from {ap}, sent to {to:?}; steps:\n  {}",
+                    trail()
+                );
+            }
+        }
+        // Every live upstream entry is a listed tunnel with that id.
+        let live = self.m.live().unwrap();
+        for (_, info) in self.m.entries(&live).unwrap() {
+            if info.flags & abi::TUNNEL_MARKER != 0 {
+                continue;
+            }
+            let listed = self
+                .s
+                .config
+                .tunnels
+                .iter()
+                .any(|t| self.s.id_of(&t.ap) == Some(info.id));
+            assert!(
+                listed,
+                "id {} forwards unlisted; steps:\n  {}",
+                info.id,
+                trail()
+            );
+        }
+        let mut ids: Vec<u32> = self.s.tables.tunnels.iter().map(|t| t.info.id).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            n,
+            "two live tunnels share an id; steps:\n  {}",
+            trail()
+        );
+    }
+}
+
+#[test]
+fn random_change_sequences_never_misroute_a_station() {
+    for seed in 0..300 {
+        let mut r = Run::new(seed);
+        for _ in 0..40 {
+            r.step();
+            r.check();
+        }
+    }
+}
