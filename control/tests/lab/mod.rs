@@ -171,15 +171,8 @@ impl Lab {
         assert!(self.child().is_none(), "ferry already running");
         let log = File::create(self.dir.join("ferry.log")).unwrap();
         let _ = std::fs::remove_file(&self.socket);
-        let mut cmd = self.ac.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
-        cmd.args(["run", "--config"])
-            .arg(&self.config)
-            .arg("--pin-root")
-            .arg(&self.pin_root)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(extra)
-            .env("RUST_LOG", "info")
+        let mut cmd = self.run_command(extra);
+        cmd.env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().expect("spawn ferry run");
@@ -209,16 +202,8 @@ impl Lab {
     /// as an operator would by mistake, and returns how it ended (killed
     /// after 20 s if it did not).
     pub fn run_again(&self, extra: &[&str]) -> Output {
-        let mut cmd = self.ac.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
-        cmd.args(["run", "--config"])
-            .arg(&self.config)
-            .arg("--pin-root")
-            .arg(&self.pin_root)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = self.run_command(extra);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ferry run");
         let deadline = Instant::now() + Duration::from_secs(20);
         while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -226,6 +211,20 @@ impl Lab {
         }
         let _ = child.kill();
         child.wait_with_output().unwrap()
+    }
+
+    /// `ferry run` in the AC namespace with this lab's configuration, pin
+    /// root and state directory, and `extra`.
+    fn run_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.ac.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .arg("--pin-root")
+            .arg(&self.pin_root)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(extra);
+        cmd
     }
 
     /// Kills ferry with SIGKILL (no cleanup of any kind).
