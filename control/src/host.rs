@@ -1,16 +1,12 @@
-//! What `ferry run` needs from the host: the XDP attachments (with the
-//! generic-mode fallback), the interfaces, IPv4 forwarding for FIB lookups,
-//! the memlock limit, bpffs, and the allocator settings.
+//! What `ferry run` needs from the host: the interfaces, IPv4 forwarding
+//! for FIB lookups, the memlock limit, a bpffs shared with the host, and
+//! the allocator settings.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::programs::XdpMode;
-use ferry_dataplane::{datapath::Datapath, error::os_error};
-use ferry_ebpf::abi;
+use ferry_dataplane::error::os_error;
 use tracing::{info, warn};
-
-use crate::{api::views::Attachment, config::Config, pins};
 
 /// How `ferry run` attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,71 +18,6 @@ pub enum AttachMode {
     Skb,
 }
 
-/// Attaches the programs `config` needs through links pinned in `pin_dir`
-/// (replacing the program inside an existing link), and detaches links of
-/// interfaces the configuration no longer names.
-pub fn attach(
-    dp: &mut Datapath,
-    config: &Config,
-    pin_dir: &Path,
-    mode: AttachMode,
-) -> Result<Vec<Attachment>> {
-    let plan: Vec<(&str, &'static str)> = if config.one_arm() {
-        vec![(config.ap_side.as_str(), abi::PROG_TRUNK)]
-    } else {
-        vec![
-            (config.ap_side.as_str(), abi::PROG_UPSTREAM),
-            (config.client_side.as_str(), abi::PROG_DOWNSTREAM),
-        ]
-    };
-    let wanted: Vec<_> = plan.iter().map(|(i, _)| pins::link(pin_dir, i)).collect();
-    for p in pins::stale_links(pin_dir, &wanted) {
-        warn!(pin = %p.display(), "detaching a program from an interface the configuration no longer names");
-        let _ = std::fs::remove_file(&p);
-    }
-    let mut out = Vec::new();
-    for ((iface, prog), pin) in plan.into_iter().zip(wanted) {
-        let (adopted, m) = match mode {
-            AttachMode::Skb => (dp.attach_pinned(prog, iface, XdpMode::Skb, &pin)?, "skb"),
-            AttachMode::Driver => match dp.attach_pinned(prog, iface, XdpMode::Driver, &pin) {
-                Ok(a) => (a, "driver"),
-                Err(e) if e.os_error() == Some(libc::EOPNOTSUPP) => {
-                    warn!(
-                        iface,
-                        "!!! the driver of {iface} has no native XDP: falling back to GENERIC (skb) mode, \
-                         which is much slower; use --xdp-mode skb to accept this explicitly !!!"
-                    );
-                    (
-                        dp.attach_pinned(prog, iface, XdpMode::Skb, &pin)?,
-                        "skb (fallback)",
-                    )
-                }
-                Err(e) if e.os_error() == Some(libc::EBUSY) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "{iface} already has an XDP program that is not this node's \
-                         (another ferry node, or another tool?); see `ip link show {iface}`"
-                    )));
-                }
-                Err(e) => return Err(e.into()),
-            },
-        };
-        info!(
-            iface,
-            program = prog,
-            mode = m,
-            adopted_link = adopted,
-            "attached"
-        );
-        out.push(Attachment {
-            iface: iface.to_string(),
-            program: prog.to_string(),
-            mode: m.to_string(),
-            adopted_link: adopted,
-        });
-    }
-    Ok(out)
-}
-
 /// Whether `e` (anywhere in its chain) carries errno `n`.
 pub fn is_errno(e: &anyhow::Error, n: i32) -> bool {
     e.chain().any(|c| os_error(c) == Some(n))
@@ -94,13 +25,8 @@ pub fn is_errno(e: &anyhow::Error, n: i32) -> bool {
 
 /// The index of interface `name` in this network namespace.
 pub fn ifindex(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name).context("interface name")?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        bail!("no interface {name:?} in this network namespace");
-    }
-    Ok(i)
+    ferry_dataplane::datapath::ifindex(name)
+        .ok_or_else(|| anyhow!("no interface {name:?} in this network namespace"))
 }
 
 /// bpf_fib_lookup answers only when forwarding is on for the AP-side
@@ -175,6 +101,77 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
         );
     }
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))
+}
+
+/// Refuses (unless `allow_private`) a pin root whose bpffs this process
+/// does not share with the host: under `ip netns exec` ferry runs in a
+/// private mount namespace with its own /sys, so the pins it makes vanish
+/// when it exits, the programs detach, and no later start can adopt them.
+///
+/// Two tests, the first that can be made: in another mount namespace than
+/// PID 1, the pin root's nearest existing directory must be the same
+/// filesystem as PID 1 sees at that path; when PID 1 cannot be inspected
+/// (a container without that privilege), /sys must not be iproute2's
+/// private sysfs (mounted with the network namespace's name as source).
+pub fn check_shared_bpffs(root: &Path, allow_private: bool) -> Result<()> {
+    if allow_private {
+        return Ok(());
+    }
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let netns = match (ns("/proc/self/ns/mnt"), ns("/proc/1/ns/mnt")) {
+        (Some(a), Some(b)) if a == b => return Ok(()),
+        (Some(_), Some(_)) => {
+            if shares_init_fs(root) {
+                return Ok(());
+            }
+            None
+        }
+        _ => match netns_exec_sys() {
+            Some(name) => Some(name),
+            None => return Ok(()),
+        },
+    };
+    Err(crate::runtime::Refused(format!(
+        "{} is not the host's bpffs: ferry runs in a private mount namespace (as under \
+         `ip netns exec`), where pins vanish when ferry exits, the programs detach and no \
+         restart can adopt them. Enter only the network namespace: \
+         `nsenter --net=/run/netns/{} ferry run ...`; or pass --private-bpffs to accept \
+         losing hitless restarts",
+        root.display(),
+        netns.as_deref().unwrap_or("NAME")
+    ))
+    .into())
+}
+
+/// Whether the nearest existing directory of `root` is the filesystem PID
+/// 1 sees at that path (true when that cannot be read).
+fn shares_init_fs(root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(base) = root.ancestors().find(|p| p.exists()) else {
+        return true;
+    };
+    let host_view = Path::new("/proc/1/root").join(base.strip_prefix("/").unwrap_or(base));
+    match (std::fs::metadata(base), std::fs::metadata(host_view)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => true,
+    }
+}
+
+/// The network namespace whose name is the source of the sysfs on /sys:
+/// how `ip netns exec` mounts its private /sys.
+fn netns_exec_sys() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The last mount on /sys is the visible one.
+    let line = info
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/sys"))?;
+    let mut tail = line.split(" - ").nth(1)?.split(' ');
+    let (fstype, source) = (tail.next()?, tail.next()?);
+    let named = fstype == "sysfs"
+        && !source.is_empty()
+        && !source.contains('/')
+        && Path::new("/run/netns").join(source).exists();
+    named.then(|| source.to_string())
 }
 
 /// Big, short-lived buffers (a swap request carries a whole table) get

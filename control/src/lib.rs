@@ -10,6 +10,7 @@
 //! - [`state`], [`pins`], [`host`]: the state file, bpffs pins, host setup.
 
 pub mod api;
+pub mod attachments;
 pub mod commands;
 pub mod config;
 pub mod host;

@@ -101,6 +101,12 @@ EXAMPLE\n  ferry replay --config deploy/examples/ferry.toml \\\n      --in deplo
         /// (learned stations are lost; forwarding pauses while reloading).
         #[arg(long)]
         replace: bool,
+        /// Run even when the bpffs is private to this mount namespace (as
+        /// under `ip netns exec`): the pins die with the process, so the
+        /// programs detach on exit and restarts are not hitless. Without
+        /// it such a start is refused with the `nsenter --net` to use.
+        #[arg(long)]
+        private_bpffs: bool,
         /// bpffs directory for pins (one subdirectory per node).
         #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/ferry")]
         pin_root: PathBuf,
@@ -295,6 +301,7 @@ fn main() -> ExitCode {
             xdp_mode,
             detach_on_exit,
             replace,
+            private_bpffs,
             pin_root,
             state_dir,
             log_format,
@@ -310,6 +317,7 @@ fn main() -> ExitCode {
                 pin_root,
                 state_dir,
                 replace,
+                private_bpffs,
             })
         }
         Command::Status(t) => cli::status(&t),
@@ -360,6 +368,10 @@ fn main() -> ExitCode {
         Err(e) => {
             if let Some(ce) = e.downcast_ref::<ferry::config::ConfigError>() {
                 eprintln!("ferry: {ce}");
+                return ExitCode::from(EXIT_INPUT);
+            }
+            if let Some(r) = e.downcast_ref::<ferry::runtime::Refused>() {
+                eprintln!("ferry: {r}");
                 return ExitCode::from(EXIT_INPUT);
             }
             if let Some(ferry::api::client::CallError::Refused(r)) = e.downcast_ref() {

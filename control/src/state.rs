@@ -9,11 +9,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use ferry_ebpf::abi::ABI_VERSION;
 use serde::{Deserialize, Serialize};
 
-use crate::tables::Saved;
+use crate::{runtime::Refused, tables::Saved};
 
 /// The file's contents, as read.
 #[derive(Deserialize)]
@@ -45,19 +45,19 @@ pub fn read(file: &Path) -> Result<Option<Saved>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
-    let s: StateFile = serde_json::from_str(&text)
-        .with_context(|| {
-            format!(
-                "{} is not a ferry state file (move it away to adopt the running tables by address, or start with --replace)",
-                file.display()
-            )
-        })?;
+    let s: StateFile = serde_json::from_str(&text).map_err(|e| {
+        Refused(format!(
+            "{} is not a ferry state file ({e}); nothing was changed. Move it away to adopt the running tables from the pinned maps, or start with --replace",
+            file.display()
+        ))
+    })?;
     if s.abi_version != ABI_VERSION {
-        bail!(
+        return Err(Refused(format!(
             "{} was written for map ABI {} (this ferry: {ABI_VERSION}); start with --replace",
             file.display(),
             s.abi_version
-        );
+        ))
+        .into());
     }
     Ok(Some(s.saved))
 }

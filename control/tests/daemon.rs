@@ -456,17 +456,7 @@ fn single_tunnel_operations_sighup_and_metrics() {
     assert_eq!(lab.aps().len(), 5);
 
     // Metrics, scraped like Prometheus does.
-    let text = lab
-        .ac
-        .enter(|| {
-            use std::io::{Read as _, Write as _};
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9847")?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-            let mut t = String::new();
-            s.read_to_string(&mut t)?;
-            Ok::<_, anyhow::Error>(t)
-        })
-        .unwrap();
+    let text = lab.scrape();
     assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
     let value = |line: &str| -> f64 {
         text.lines()
@@ -584,7 +574,7 @@ fn a_second_ferry_run_changes_nothing() {
     let pid = lab.json(&["status"])["pid"].as_u64();
     for extra in [&[][..], &["--replace"][..]] {
         let o = lab.run_again(extra);
-        assert_eq!(o.status.code(), Some(1), "{extra:?}");
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("is already run by ferry"), "{err}");
         assert!(err.contains("this start changed nothing"), "{err}");

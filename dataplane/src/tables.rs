@@ -114,6 +114,15 @@ pub fn addr_key(ip: IpAddr) -> Addr {
     }
 }
 
+/// The address a key holds ([`addr_key`]'s inverse).
+pub fn key_addr(a: Addr) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
 /// Parses "aa:bb:cc:dd:ee:ff".
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut m = [0u8; 6];

@@ -169,6 +169,22 @@ pub struct Attachment {
     pub mode: String,
     /// Whether the BPF link was kept from a previous run.
     pub adopted_link: bool,
+    /// "attached", "interface missing" or "detached", as the kernel
+    /// reports it (checked once a second).
+    #[serde(default)]
+    pub state: String,
+    /// Why attaching again failed (state "detached").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The interface index the program is attached to.
+    #[serde(default)]
+    pub ifindex: u32,
+    /// Times attached again after the kernel lost the attachment.
+    #[serde(default)]
+    pub reattached: u64,
+    /// Times a deleted pin (link or maps) was pinned again.
+    #[serde(default)]
+    pub repinned: u64,
 }
 
 /// Keepalive outcomes since start.
@@ -188,6 +204,18 @@ pub struct KeepaliveCounts {
     /// interval: not answered, binding kept.
     #[serde(default)]
     pub damped: u64,
+    /// Not answered: an interface had no ferry program (so the APs fail
+    /// over instead of sending into a black hole).
+    #[serde(default)]
+    pub no_dataplane: u64,
+    /// Longer than the receive buffer: counted and not answered (a
+    /// keepalive is a few dozen bytes).
+    #[serde(default)]
+    pub oversized: u64,
+    /// Dropped by the kernel before ferry read them (socket receive
+    /// queue full, SO_RXQ_OVFL).
+    #[serde(default)]
+    pub kernel_drops: u64,
 }
 
 /// `ferry status`.

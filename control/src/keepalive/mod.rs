@@ -24,6 +24,7 @@ use ferry_ebpf::capwap;
 use thiserror::Error;
 
 pub mod service;
+pub mod socket;
 
 /// A Session ID (16 bytes, RFC 5415 §4.6.37).
 pub type SessionId = [u8; capwap::SESSION_ID_LEN];

@@ -12,7 +12,10 @@ use anyhow::{Context as _, Result};
 use mio::{Interest, Token, event::Event, net::UdpSocket};
 use tracing::{debug, info, warn};
 
-use super::{Binding, echo, parse};
+use super::{
+    Binding, echo, parse,
+    socket::{self, Datagram},
+};
 use crate::{
     commands::Command,
     config::Config,
@@ -25,7 +28,13 @@ use crate::{
 /// The data-port sockets.
 pub struct KeepaliveService {
     sockets: Vec<(UdpSocket, Token)>,
+    /// The kernel's drop count last reported by each socket.
+    dropped: Vec<u32>,
 }
+
+/// Receive buffer: a keepalive is a few dozen bytes; anything longer than
+/// this is counted as oversized, never echoed cut short.
+const RECV_BUF: usize = 2048;
 
 impl KeepaliveService {
     /// Binds one socket per node address (before the data plane is
@@ -37,9 +46,12 @@ impl KeepaliveService {
             let s = UdpSocket::bind(addr).with_context(|| {
                 format!("binding the keepalive socket {addr} (is {a} configured on this host?)")
             })?;
+            socket::enable_drop_count(&s)
+                .with_context(|| format!("SO_RXQ_OVFL on the keepalive socket {addr}"))?;
             sockets.push((s, Token(usize::MAX)));
         }
-        Ok(Self { sockets })
+        let dropped = vec![0; sockets.len()];
+        Ok(Self { sockets, dropped })
     }
 }
 
@@ -58,17 +70,23 @@ impl Service for KeepaliveService {
         node: &mut Node,
         _reg: &mut Registrar<'_>,
     ) -> Result<Flow> {
-        let Some((s, _)) = self.sockets.iter().find(|(_, t)| *t == token) else {
+        let Some(i) = self.sockets.iter().position(|(_, t)| *t == token) else {
             return Ok(Flow::Continue);
         };
-        let mut buf = [0u8; 2048];
+        let s = &self.sockets[i].0;
+        let mut buf = [0u8; RECV_BUF];
         loop {
-            match s.recv_from(&mut buf) {
-                Ok((n, peer)) => {
-                    if let Some(reply) = answer(node, &buf[..n], peer)
-                        && let Err(e) = s.send_to(&reply, peer)
+            match socket::recv(s, &mut buf) {
+                Ok(d) => {
+                    if let Some(total) = d.dropped {
+                        let new = total.wrapping_sub(self.dropped[i]);
+                        self.dropped[i] = total;
+                        node.ka.kernel_drops += u64::from(new);
+                    }
+                    if let Some(reply) = received(node, &buf[..d.len], d)
+                        && let Err(e) = s.send_to(&reply, d.peer)
                     {
-                        warn!(%peer, "keepalive answer: {e}");
+                        warn!(peer = %d.peer, "keepalive answer: {e}");
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -93,6 +111,16 @@ fn unmap(p: SocketAddr) -> SocketAddr {
     }
 }
 
+/// A datagram as received: oversized ones are counted, not parsed.
+fn received(node: &mut Node, data: &[u8], d: Datagram) -> Option<Vec<u8>> {
+    if d.truncated {
+        node.ka.oversized += 1;
+        debug!(peer = %d.peer, "datagram longer than {RECV_BUF} bytes on the data port: not a keepalive");
+        return None;
+    }
+    answer(node, data, d.peer)
+}
+
 /// Handles one datagram on the data port; returns the answer to send.
 pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
     let peer = unmap(peer);
@@ -104,6 +132,12 @@ pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
             return None;
         }
     };
+    if !node.attachments.all_attached() {
+        // The APs must see the data channel die and move to the backup.
+        node.ka.no_dataplane += 1;
+        debug!(%peer, "not answered: an interface has no ferry program");
+        return None;
+    }
     let now = Instant::now();
     if let Some(ap) = node.sessions.tunnel_of(&k.session_id).map(str::to_string) {
         match node.sessions.keepalive(&k.session_id, peer, now) {

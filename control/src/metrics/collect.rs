@@ -30,6 +30,7 @@ pub fn render(node: &mut Node) -> String {
     packets(node, &mut e, &mut errors);
     tunnels(node, &mut e, &mut errors);
     keepalives(node, &mut e);
+    attachments(node, &mut e);
     tables(node, &mut e);
     node.scrape_errors += errors;
     e.family(
@@ -144,8 +145,49 @@ fn keepalives(node: &Node, e: &mut Exposition) {
         ("malformed", k.malformed),
         ("bound", k.bindings),
         ("damped", k.damped),
+        ("no_dataplane", k.no_dataplane),
+        ("oversized", k.oversized),
     ] {
         e.sample("ferry_keepalives_total", &[("outcome", o)], v as f64);
+    }
+    e.family(
+        "ferry_keepalive_socket_drops_total",
+        Kind::Counter,
+        "Datagrams the kernel dropped on the keepalive sockets (receive queue full).",
+    )
+    .sample(
+        "ferry_keepalive_socket_drops_total",
+        &[],
+        k.kernel_drops as f64,
+    );
+}
+
+fn attachments(node: &Node, e: &mut Exposition) {
+    let views = node.attachments.views();
+    e.family(
+        "ferry_attached",
+        Kind::Gauge,
+        "1 while the kernel runs this node's program on the interface (checked every second).",
+    );
+    for a in &views {
+        let up = if a.state == "attached" { 1.0 } else { 0.0 };
+        e.sample(
+            "ferry_attached",
+            &[("iface", &a.iface), ("program", &a.program)],
+            up,
+        );
+    }
+    e.family(
+        "ferry_reattached_total",
+        Kind::Counter,
+        "Programs attached again after the kernel lost the attachment.",
+    );
+    for a in &views {
+        e.sample(
+            "ferry_reattached_total",
+            &[("iface", &a.iface)],
+            a.reattached as f64,
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 /// The held lock; dropping it (or exiting) releases it.
 #[derive(Debug)]
@@ -42,11 +42,12 @@ impl InstanceLock {
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
-                bail!(
+                return Err(super::Refused(format!(
                     "node {node} is already run by ferry (pid {}, lock {}); this start changed nothing",
                     pid.trim(),
                     path.display()
-                );
+                ))
+                .into());
             }
             return Err(e).with_context(|| format!("locking {}", path.display()));
         }

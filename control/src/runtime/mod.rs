@@ -12,3 +12,11 @@ pub mod node;
 pub mod queries;
 pub mod run;
 pub mod signals;
+
+/// A start `ferry run` refused before touching the data plane (exit
+/// status 2, like any refused input): another process runs the node, the
+/// bpffs is private to this mount namespace, or the state file does not
+/// describe what runs.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);

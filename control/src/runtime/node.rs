@@ -7,7 +7,8 @@ use ferry_dataplane::datapath::Datapath;
 use tracing::warn;
 
 use crate::{
-    api::views::{Attachment, KeepaliveCounts},
+    api::views::KeepaliveCounts,
+    attachments::Attachments,
     keepalive::{RateLimit, Sessions},
     tables::TableState,
 };
@@ -30,8 +31,8 @@ pub struct Node {
     pub started: Instant,
     /// Whether a running data plane was adopted.
     pub adopted: bool,
-    /// The attached programs.
-    pub attachments: Vec<Attachment>,
+    /// The attached programs and their health.
+    pub attachments: Attachments,
     /// Where the maps and links are pinned.
     pub pin_dir: PathBuf,
     /// The state file.
@@ -50,14 +51,21 @@ impl Node {
     /// already what it is).
     pub fn save_state(&mut self) {
         self.state_dirty = false;
-        if let Err(e) = crate::state::write(&self.state_file, &self.tables.saved()) {
+        let saved = crate::tables::Saved {
+            kernel_generation: Some(self.dp.generation()),
+            ..self.tables.saved()
+        };
+        if let Err(e) = crate::state::write(&self.state_file, &saved) {
             warn!(file = %self.state_file.display(), "saving state: {e:#}");
         }
     }
 
-    /// Once a second: data channels that went silent, and a state file
-    /// that owes a binding.
+    /// Once a second: the attachments as the kernel reports them, data
+    /// channels that went silent, and a state file that owes a binding.
     pub fn tick(&mut self) {
+        if self.attachments.check(&mut self.dp).reattached {
+            self.retarget_interfaces();
+        }
         if self.state_dirty {
             self.save_state();
         }
@@ -67,6 +75,27 @@ impl Node {
                 dead_interval_s = self.tables.config.dead_interval.as_secs(),
                 "data channel dead: no keepalive"
             );
+        }
+    }
+
+    /// Points the redirect egress slots and the FIB interface at the
+    /// interfaces' current indexes (a re-created interface has a new one;
+    /// the kernel already removed the old one from the egress map).
+    fn retarget_interfaces(&mut self) {
+        let ap = self.tables.config.ap_side.clone();
+        let client = self.tables.config.client_side.clone();
+        let r = (|| -> anyhow::Result<()> {
+            let ap_i = crate::host::ifindex(&ap)?;
+            let client_i = crate::host::ifindex(&client)?;
+            crate::host::enable_forwarding(&ap);
+            self.dp.set_ap_egress(ap_i)?;
+            self.dp.set_client_egress(client_i)?;
+            self.dp.set_ap_ifindex(ap_i)?;
+            self.tables.set_ap_ifindex(ap_i);
+            Ok(())
+        })();
+        if let Err(e) = r {
+            warn!("pointing the egress at the re-created interfaces: {e:#}");
         }
     }
 }

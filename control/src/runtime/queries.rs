@@ -80,7 +80,7 @@ impl Node {
             config: self.config_path.clone(),
             pin_dir: self.pin_dir.clone(),
             adopted: self.adopted,
-            attached: self.attachments.clone(),
+            attached: self.attachments.views(),
             generation: self.tables.generation,
             rollback_generation: self.tables.can_roll_back(),
             tunnels: TunnelCounts {

@@ -33,12 +33,13 @@ use super::{
     signals::{SignalService, TickService},
 };
 use crate::{
-    api::views::{Attachment, Change, KeepaliveCounts},
+    api::views::{Change, KeepaliveCounts},
+    attachments::Attachments,
     config::Config,
     host::{self, AttachMode},
     keepalive::{RateLimit, Sessions, service::KeepaliveService},
     metrics, pins, state,
-    tables::{Saved, TableState, lower},
+    tables::{self, Saved, TableState, lower},
 };
 
 /// `ferry run` options.
@@ -56,6 +57,9 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Throw away pinned state from an earlier run instead of adopting it.
     pub replace: bool,
+    /// Accept a bpffs private to this mount namespace (pins die with the
+    /// process: no hitless restart).
+    pub private_bpffs: bool,
 }
 
 /// Runs the control process until SIGTERM or SIGINT.
@@ -66,6 +70,7 @@ pub fn run(opts: Options) -> Result<()> {
     host::raise_memlock();
     let pin_dir = pins::dir(&opts.pin_root, &config.name);
     let state_file = state::path(&opts.state_dir, &config.name);
+    host::check_shared_bpffs(&opts.pin_root, opts.private_bpffs)?;
     host::ensure_bpffs(&opts.pin_root)?;
     let socket = config.admin_socket.clone();
     let mut services: Vec<Box<dyn Service>> = vec![Box::new(SignalService::new()?)];
@@ -185,16 +190,88 @@ struct Up {
     dp: Datapath,
     tables: TableState<Datapath>,
     change: Option<Change>,
-    attachments: Vec<Attachment>,
+    attachments: Attachments,
 }
 
 /// A state file that does not describe what runs: one line naming the file
 /// and the ways out.
 fn refuse_state(file: &Path, e: &anyhow::Error) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{}: {e:#}; nothing was changed. Move the file away to adopt the running tables by address, or start with --replace to reload everything",
+    super::Refused(format!(
+        "{}: {e:#}; nothing was changed. Move the file away to adopt the running tables from the pinned maps, or start with --replace to reload everything",
         file.display()
-    )
+    ))
+    .into()
+}
+
+/// The table a restart keeps running: the state file's when the file
+/// describes what runs, else the one raised from the pinned maps (a
+/// missing file, or one older than the maps: a swap killed after its
+/// flip). Never the configuration file's: `ferry reload` applies that.
+fn running_table(
+    dp: &mut Datapath,
+    config: Config,
+    saved: Option<Saved>,
+    state_file: &Path,
+) -> Result<(Config, Option<Saved>)> {
+    let stale = match &saved {
+        None => Some(format!("no state file {}", state_file.display())),
+        Some(s) if s.table.is_none() => {
+            Some("the state file does not hold the running table".to_string())
+        }
+        Some(s) => s
+            .kernel_generation
+            .filter(|g| *g != dp.generation())
+            .map(|g| {
+                format!(
+                    "the state file is older than what runs (written at kernel generation {g}, the maps are at {})",
+                    dp.generation()
+                )
+            }),
+    };
+    let Some(why) = stale else {
+        let s = saved.as_ref().map(|s| s.running(&config, state_file));
+        let Some(Ok(Some(c))) = s else {
+            let e = match s {
+                Some(Err(e)) => e,
+                _ => anyhow::anyhow!("no running table"),
+            };
+            return Err(refuse_state(
+                state_file,
+                &e.context("its running table does not fit this configuration"),
+            ));
+        };
+        info!(
+            generation = saved.as_ref().map_or(0, |s| s.generation),
+            "keeping the running table from before the restart (SIGHUP, `ferry reload` or `ferry swap` to change it)"
+        );
+        return Ok((c, saved));
+    };
+    let names = saved
+        .as_ref()
+        .map(|s| s.ids.iter().map(|(n, i)| (*i, n.clone())).collect())
+        .unwrap_or_default();
+    let r = tables::raise::running(dp, &config, &names)?;
+    let unnamed = r.unnamed;
+    let c = config
+        .with_entries(Path::new("(the pinned maps)"), r.tunnels, r.stations)
+        .map_err(|e| {
+            super::Refused(format!(
+                "the running table read back from the pinned maps does not fit this configuration ({e}); nothing was changed. Start with --replace to install the configuration's table"
+            ))
+        })?;
+    warn!(
+        tunnels = c.tunnels.len(),
+        unnamed,
+        "{why}: adopted the running table from the pinned maps, not the configuration file's (`ferry reload` applies the file)"
+    );
+    let s = Saved {
+        ids: r.ids,
+        generation: saved.map_or(1, |s| s.generation),
+        bound: r.bound,
+        table: None,
+        kernel_generation: None,
+    };
+    Ok((c, Some(s)))
 }
 
 /// Loads the programs against the pinned maps, installs (or, after a
@@ -211,30 +288,19 @@ fn bring_up(
     let ap_ifindex = host::ifindex(&config.ap_side)?;
     let client_ifindex = host::ifindex(&config.client_side)?;
     host::enable_forwarding(&config.ap_side);
-    // After a restart the running table is the one last swapped in, not
-    // necessarily the file's: restore it (SIGHUP applies the file).
-    let config = match saved.as_ref().map(|s| s.running(&config, state_file)) {
-        Some(Ok(Some(c))) if adopted => {
-            info!(
-                generation = saved.as_ref().map_or(0, |s| s.generation),
-                "keeping the running table from before the restart (SIGHUP or `ferry swap` to change it)"
-            );
-            c
-        }
-        Some(Err(e)) if adopted => {
-            warn!(
-                "the saved running table does not fit this configuration ({e:#}); installing the configuration's table"
-            );
-            config
-        }
-        _ => config,
+    let (config, saved) = if adopted {
+        running_table(&mut dp, config, saved, state_file)?
+    } else {
+        (config, saved)
     };
     let (tables, change) = if adopted {
         if let Some(s) = &saved {
             s.check_against(&mut dp, &config)
                 .map_err(|e| refuse_state(state_file, &e))?;
         }
-        let lowered = lower::by_position(&config);
+        // Every check is behind us: from here on the live maps change.
+        let mut lowered = lower::by_position(&config);
+        lowered.settings.ap_ifindex = ap_ifindex;
         dp.set_local_addrs(&lowered.local_addrs)?;
         dp.set_settings(with_local4(lowered.settings, &lowered.local_addrs))?;
         let (t, c) = TableState::adopt(&mut dp, config, saved, ap_ifindex)
@@ -245,7 +311,7 @@ fn bring_up(
     };
     dp.set_client_egress(client_ifindex)?;
     dp.set_ap_egress(ap_ifindex)?;
-    let attachments = host::attach(&mut dp, &tables.config, pin_dir, mode)?;
+    let attachments = Attachments::attach(&mut dp, &tables.config, pin_dir, mode)?;
     Ok(Up {
         dp,
         tables,

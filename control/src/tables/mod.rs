@@ -37,6 +37,7 @@ pub mod maps;
 mod plan;
 #[cfg(test)]
 mod property;
+pub mod raise;
 #[cfg(test)]
 mod tests;
 
@@ -101,6 +102,11 @@ pub struct Saved {
     /// The running table.
     #[serde(default)]
     pub table: Option<SavedTable>,
+    /// The kernel's table generation (settings map) when this was
+    /// written: a pinned generation that differs means the maps changed
+    /// after the file (a swap killed after its flip), so the file is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_generation: Option<u32>,
 }
 
 impl Saved {
@@ -266,7 +272,15 @@ impl<M: TableMaps> TableState<M> {
                 tunnels: self.config.tunnel_entries(),
                 stations: self.config.station_entries(),
             }),
+            kernel_generation: None,
         }
+    }
+
+    /// The AP-side interface index for later table builds (after the
+    /// interface was re-created; the caller writes the live settings).
+    pub fn set_ap_ifindex(&mut self, ifindex: u32) {
+        self.ap_ifindex = ifindex;
+        self.tables.settings.ap_ifindex = ifindex;
     }
 
     /// Tunnel id of AP `ap`, if it has one.

@@ -66,7 +66,7 @@ pub struct Lab {
     pub socket: PathBuf,
     pub pin_root: PathBuf,
     ferry: std::sync::Mutex<Option<Child>>,
-    _peers: Vec<Datapath>,
+    peers: Vec<Datapath>,
     pub ap0_mac: [u8; 6],
     pub fap0_mac: [u8; 6],
 }
@@ -115,7 +115,7 @@ impl Lab {
             socket,
             pin_root,
             ferry: std::sync::Mutex::new(None),
-            _peers: peers,
+            peers,
             ap0_mac,
             fap0_mac,
         };
@@ -202,29 +202,104 @@ impl Lab {
     /// as an operator would by mistake, and returns how it ended (killed
     /// after 20 s if it did not).
     pub fn run_again(&self, extra: &[&str]) -> Output {
-        let mut cmd = self.run_command(extra);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn ferry run");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        child.wait_with_output().unwrap()
+        bounded(self.run_command(extra), 20)
     }
 
     /// `ferry run` in the AC namespace with this lab's configuration, pin
     /// root and state directory, and `extra`.
     fn run_command(&self, extra: &[&str]) -> Command {
         let mut cmd = self.ac.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
-        cmd.args(["run", "--config"])
-            .arg(&self.config)
-            .arg("--pin-root")
-            .arg(&self.pin_root)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(extra);
+        cmd.args(self.run_args(extra));
         cmd
+    }
+
+    /// The arguments of `ferry run` for this lab (after the program name).
+    pub fn run_args(&self, extra: &[&str]) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec!["run".into(), "--config".into()];
+        v.push(self.config.clone().into());
+        v.push("--pin-root".into());
+        v.push(self.pin_root.clone().into());
+        v.push("--state-dir".into());
+        v.push(self.dir.join("state").into());
+        v.extend(extra.iter().map(|a| a.into()));
+        v
+    }
+
+    /// Deletes the AP-side veth pair (fap0/ap0), as an SRE deleting an
+    /// interface under a running node would.
+    pub fn delete_ap_link(&self) {
+        self.ac.exec(&["ip", "link", "del", "fap0"]).unwrap();
+    }
+
+    /// Creates the AP-side veth pair again with the MACs and addresses it
+    /// had (the configuration names them), and the AP's XDP peer program.
+    pub fn recreate_ap_link(&mut self) {
+        veth(&self.ac, "fap0", &self.ap, "ap0").unwrap();
+        for (ns, dev, mac, addr) in [
+            (&self.ac, "fap0", self.fap0_mac, "198.18.0.1/24"),
+            (&self.ap, "ap0", self.ap0_mac, "198.18.0.10/24"),
+        ] {
+            let m = format_mac(&mac);
+            ns.exec(&["ip", "link", "set", dev, "address", &m]).unwrap();
+            ns.exec(&["ip", "addr", "add", addr, "dev", dev]).unwrap();
+        }
+        let peer = &mut self.peers[0];
+        self.ap
+            .enter(|| {
+                peer.attach(abi::PROG_PASS, "ap0", XdpMode::Driver)
+                    .map(|_| ())
+            })
+            .unwrap();
+    }
+
+    /// Polls `f` every 50 ms for up to `secs` seconds; panics with `what`
+    /// and the log when it never holds.
+    pub fn wait_for(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {secs} s\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The metrics page (default listener 127.0.0.1:9847 in the AC
+    /// namespace), scraped as Prometheus does, status line included.
+    pub fn scrape(&self) -> String {
+        self.ac
+            .enter(|| {
+                use std::io::{Read as _, Write as _};
+                let mut s = std::net::TcpStream::connect("127.0.0.1:9847")?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+                let mut t = String::new();
+                s.read_to_string(&mut t)?;
+                Ok::<_, anyhow::Error>(t)
+            })
+            .unwrap()
+    }
+
+    /// The value of the first metrics sample whose line starts with `start`.
+    pub fn metric(&self, start: &str) -> Option<f64> {
+        self.scrape()
+            .lines()
+            .find(|l| l.starts_with(start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The status entry of the attachment on `iface`.
+    pub fn attachment(&self, iface: &str) -> Value {
+        let st = self.json(&["status"]);
+        st["attached"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["iface"] == iface)
+            .cloned()
+            .unwrap_or_else(|| panic!("no attachment on {iface}: {st}"))
     }
 
     /// Kills ferry with SIGKILL (no cleanup of any kind).
@@ -326,6 +401,19 @@ impl Drop for Lab {
         let _ = ferry::pins::remove(&self.pin_dir());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs `cmd` to its end, killing it after `secs` seconds (a start that
+/// should have been refused must not hang the test).
+pub fn bounded(mut cmd: Command, secs: u64) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
 }
 
 /// Builds the upstream frame: CAPWAP from AP `ap`, inner frame from

@@ -25,8 +25,11 @@ use crate::{
     tables::{Tables, addr_key, installed_settings},
 };
 
+mod links;
 mod stations;
 mod tunnels;
+
+pub use links::{Attached, LinkHandle, XdpTarget, ifindex};
 
 pub use tunnels::{TunnelTable, table_entries};
 
@@ -225,6 +228,19 @@ impl Datapath {
         self.set_settings(current)
     }
 
+    /// Points the downstream FIB lookups at AP-side interface `ifindex`
+    /// (after that interface was re-created).
+    pub fn set_ap_ifindex(&mut self, ifindex: u32) -> Result<()> {
+        let current = {
+            let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
+            m.get(&0, 0).ctx("reading settings")?
+        };
+        self.set_settings(Settings {
+            ap_ifindex: ifindex,
+            ..current
+        })
+    }
+
     /// Replaces the set of local CAPWAP data addresses (the hash map and the
     /// inline IPv4 copy in the settings).
     pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<()> {
@@ -263,45 +279,6 @@ impl Datapath {
     /// The table generation the programs currently see.
     pub fn generation(&self) -> u32 {
         self.generation
-    }
-
-    /// Attaches program `name` to `iface` through a BPF link pinned at
-    /// `pin`. When a link is already pinned there (ferry ran before), the
-    /// new program replaces the old one inside that link atomically
-    /// (`BPF_LINK_UPDATE`): the interface is never without a program.
-    /// Returns whether an existing link was adopted.
-    pub fn attach_pinned(
-        &mut self,
-        name: &str,
-        iface: &str,
-        mode: XdpMode,
-        pin: &Path,
-    ) -> Result<bool> {
-        use aya::programs::links::{FdLink, PinnedLink};
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::Missing(format!("program {name}")))?
-            .try_into()?;
-        if pin.exists() {
-            let pinned = PinnedLink::from_pin(pin)
-                .with_ctx(|| format!("opening pinned link {}", pin.display()))?;
-            let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
-                .with_ctx(|| format!("{} is not an XDP link", pin.display()))?;
-            prog.attach_to_link(link)
-                .with_ctx(|| format!("replacing the program in {}", pin.display()))?;
-            return Ok(true);
-        }
-        let id = prog
-            .attach(iface, mode)
-            .with_ctx(|| format!("attaching {name} to {iface} in {mode:?} mode"))?;
-        let link = prog.take_link(id)?;
-        let fd = FdLink::try_from(link).with_ctx(|| {
-            format!("attaching {name} to {iface} gave a netlink attachment, not a BPF link (kernel older than 5.9?)")
-        })?;
-        fd.pin(pin)
-            .with_ctx(|| format!("pinning the XDP link at {}", pin.display()))?;
-        Ok(false)
     }
 
     /// Points the upstream redirect egress (client side) at `ifindex`.
