@@ -10,7 +10,7 @@ use anyhow::{Result, anyhow, bail};
 use tracing::info;
 
 use crate::{
-    api::views::{Change, ChangeKind, Plan},
+    api::views::{Change, ChangeKind, Plan, ReloadOutcome},
     config::{Config, TunnelState},
     runtime::node::Node,
 };
@@ -73,9 +73,12 @@ impl Node {
             }
             Command::Reload { force } => {
                 let t0 = Instant::now();
-                let next = self.reloaded()?;
-                self.guard_removal(&next, force)?;
-                self.swap(next, t0, ChangeKind::Reload)?
+                let r = self.reloaded().and_then(|next| {
+                    self.guard_removal(&next, force)?;
+                    self.swap(next, t0, ChangeKind::Reload)
+                });
+                self.last_reload = Some(ReloadOutcome::of(&r));
+                r?
             }
             Command::Rollback => self.tables.rollback(&mut self.dp)?,
             Command::TunnelAdd { text } => {

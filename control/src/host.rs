@@ -65,6 +65,23 @@ pub fn raise_memlock() {
     }
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit: admin and metrics
+/// connections are capped well below it, and an exhausted fd table must
+/// not be what stops an operator's command.
+pub fn raise_nofile() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the valid struct `r`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 /// Makes sure `root` is on a bpffs, mounting one on /sys/fs/bpf when that
 /// standard place has none (as on a fresh boot).
 pub fn ensure_bpffs(root: &Path) -> Result<()> {

@@ -218,6 +218,53 @@ pub struct KeepaliveCounts {
     pub kernel_drops: u64,
 }
 
+/// The last reload (SIGHUP or `ferry reload`), failed ones included.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// When it ran (seconds since the Unix epoch).
+    pub at_unix_s: u64,
+    /// Whether the file's table went live.
+    pub ok: bool,
+    /// The generation it installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Why it was refused or failed (nothing was changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ReloadOutcome {
+    /// The outcome of a reload that returned `r`, now.
+    pub fn of(r: &anyhow::Result<Change>) -> Self {
+        let at_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match r {
+            Ok(c) => Self {
+                at_unix_s,
+                ok: true,
+                generation: Some(c.new_generation),
+                error: None,
+            },
+            Err(e) => Self {
+                at_unix_s,
+                ok: false,
+                generation: None,
+                error: Some(format!("{e:#}")),
+            },
+        }
+    }
+}
+
+/// Admin and metrics connections since start (see `runtime::conn`).
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Connections {
+    /// The admin socket.
+    pub admin: crate::runtime::conn::ConnCounts,
+    /// The metrics listener.
+    pub metrics: crate::runtime::conn::ConnCounts,
+}
+
 /// `ferry status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -255,6 +302,12 @@ pub struct Status {
     pub last_change: Option<Change>,
     /// Keepalives.
     pub keepalive: KeepaliveStatus,
+    /// Admin and metrics connections.
+    #[serde(default)]
+    pub connections: Connections,
+    /// The last reload since start.
+    #[serde(default)]
+    pub last_reload: Option<ReloadOutcome>,
 }
 
 /// Tunnels by state.

@@ -94,7 +94,23 @@ pub fn status(t: &Target) -> Result<()> {
         } else {
             ""
         };
-        println!("  {:<12} {:<18} {} mode{kept}", a.iface, a.program, a.mode);
+        let state = match (&*a.state, &a.detail) {
+            ("attached", _) => String::new(),
+            (s, Some(d)) => format!(" !!! {s}: {d}"),
+            (s, None) => format!(" !!! {s}"),
+        };
+        let again = if a.reattached > 0 {
+            format!(", attached again {} times", a.reattached)
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<12} {:<18} {} mode{kept}{again}{state}",
+            a.iface, a.program, a.mode
+        );
+    }
+    if v.attached.iter().any(|a| a.state != "attached") {
+        println!("  keepalives are NOT answered until every program is attached (APs fail over)");
     }
     println!(
         "generation {} (rollback to {}), {} swaps, {} stations flushed",
@@ -115,11 +131,15 @@ pub fn status(t: &Target) -> Result<()> {
     );
     let k = &v.keepalive;
     println!(
-        "keepalives: {} answered, {} unknown session, {} rate-limited, {} malformed; tunnels {} alive, {} dead, {} never heard (dead after {} s)",
+        "keepalives: {} answered, {} unknown session, {} rate-limited, {} malformed, {} damped, {} oversized, {} unanswered without a data plane, {} dropped by the kernel; tunnels {} alive, {} dead, {} never heard (dead after {} s)",
         k.counts.answered,
         k.counts.unknown,
         k.counts.refused,
         k.counts.malformed,
+        k.counts.damped,
+        k.counts.oversized,
+        k.counts.no_dataplane,
+        k.counts.kernel_drops,
         k.alive,
         k.dead,
         k.never,
@@ -133,6 +153,16 @@ pub fn status(t: &Target) -> Result<()> {
             c.new_generation,
             c.total_us
         );
+    }
+    if let Some(r) = &v.last_reload {
+        match &r.error {
+            None => println!(
+                "last reload: ok, generation {} (at unix time {})",
+                opt(r.generation),
+                r.at_unix_s
+            ),
+            Some(e) => println!("last reload: REFUSED (at unix time {}): {e}", r.at_unix_s),
+        }
     }
     Ok(())
 }

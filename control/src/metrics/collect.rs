@@ -31,6 +31,7 @@ pub fn render(node: &mut Node) -> String {
     tunnels(node, &mut e, &mut errors);
     keepalives(node, &mut e);
     attachments(node, &mut e);
+    connections(node, &mut e);
     tables(node, &mut e);
     node.scrape_errors += errors;
     e.family(
@@ -191,6 +192,30 @@ fn attachments(node: &Node, e: &mut Exposition) {
     }
 }
 
+fn connections(node: &Node, e: &mut Exposition) {
+    e.family(
+        "ferry_connections_total",
+        Kind::Counter,
+        "Admin and metrics connections: accepted, and closed early by reason.",
+    );
+    for (server, c) in [("admin", node.conns.admin), ("metrics", node.conns.metrics)] {
+        for (what, v) in [
+            ("accepted", c.accepted),
+            ("over_cap", c.over_cap),
+            ("idle", c.idle),
+            ("overflow", c.overflow),
+            ("gone_unserved", c.gone_unserved),
+            ("accept_error", c.accept_errors),
+        ] {
+            e.sample(
+                "ferry_connections_total",
+                &[("server", server), ("outcome", what)],
+                v as f64,
+            );
+        }
+    }
+}
+
 fn tables(node: &Node, e: &mut Exposition) {
     let t = &node.tables;
     e.family(
@@ -223,4 +248,26 @@ fn tables(node: &Node, e: &mut Exposition) {
         "Stations deleted because their tunnel left the table or changed VLAN.",
     )
     .sample("ferry_stations_flushed_total", &[], t.flushed_total as f64);
+    if let Some(r) = &node.last_reload {
+        e.family(
+            "ferry_last_reload_success",
+            Kind::Gauge,
+            "1 if the last reload (SIGHUP or ferry reload) went live, 0 if it was refused or failed.",
+        )
+        .sample(
+            "ferry_last_reload_success",
+            &[],
+            if r.ok { 1.0 } else { 0.0 },
+        );
+        e.family(
+            "ferry_last_reload_timestamp_seconds",
+            Kind::Gauge,
+            "When the last reload ran (Unix time).",
+        )
+        .sample(
+            "ferry_last_reload_timestamp_seconds",
+            &[],
+            r.at_unix_s as f64,
+        );
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use mio::net::TcpListener;
 
 use crate::runtime::{
-    conn::{Buffers, Protocol, Server},
+    conn::{Buffers, ConnCounts, Limits, Protocol, Server},
     node::Node,
 };
 
@@ -25,6 +25,21 @@ pub fn bind(addr: std::net::SocketAddr) -> Result<Server<TcpListener, Metrics>> 
 impl Protocol for Metrics {
     const NAME: &'static str = "metrics";
     const MAX_IN: usize = 16384;
+    // A scraper opens one connection per scrape.
+    const LIMITS: Limits = Limits {
+        max_conns: 32,
+        max_per_peer: 8,
+        idle: std::time::Duration::from_secs(10),
+        max_out: 64 << 20,
+    };
+
+    fn has_request(inbuf: &[u8]) -> bool {
+        inbuf.windows(4).any(|w| w == b"\r\n\r\n")
+    }
+
+    fn counts(node: &mut Node) -> &mut ConnCounts {
+        &mut node.conns.metrics
+    }
 
     fn serve(&mut self, b: &mut Buffers, node: &mut Node) {
         if !b.outbuf.is_empty() {

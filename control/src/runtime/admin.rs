@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{
-    conn::{Buffers, Protocol, Server},
+    conn::{Buffers, ConnCounts, Limits, Protocol, Server},
     node::Node,
 };
 use crate::{
@@ -43,6 +43,22 @@ pub fn bind(path: &Path) -> Result<Server<UnixListener, Admin>> {
 impl Protocol for Admin {
     const NAME: &'static str = "admin";
     const MAX_IN: usize = protocol::MAX_REQUEST;
+    // The CLI holds one connection per command; a whole table answer is a
+    // few MiB at 25,600 tunnels.
+    const LIMITS: Limits = Limits {
+        max_conns: 64,
+        max_per_peer: 16,
+        idle: std::time::Duration::from_secs(10),
+        max_out: 256 << 20,
+    };
+
+    fn has_request(inbuf: &[u8]) -> bool {
+        inbuf.contains(&b'\n')
+    }
+
+    fn counts(node: &mut Node) -> &mut ConnCounts {
+        &mut node.conns.admin
+    }
 
     fn serve(&mut self, b: &mut Buffers, node: &mut Node) {
         while let Some(pos) = b.inbuf.iter().position(|c| *c == b'\n') {

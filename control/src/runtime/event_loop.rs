@@ -42,7 +42,7 @@ pub trait Service {
         None
     }
     /// The deadline passed.
-    fn timer(&mut self, _now: Instant, _node: &mut Node) {}
+    fn timer(&mut self, _now: Instant, _node: &mut Node, _reg: &mut Registrar<'_>) {}
 }
 
 /// Registers descriptors for one service, with tokens from the loop's slab.
@@ -100,9 +100,14 @@ pub fn run(node: &mut Node, services: &mut [Box<dyn Service>]) -> Result<()> {
             return Err(e).context("polling");
         }
         let now = Instant::now();
-        for s in services.iter_mut() {
+        for (i, s) in services.iter_mut().enumerate() {
             if s.deadline().is_some_and(|d| d <= now) {
-                s.timer(now, node);
+                let mut reg = Registrar {
+                    registry: poll.registry(),
+                    owners: &mut owners,
+                    service: i,
+                };
+                s.timer(now, node, &mut reg);
             }
         }
         for ev in events.iter() {

@@ -7,7 +7,7 @@ use ferry_dataplane::datapath::Datapath;
 use tracing::warn;
 
 use crate::{
-    api::views::KeepaliveCounts,
+    api::views::{Connections, KeepaliveCounts, ReloadOutcome},
     attachments::Attachments,
     keepalive::{RateLimit, Sessions},
     tables::TableState,
@@ -37,6 +37,10 @@ pub struct Node {
     pub pin_dir: PathBuf,
     /// The state file.
     pub state_file: PathBuf,
+    /// The last reload (SIGHUP or `ferry reload`) and how it ended.
+    pub last_reload: Option<ReloadOutcome>,
+    /// Admin and metrics connections closed early, by reason.
+    pub conns: Connections,
     /// Map reads that failed while serving metrics (counted, not hidden).
     pub scrape_errors: u64,
     /// A session binding changed since the state file was written: saved

@@ -105,6 +105,8 @@ impl Node {
                 never,
                 dead_interval_s: cfg.dead_interval.as_secs(),
             },
+            connections: self.conns,
+            last_reload: self.last_reload.clone(),
         })
     }
 

@@ -68,6 +68,7 @@ pub fn run(opts: Options) -> Result<()> {
     let config = Config::load(&opts.config)?;
     let _lock = InstanceLock::take(&opts.state_dir, &config.name)?;
     host::raise_memlock();
+    host::raise_nofile();
     let pin_dir = pins::dir(&opts.pin_root, &config.name);
     let state_file = state::path(&opts.state_dir, &config.name);
     host::check_shared_bpffs(&opts.pin_root, opts.private_bpffs)?;
@@ -179,6 +180,8 @@ fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path
         pin_dir: pin_dir.to_path_buf(),
         state_file: state_file.to_path_buf(),
         scrape_errors: 0,
+        conns: Default::default(),
+        last_reload: None,
         state_dirty: false,
     }
 }

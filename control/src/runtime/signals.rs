@@ -93,7 +93,7 @@ impl Service for TickService {
         Some(self.next)
     }
 
-    fn timer(&mut self, now: Instant, node: &mut Node) {
+    fn timer(&mut self, now: Instant, node: &mut Node, _reg: &mut Registrar<'_>) {
         node.tick();
         self.next = now + TICK;
     }
