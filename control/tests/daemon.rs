@@ -552,8 +552,21 @@ fn dry_run_removal_guard_rollback_lists_and_reload() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(lab.aps(), before);
-    lab.ferry(&["reload", "--force"]);
+    // The refused reload is what status and the metrics report.
+    let r = lab.json(&["status"])["last_reload"].clone();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("max_removal_percent"),
+        "{r}"
+    );
+    assert_eq!(lab.metric("ferry_last_reload_success "), Some(0.0));
+    let c = lab.json(&["reload", "--force"]);
     assert_eq!(lab.aps(), vec!["ap1"]);
+    let r = lab.json(&["status"])["last_reload"].clone();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["generation"], c["new_generation"], "{r}");
+    assert!(r["at_unix_s"].as_u64().unwrap() > 1_700_000_000, "{r}");
+    assert_eq!(lab.metric("ferry_last_reload_success "), Some(1.0));
 }
 
 /// A second `ferry run` for a node that runs changes nothing: not the

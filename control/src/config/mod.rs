@@ -186,6 +186,9 @@ pub struct TunnelConfig {
     pub station_limit: u32,
     /// 1-based line of the `[[tunnel]]` entry.
     pub line: usize,
+    /// 1-based line of its `vlan` key (the entry's line when the VLAN is
+    /// the default): errors about the VLAN point there.
+    pub vlan_line: usize,
 }
 
 /// One `[[station]]`.

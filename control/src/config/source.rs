@@ -140,6 +140,11 @@ impl<'a> Source<'a> {
         self.position(offset).0
     }
 
+    /// The 1-based line where value `v` starts.
+    pub(crate) fn line_of<T>(&self, v: &Spanned<T>) -> usize {
+        self.line(self.base + v.span().start)
+    }
+
     pub(crate) fn int<T: TryFrom<i64>>(
         &self,
         v: &Spanned<i64>,

@@ -171,8 +171,9 @@ fn downstream_errors() {
         "default_vlan = 200",
         "default_vlan = 200\nclient_vlans = [200]",
     ));
+    // At the tunnel's `vlan` key, not its [[tunnel]] line.
     assert!(
-        e.contains("uses VLAN 201, which is not in forwarding.client_vlans"),
+        e.starts_with("test.toml:19:1: tunnel \"ap2\" uses VLAN 201, which is not in forwarding.client_vlans"),
         "{e}"
     );
     let e = err(&format!("{GOOD}[downstream]\ndscp = [1, 2]\n"));
@@ -227,10 +228,12 @@ fn swap_tables_validate_against_the_config_and_round_trip() {
         assert_eq!(
             TunnelConfig {
                 line: 0,
+                vlan_line: 0,
                 ..a.clone()
             },
             TunnelConfig {
                 line: 0,
+                vlan_line: 0,
                 ..b.clone()
             }
         );

@@ -95,9 +95,9 @@ fn parse_tunnel(
         (Some(s), _) | (None, Some(s)) => s.get_ref().parse().map_err(|e| src.at(s, e))?,
         (None, None) => TunnelState::Active,
     };
-    let vlan = match &t.vlan {
-        Some(v) => src.int(v, "tunnel vlan", 1, VID_MAX)?,
-        None => d.vlan,
+    let (vlan, vlan_line) = match &t.vlan {
+        Some(v) => (src.int(v, "tunnel vlan", 1, VID_MAX)?, src.line_of(v)),
+        None => (d.vlan, line),
     };
     let format = match &t.format {
         Some(f) => f.get_ref().parse().map_err(|e| src.at(f, e))?,
@@ -137,6 +137,7 @@ fn parse_tunnel(
         next_hop_mac,
         station_limit,
         line,
+        vlan_line,
     })
 }
 

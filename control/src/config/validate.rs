@@ -401,7 +401,7 @@ fn parse_table(
             for t in &tunnels {
                 if !v.contains(&t.vlan) {
                     return Err(src.at_line(
-                        t.line,
+                        t.vlan_line,
                         format!(
                             "tunnel {:?} uses VLAN {}, which is not in forwarding.client_vlans",
                             t.ap, t.vlan

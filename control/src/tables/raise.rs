@@ -98,6 +98,7 @@ pub fn running<M: TableMaps>(
             next_hop_mac: (down.flags & DOWN_NEIGHBOUR != 0).then_some(down.next_hop),
             station_limit: info.station_limit,
             line: 0,
+            vlan_line: 0,
         };
         if session_id.is_some() {
             out.bound
