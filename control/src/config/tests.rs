@@ -173,7 +173,9 @@ fn downstream_errors() {
     ));
     // At the tunnel's `vlan` key, not its [[tunnel]] line.
     assert!(
-        e.starts_with("test.toml:19:1: tunnel \"ap2\" uses VLAN 201, which is not in forwarding.client_vlans"),
+        e.starts_with(
+            "test.toml:19:1: tunnel \"ap2\" uses VLAN 201, which is not in forwarding.client_vlans"
+        ),
         "{e}"
     );
     let e = err(&format!("{GOOD}[downstream]\ndscp = [1, 2]\n"));
