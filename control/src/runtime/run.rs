@@ -249,10 +249,16 @@ fn running_table(
         );
         return Ok((c, saved));
     };
-    let names = saved
-        .as_ref()
-        .map(|s| s.ids.iter().map(|(n, i)| (*i, n.clone())).collect())
-        .unwrap_or_default();
+    let names = tables::raise::OldNames {
+        by_id: saved
+            .as_ref()
+            .map(|s| s.ids.iter().map(|(n, i)| (*i, n.clone())).collect())
+            .unwrap_or_default(),
+        entries: saved
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .map_or(&[][..], |t| &t.tunnels[..]),
+    };
     let r = tables::raise::running(dp, &config, &names)?;
     let unnamed = r.unnamed;
     let c = config

@@ -12,7 +12,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use anyhow::{Context as _, Result};
@@ -40,12 +40,41 @@ pub struct Running {
     pub unnamed: usize,
 }
 
+/// What an old state file says about names: AP name by tunnel id, and its
+/// table's entries (to check a name still fits the address it runs).
+#[derive(Debug, Default)]
+pub struct OldNames<'a> {
+    /// AP name by tunnel id.
+    pub by_id: BTreeMap<u32, String>,
+    /// The old running table.
+    pub entries: &'a [TunnelEntry],
+}
+
+impl OldNames<'_> {
+    /// The old name of tunnel `id`, unless the old table gave that name
+    /// another address or port (the id was reused since the file).
+    fn get(&self, id: u32, addr: IpAddr, port: u16) -> Option<String> {
+        let name = self.by_id.get(&id)?;
+        let fits = match self.entries.iter().find(|e| &e.ap == name) {
+            Some(e) => match &e.address {
+                Some(a) => {
+                    a.parse::<IpAddr>().ok() == Some(addr) && e.port.unwrap_or(0) == i64::from(port)
+                }
+                // A session tunnel: bound wherever its keepalives came from.
+                None => true,
+            },
+            None => true,
+        };
+        fits.then(|| name.clone())
+    }
+}
+
 /// Reads the live table of `maps` back as entries; `names` gives AP names
 /// by tunnel id (from an old state file), `config` the rest.
 pub fn running<M: TableMaps>(
     maps: &mut M,
     config: &Config,
-    names: &BTreeMap<u32, String>,
+    names: &OldNames<'_>,
 ) -> Result<Running> {
     let live = maps.live().context("reading the running tunnel table")?;
     let mut ups: Vec<_> = maps
@@ -65,8 +94,7 @@ pub fn running<M: TableMaps>(
                 lower::tunnel(config, *i as u32, t, None).is_some_and(|l| l.key == key)
             });
         let name = names
-            .get(&info.id)
-            .cloned()
+            .get(info.id, addr, key.port)
             .or_else(|| by_key.map(|(_, t)| t.ap.clone()))
             .filter(|n| !used.contains(n))
             .unwrap_or_else(|| {

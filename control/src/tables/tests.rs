@@ -301,3 +301,68 @@ fn a_state_file_that_does_not_describe_what_runs_is_refused() {
             .contains("out of range")
     );
 }
+
+#[test]
+fn the_running_table_reads_back_as_it_was_installed() {
+    let text = format!(
+        "{CONFIG}[[tunnel]]\nap = \"a\"\naddress = \"198.18.1.10\"\nport = 5000\nstate = \"standby\"\n\
+vlan = 201\nformat = \"802.11\"\nradio_mac = \"02:bb:00:00:00:02\"\nmtu = 1400\nstation_limit = 7\n\
+next_hop_mac = \"02:0e:00:00:00:09\"\n[[tunnel]]\nap = \"b\"\naddress = \"198.18.1.11\"\n\
+[[tunnel]]\nap = \"nat\"\nsession_id = \"00112233445566778899aabbccddeeff\"\n\
+[[station]]\nmac = \"02:00:00:00:00:01\"\nap = \"b\"\n"
+    );
+    let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+    let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+    let mut s = TableState::install(&mut m, c.clone(), 0).unwrap();
+    let peer: SocketAddr = "198.18.1.12:4000".parse().unwrap();
+    s.bind(&mut m, "nat", peer).unwrap();
+    let nat = s.id_of("nat").unwrap();
+    // Names: `a` and `b` from the configuration by address, `nat` (a
+    // session tunnel, no address to match) from the old file by id.
+    let old = raise::OldNames {
+        by_id: [(nat, "nat".to_string())].into(),
+        entries: &[],
+    };
+    let r = raise::running(&mut m, &c, &old).unwrap();
+    assert_eq!(r.unnamed, 0);
+    assert_eq!(r.bound.get("nat"), Some(&peer));
+    for ap in ["a", "b", "nat"] {
+        assert_eq!(r.ids.get(ap).copied(), s.id_of(ap), "{ap}");
+    }
+    let back = c
+        .with_entries(Path::new("maps"), r.tunnels, r.stations)
+        .unwrap();
+    let plain = |c: &Config| {
+        let mut v: Vec<TunnelConfig> = c
+            .tunnels
+            .iter()
+            .map(|t| TunnelConfig {
+                line: 0,
+                vlan_line: 0,
+                ..t.clone()
+            })
+            .collect();
+        v.sort_by(|x, y| x.ap.cmp(&y.ap));
+        v
+    };
+    assert_eq!(plain(&back), plain(&c), "every field the maps carry");
+    assert_eq!(back.station_entries(), c.station_entries());
+
+    // An old name whose old entry had another address is not trusted (the
+    // id was given to another AP since): the configuration's name wins.
+    let entries = [crate::config::TunnelEntry {
+        ap: "zz".into(),
+        address: Some("198.18.9.9".into()),
+        ..Default::default()
+    }];
+    let old = raise::OldNames {
+        by_id: [(s.id_of("a").unwrap(), "zz".to_string())].into(),
+        entries: &entries,
+    };
+    let r = raise::running(&mut m, &c, &old).unwrap();
+    assert!(
+        r.ids.contains_key("a") && !r.ids.contains_key("zz"),
+        "{:?}",
+        r.ids
+    );
+}
