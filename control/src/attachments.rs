@@ -64,7 +64,7 @@ struct Item {
     health: Health,
     /// Times attached again after the kernel lost the attachment.
     reattached: u64,
-    /// Times a deleted pin (link or map) was pinned again.
+    /// Times its deleted link pin was pinned again.
     repinned: u64,
 }
 
@@ -217,7 +217,7 @@ impl Attachments {
 
     /// Pins again the state maps whose pins were deleted under a running
     /// node (a restart needs them to adopt the learned stations).
-    fn repin_maps(&mut self, dp: &Datapath) {
+    fn repin_maps(&self, dp: &Datapath) {
         if let Err(e) = std::fs::create_dir_all(&self.pin_dir) {
             warn!(dir = %self.pin_dir.display(), "recreating the pin directory: {e}");
             return;
@@ -226,9 +226,6 @@ impl Attachments {
             Ok(v) if v.is_empty() => {}
             Ok(v) => {
                 warn!(maps = ?v, dir = %self.pin_dir.display(), "map pins were deleted: pinned them again");
-                if let Some(i) = self.items.first_mut() {
-                    i.repinned += 1;
-                }
             }
             Err(e) => warn!("pinning the maps again: {e:#}"),
         }

@@ -182,7 +182,8 @@ pub struct Attachment {
     /// Times attached again after the kernel lost the attachment.
     #[serde(default)]
     pub reattached: u64,
-    /// Times a deleted pin (link or maps) was pinned again.
+    /// Times its deleted link pin was pinned again (map pins are pinned
+    /// again too, and logged).
     #[serde(default)]
     pub repinned: u64,
 }

@@ -17,6 +17,7 @@
 //! with `--detach-on-exit`, the pins removed.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -216,48 +217,41 @@ fn running_table(
     saved: Option<Saved>,
     state_file: &Path,
 ) -> Result<(Config, Option<Saved>)> {
-    let stale = match &saved {
-        None => Some(format!("no state file {}", state_file.display())),
-        Some(s) if s.table.is_none() => {
-            Some("the state file does not hold the running table".to_string())
+    let why = match &saved {
+        None => format!("no state file {}", state_file.display()),
+        Some(Saved { table: None, .. }) => "the state file does not hold the running table".into(),
+        Some(Saved {
+            kernel_generation: Some(g),
+            ..
+        }) if *g != dp.generation() => format!(
+            "the state file is older than what runs (written at kernel generation {g}, the maps are at {})",
+            dp.generation()
+        ),
+        Some(s) => {
+            // The file describes what runs: keep its table.
+            let c = s
+                .running(&config, state_file)
+                .and_then(|c| c.context("no running table"))
+                .map_err(|e| {
+                    refuse_state(
+                        state_file,
+                        &e.context("its running table does not fit this configuration"),
+                    )
+                })?;
+            info!(
+                generation = s.generation,
+                "keeping the running table from before the restart (SIGHUP, `ferry reload` or `ferry swap` to change it)"
+            );
+            return Ok((c, saved));
         }
-        Some(s) => s
-            .kernel_generation
-            .filter(|g| *g != dp.generation())
-            .map(|g| {
-                format!(
-                    "the state file is older than what runs (written at kernel generation {g}, the maps are at {})",
-                    dp.generation()
-                )
-            }),
     };
-    let Some(why) = stale else {
-        let s = saved.as_ref().map(|s| s.running(&config, state_file));
-        let Some(Ok(Some(c))) = s else {
-            let e = match s {
-                Some(Err(e)) => e,
-                _ => anyhow::anyhow!("no running table"),
-            };
-            return Err(refuse_state(
-                state_file,
-                &e.context("its running table does not fit this configuration"),
-            ));
-        };
-        info!(
-            generation = saved.as_ref().map_or(0, |s| s.generation),
-            "keeping the running table from before the restart (SIGHUP, `ferry reload` or `ferry swap` to change it)"
-        );
-        return Ok((c, saved));
-    };
-    let names = tables::raise::OldNames {
-        by_id: saved
-            .as_ref()
-            .map(|s| s.ids.iter().map(|(n, i)| (*i, n.clone())).collect())
-            .unwrap_or_default(),
-        entries: saved
-            .as_ref()
-            .and_then(|s| s.table.as_ref())
-            .map_or(&[][..], |t| &t.tunnels[..]),
+    let empty = BTreeMap::new();
+    let names = match &saved {
+        Some(s) => tables::raise::OldNames::new(
+            &s.ids,
+            s.table.as_ref().map_or(&[][..], |t| &t.tunnels[..]),
+        ),
+        None => tables::raise::OldNames::new(&empty, &[]),
     };
     let r = tables::raise::running(dp, &config, &names)?;
     let unnamed = r.unnamed;

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result};
 use ferry_dataplane::tables::{format_mac, key_addr};
 use ferry_ebpf::abi::{
     self, DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC, DOWN_UDPLITE, STATION_BSSID, STATION_STATIC,
-    TUNNEL_STANDBY,
+    TUNNEL_STANDBY, TunnelKey,
 };
 
 use super::{lower, maps::TableMaps};
@@ -44,28 +44,33 @@ pub struct Running {
 /// table's entries (to check a name still fits the address it runs).
 #[derive(Debug, Default)]
 pub struct OldNames<'a> {
-    /// AP name by tunnel id.
-    pub by_id: BTreeMap<u32, String>,
-    /// The old running table.
-    pub entries: &'a [TunnelEntry],
+    by_id: BTreeMap<u32, &'a str>,
+    entries: BTreeMap<&'a str, &'a TunnelEntry>,
 }
 
-impl OldNames<'_> {
+impl<'a> OldNames<'a> {
+    /// From an old state file's ids and running table.
+    pub fn new(ids: &'a BTreeMap<String, u32>, table: &'a [TunnelEntry]) -> Self {
+        Self {
+            by_id: ids.iter().map(|(n, i)| (*i, n.as_str())).collect(),
+            entries: table.iter().map(|e| (e.ap.as_str(), e)).collect(),
+        }
+    }
+
     /// The old name of tunnel `id`, unless the old table gave that name
     /// another address or port (the id was reused since the file).
     fn get(&self, id: u32, addr: IpAddr, port: u16) -> Option<String> {
-        let name = self.by_id.get(&id)?;
-        let fits = match self.entries.iter().find(|e| &e.ap == name) {
-            Some(e) => match &e.address {
-                Some(a) => {
-                    a.parse::<IpAddr>().ok() == Some(addr) && e.port.unwrap_or(0) == i64::from(port)
-                }
-                // A session tunnel: bound wherever its keepalives came from.
-                None => true,
-            },
+        let name = *self.by_id.get(&id)?;
+        let fits = match self.entries.get(name).and_then(|e| e.address.as_ref()) {
+            Some(a) => {
+                let p = self.entries.get(name).and_then(|e| e.port).unwrap_or(0);
+                a.parse::<IpAddr>().ok() == Some(addr) && p == i64::from(port)
+            }
+            // A session tunnel (bound wherever its keepalives came from), or
+            // no old entry to check against.
             None => true,
         };
-        fits.then(|| name.clone())
+        fits.then(|| name.to_string())
     }
 }
 
@@ -83,26 +88,38 @@ pub fn running<M: TableMaps>(
         .filter(|(_, i)| i.flags & abi::TUNNEL_MARKER == 0)
         .collect();
     ups.sort_by_key(|(_, i)| i.id);
+    // One batch read of the downstream slots, and the configuration's
+    // tunnels by key and by name: a restart at 25,600 tunnels must not be
+    // quadratic.
+    let n = ups.last().map_or(0, |(_, i)| i.id + 1);
+    let downs = maps.downs(&live, n)?;
+    let by_key: BTreeMap<TunnelKey, &str> = config
+        .tunnels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((lower::tunnel(config, i as u32, t, None)?.key, t.ap.as_str())))
+        .collect();
+    let by_name: BTreeMap<&str, &TunnelConfig> =
+        config.tunnels.iter().map(|t| (t.ap.as_str(), t)).collect();
     let mut out = Running::default();
     let mut used = BTreeSet::new();
     for (key, info) in ups {
-        let down = maps.down(&live, info.id)?;
+        let down = downs
+            .get(info.id as usize)
+            .copied()
+            .with_context(|| format!("no downstream slot for tunnel id {}", info.id))?;
         let addr = key_addr(key.addr);
         let port = (key.port != 0).then_some(key.port);
-        let by_key =
-            config.tunnels.iter().enumerate().find(|(i, t)| {
-                lower::tunnel(config, *i as u32, t, None).is_some_and(|l| l.key == key)
-            });
         let name = names
             .get(info.id, addr, key.port)
-            .or_else(|| by_key.map(|(_, t)| t.ap.clone()))
+            .or_else(|| by_key.get(&key).map(|n| n.to_string()))
             .filter(|n| !used.contains(n))
             .unwrap_or_else(|| {
                 out.unnamed += 1;
                 format!("adopted-{}", info.id)
             });
         used.insert(name.clone());
-        let declared = config.tunnels.iter().find(|t| t.ap == name);
+        let declared = by_name.get(name.as_str());
         let session_id = declared.and_then(|t| t.session_id.filter(|_| t.address.is_none()));
         let t = TunnelConfig {
             ap: name.clone(),

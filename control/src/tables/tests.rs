@@ -319,10 +319,8 @@ next_hop_mac = \"02:0e:00:00:00:09\"\n[[tunnel]]\nap = \"b\"\naddress = \"198.18
     let nat = s.id_of("nat").unwrap();
     // Names: `a` and `b` from the configuration by address, `nat` (a
     // session tunnel, no address to match) from the old file by id.
-    let old = raise::OldNames {
-        by_id: [(nat, "nat".to_string())].into(),
-        entries: &[],
-    };
+    let ids = [("nat".to_string(), nat)].into();
+    let old = raise::OldNames::new(&ids, &[]);
     let r = raise::running(&mut m, &c, &old).unwrap();
     assert_eq!(r.unnamed, 0);
     assert_eq!(r.bound.get("nat"), Some(&peer));
@@ -355,10 +353,8 @@ next_hop_mac = \"02:0e:00:00:00:09\"\n[[tunnel]]\nap = \"b\"\naddress = \"198.18
         address: Some("198.18.9.9".into()),
         ..Default::default()
     }];
-    let old = raise::OldNames {
-        by_id: [(s.id_of("a").unwrap(), "zz".to_string())].into(),
-        entries: &entries,
-    };
+    let ids = [("zz".to_string(), s.id_of("a").unwrap())].into();
+    let old = raise::OldNames::new(&ids, &entries);
     let r = raise::running(&mut m, &c, &old).unwrap();
     assert!(
         r.ids.contains_key("a") && !r.ids.contains_key("zz"),
