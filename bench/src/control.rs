@@ -11,23 +11,18 @@
 //! - single-tunnel promote/demote time;
 //! - the control process's resident memory at that size.
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::Path, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use ferry::api::{
-    client,
     protocol::Request,
     views::{Change, Tunnels},
 };
 use ferry_dataplane::netns::{Netns, veth};
 use ferry_ebpf::abi::{self, StationInfo, StationKey};
 use serde::Serialize;
+
+use crate::daemon::{Daemon, median, proc_kib, tunnel_table as table};
 
 /// Results of [`run`].
 #[derive(Debug, Serialize)]
@@ -68,59 +63,6 @@ pub struct Report {
     pub rss_by_phase: Vec<(String, u64)>,
     /// Targets and whether each was met.
     pub targets: Vec<(String, bool)>,
-}
-
-/// `VmRSS`/`VmHWM`-style field of process `pid`, KiB.
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// A running `ferry run` (killed and unpinned on drop).
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    pin_dir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = ferry::pins::remove(&self.pin_dir);
-    }
-}
-
-impl Daemon {
-    fn call<T: serde::de::DeserializeOwned>(&self, r: Request) -> Result<T> {
-        Ok(client::call(&self.socket, r, Duration::from_secs(600))?)
-    }
-}
-
-fn table(names: impl Iterator<Item = u32>, backup_every: Option<u32>) -> String {
-    let mut s = String::new();
-    for i in names {
-        let role = match backup_every {
-            Some(n) if i % n == 0 => "backup",
-            _ => "master",
-        };
-        s.push_str(&format!(
-            "[[tunnel]]\nap = \"ap{i}\"\naddress = \"198.19.{}.{}\"\nrole = \"{role}\"\n",
-            i / 200,
-            i % 200 + 1
-        ));
-    }
-    s
-}
-
-fn median(v: &mut [u64]) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 fn swap(d: &Daemon, file: &Path, text: &str) -> Result<(Change, f64)> {
@@ -167,40 +109,10 @@ pub fn run(
             socket.display()
         ),
     )?;
-    let pin_root = PathBuf::from("/sys/fs/bpf/ferry-bench");
-    let mut cmd = ns.command(ferry)?;
-    cmd.args(["run", "--config"])
-        .arg(&config)
-        .arg("--pin-root")
-        .arg(&pin_root)
-        .arg("--state-dir")
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(File::create(dir.join("ferry.log"))?);
     progress(&format!("starting ferry run with {tunnels} tunnels"));
-    let d = Daemon {
-        child: cmd
-            .spawn()
-            .with_context(|| format!("starting {}", ferry.display()))?,
-        socket: socket.clone(),
-        pin_dir: ferry::pins::dir(&pin_root, &node),
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while d
-        .call::<ferry::api::views::Status>(Request::Status)
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            bail!(
-                "ferry run did not come up: {}",
-                std::fs::read_to_string(dir.join("ferry.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let d = Daemon::start(&ns, ferry, &config, &node, &socket, &dir)?;
 
-    let pid = d.child.id();
+    let pid = d.pid();
     let mut phases = vec![("started".to_string(), proc_kib(pid, "VmRSS:"))];
     // Small tables, empty station table.
     progress("small-table swaps");

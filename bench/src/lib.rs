@@ -5,5 +5,7 @@
 // left to the live-benchmark issue (11), which reshapes this crate.
 #![allow(clippy::too_many_lines)]
 pub mod control;
+pub mod daemon;
 pub mod micro;
+pub mod rebind;
 pub mod traffic;

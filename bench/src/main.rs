@@ -8,7 +8,7 @@ use std::{fs::File, io::BufWriter, path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use ferry::config::Config;
-use ferry_bench::{control, micro, traffic};
+use ferry_bench::{control, micro, rebind, traffic};
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +96,53 @@ EXAMPLE\n  ferry-bench control --tunnels 25600 --stations 1000000"
         #[arg(long)]
         json: bool,
     },
+    /// Flapping session keepalives vs other APs' echoes and `ferry status`.
+    #[command(
+        long_about = "Start a real `ferry run` with TUNNELS address-declared tunnels, a probe AP \
+and FLAPPERS session tunnels, then alternate quiet and flapping phases: while flapping, each \
+session tunnel's keepalives alternate between two source ports (a NAT re-mapping), so with \
+--rebind-interval 0 every one of them moves the binding. Measured side by side: the echo round \
+trip of another AP's keepalives and the latency of `ferry status`, p50/p99/max, quiet vs \
+flapping, and the bindings made. Needs root.\n\n\
+EXAMPLE\n  ferry-bench rebind --tunnels 25600 --flappers 400 --rebind-interval 0"
+    )]
+    Rebind {
+        /// The ferry binary (default: next to ferry-bench).
+        #[arg(long, value_name = "PATH")]
+        ferry: Option<PathBuf>,
+        /// Address-declared tunnels in the table.
+        #[arg(long, default_value_t = 25_600)]
+        tunnels: u32,
+        /// Session tunnels whose keepalives flap.
+        #[arg(long, default_value_t = 400)]
+        flappers: u32,
+        /// The node's keepalive.rebind_interval, seconds (0: every flap rebinds).
+        #[arg(long, default_value_t = 0)]
+        rebind_interval: u32,
+        /// Flapping keepalives per second, all flappers together.
+        #[arg(long, default_value_t = 4_000)]
+        flap_rate: u32,
+        /// Quiet/flapping round pairs.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 6)]
+        phase_secs: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The ferry binary: `given`, else the one next to ferry-bench.
+fn ferry_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(f) => Ok(f),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("ferry"))
+            .context("locating the ferry binary"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -117,13 +164,7 @@ fn run(cli: Cli) -> Result<()> {
             swaps,
             json,
         } => {
-            let ferry = match ferry {
-                Some(f) => f,
-                None => std::env::current_exe()?
-                    .parent()
-                    .map(|d| d.join("ferry"))
-                    .context("locating the ferry binary")?,
-            };
+            let ferry = ferry_binary(ferry)?;
             let r = control::run(&ferry, tunnels, stations, swaps.max(1), |l| {
                 eprintln!("{l}")
             })?;
@@ -169,6 +210,64 @@ fn run(cli: Cli) -> Result<()> {
             for (phase, kib) in &r.rss_by_phase {
                 println!("  resident after {phase:<16} {kib:>9} KiB");
             }
+            for (t, ok) in &r.targets {
+                println!("target {t}: {}", if *ok { "met" } else { "MISSED" });
+            }
+            Ok(())
+        }
+        Command::Rebind {
+            ferry,
+            tunnels,
+            flappers,
+            rebind_interval,
+            flap_rate,
+            rounds,
+            phase_secs,
+            json,
+        } => {
+            let o = rebind::Options {
+                tunnels,
+                flappers,
+                rebind_interval,
+                flap_rate,
+                rounds: rounds.max(1),
+                phase_secs: phase_secs.max(1),
+            };
+            let r = rebind::run(&ferry_binary(ferry)?, &o, |l| eprintln!("{l}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "ferry run, {} tunnels ({} flapping session tunnels, rebind_interval {} s); {} rounds of {} s per phase",
+                r.tunnels, r.flappers, r.rebind_interval, rounds, phase_secs
+            );
+            println!(
+                "{:<34} {:>10} {:>10} {:>10} {:>6} {:>8}",
+                "", "p50 ms", "p99 ms", "max ms", "lost", "samples"
+            );
+            for (name, l) in [
+                ("other AP's echo, quiet", &r.quiet.echo),
+                ("other AP's echo, flapping", &r.flapping.echo),
+                ("ferry status, quiet", &r.quiet.status),
+                ("ferry status, flapping", &r.flapping.status),
+            ] {
+                println!(
+                    "{name:<34} {:>10.3} {:>10.3} {:>10.3} {:>6} {:>8}",
+                    l.p50_us as f64 / 1e3,
+                    l.p99_us as f64 / 1e3,
+                    l.max_us as f64 / 1e3,
+                    l.lost,
+                    l.n
+                );
+            }
+            println!(
+                "flapping: {} keepalives sent, {} bindings made ({:.0}/s), {} damped",
+                r.flapping.flaps_sent,
+                r.flapping.binds,
+                r.flapping.binds as f64 / r.flapping.secs.max(1e-9),
+                r.flapping.damped
+            );
             for (t, ok) in &r.targets {
                 println!("target {t}: {}", if *ok { "met" } else { "MISSED" });
             }

@@ -188,6 +188,13 @@ impl Node {
     }
 
     fn after_change(&mut self, c: &Change) {
+        if c.kind == ChangeKind::Bind {
+            // Live state, not a table change: the keepalive service logs
+            // it, and the state file catches up within a second (a restart
+            // takes bindings from the running maps anyway).
+            self.state_dirty = true;
+            return;
+        }
         let cfg = &self.tables.config;
         self.sessions
             .declare(cfg.tunnels.iter().map(|t| (t.ap.as_str(), t.session_id)));
@@ -204,10 +211,6 @@ impl Node {
             stations_flushed = c.stations_flushed,
             "tables changed"
         );
-        if c.kind == ChangeKind::Bind {
-            self.state_dirty = true;
-        } else {
-            self.save_state();
-        }
+        self.save_state();
     }
 }

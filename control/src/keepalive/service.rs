@@ -153,7 +153,7 @@ pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
                 }) {
                     Ok(c) => {
                         node.ka.bindings += 1;
-                        info!(ap, %peer, generation = c.new_generation, "session tunnel bound by its keepalive");
+                        info!(ap, %peer, took_us = c.total_us, "session tunnel bound by its keepalive");
                     }
                     Err(e) => {
                         warn!(ap, %peer, "binding refused: {e:#}");

@@ -1,19 +1,18 @@
-//! The changes themselves: swap, rollback, edit, bind, and what every one
+//! The changes themselves: swap, rollback, edit, and what every one
 //! of them does around the flip (client VLANs widened first, static
 //! stations and the station flush after).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use ferry_dataplane::{
     datapath::table_entries,
-    tables::{Tables, Tunnel, addr_key},
+    tables::{Tables, Tunnel},
 };
-use ferry_ebpf::abi::{self, StationKey, TunnelDown, TunnelKey};
+use ferry_ebpf::abi::{self, StationKey, TunnelDown};
 
 use super::{Previous, TableMaps, TableState, learned_port_of};
 use crate::{
@@ -300,9 +299,9 @@ impl<M: TableMaps> TableState<M> {
         change
     }
 
-    /// Changes single tunnels in place (add, remove, promote, demote, a
-    /// session binding): each entry is updated on its own, which is atomic
-    /// per entry; the rollback target stays what it was.
+    /// Changes single tunnels in place (add, remove, promote, demote):
+    /// each entry is updated on its own, which is atomic per entry; the
+    /// rollback target stays what it was.
     pub fn edit(
         &mut self,
         maps: &mut M,
@@ -332,50 +331,6 @@ impl<M: TableMaps> TableState<M> {
         );
         self.forget_unreferenced_ids();
         Ok(change)
-    }
-
-    /// Binds session tunnel `ap` to `peer` (its keepalives come from there)
-    /// and updates its entries in place.
-    pub fn bind(&mut self, maps: &mut M, ap: &str, peer: SocketAddr) -> Result<Change> {
-        let t = self
-            .config
-            .tunnel_named(ap)
-            .with_context(|| format!("no tunnel {ap:?}"))?;
-        if !self
-            .config
-            .addresses
-            .iter()
-            .any(|a| a.is_ipv6() == peer.is_ipv6())
-        {
-            bail!(
-                "tunnel {ap:?}: keepalive from {peer}, but this node has no address of that family"
-            );
-        }
-        if t.address.is_some() {
-            bail!("tunnel {ap:?} is declared by address");
-        }
-        // Never over an address-declared tunnel, exactly or through its
-        // any-port entry: an exact key wins over the any-port one, so one
-        // keepalive would otherwise take that AP's traffic from this port.
-        let key = TunnelKey::new(addr_key(peer.ip()), peer.port());
-        let any_port = TunnelKey::new(key.addr, 0);
-        let clash = self
-            .tables
-            .tunnels
-            .iter()
-            .any(|o| (o.key == key || o.key == any_port) && Some(o.info.id) != self.id_of(ap));
-        if clash {
-            bail!("tunnel {ap:?}: {peer} is already served by another tunnel");
-        }
-        let before = self.bound.insert(ap.to_string(), peer);
-        let next = self.config.clone();
-        self.edit(maps, next, ChangeKind::Bind, ap)
-            .inspect_err(|_| {
-                match before {
-                    Some(b) => self.bound.insert(ap.to_string(), b),
-                    None => self.bound.remove(ap),
-                };
-            })
     }
 }
 
@@ -460,6 +415,6 @@ fn refuse_restart_fields(cur: &Config, next: &Config) -> Result<()> {
     Ok(())
 }
 
-fn micros(d: Duration) -> u64 {
+pub(super) fn micros(d: Duration) -> u64 {
     d.as_micros().min(u128::from(u64::MAX)) as u64
 }

@@ -45,6 +45,8 @@ pub trait TableMaps {
     fn down(&mut self, t: &Self::Table, id: u32) -> Result<TunnelDown>;
     /// Writes the downstream entry of tunnel `id` in `t`.
     fn set_down(&mut self, t: &mut Self::Table, id: u32, d: TunnelDown) -> Result<()>;
+    /// The upstream entry of `t` under `key` (one lookup).
+    fn up(&mut self, t: &Self::Table, key: &TunnelKey) -> Result<Option<TunnelInfo>>;
     /// Writes one upstream entry of `t`.
     fn set_up(&mut self, t: &mut Self::Table, key: TunnelKey, info: TunnelInfo) -> Result<()>;
     /// Removes one upstream entry of `t`.
@@ -98,6 +100,9 @@ impl TableMaps for Datapath {
     }
     fn set_down(&mut self, t: &mut TunnelTable, id: u32, d: TunnelDown) -> Result<()> {
         t.set_down(id, d)
+    }
+    fn up(&mut self, t: &TunnelTable, key: &TunnelKey) -> Result<Option<TunnelInfo>> {
+        t.up(key)
     }
     fn set_up(&mut self, t: &mut TunnelTable, key: TunnelKey, info: TunnelInfo) -> Result<()> {
         t.set_up(key, info)
@@ -269,6 +274,9 @@ impl TableMaps for ModelMaps {
         self.generation(*t).down.insert(id, d);
         self.changed(*t);
         Ok(())
+    }
+    fn up(&mut self, t: &usize, key: &TunnelKey) -> Result<Option<TunnelInfo>> {
+        Ok(self.generation(*t).up.get(key).copied())
     }
     fn set_up(&mut self, t: &mut usize, key: TunnelKey, info: TunnelInfo) -> Result<()> {
         self.generation(*t).up.insert(key, info);

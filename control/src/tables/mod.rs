@@ -30,6 +30,7 @@ use crate::{
     config::{Config, StationEntry, TunnelConfig, TunnelEntry, TunnelState},
 };
 
+mod bind;
 mod change;
 pub mod ids;
 pub mod lower;

@@ -9,30 +9,39 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 use rand::{Rng, SeedableRng, seq::IndexedRandom as _};
 use rand_chacha::ChaCha8Rng;
 
-use super::tests::{CONFIG, down, up};
+use ferry_dataplane::datapath::table_entries;
+
+use super::tests::{CONFIG, down_to, up_from};
 use super::*;
 use crate::api::views::ChangeKind;
 
-/// Address-declared APs `ap0`..`ap5` at 198.18.1.10-15, and one session
-/// tunnel `nat` that keepalives bind to 198.18.1.20-22.
+/// Address-declared APs `ap0`..`ap5` at 198.18.1.10-15 (port 5000, but
+/// `ap5` takes any port), and session tunnels `nat` and `nat2` that
+/// keepalives bind to ports 5000-7000 of 198.18.1.10, .11, .15, .20 and
+/// .21: beside address-declared APs (sharing an address's port marker),
+/// onto them (refused), and onto each other (refused).
 const APS: usize = 6;
-const SID: &str = "00112233445566778899aabbccddeeff";
+const SESSIONS: [(&str, &str); 2] = [
+    ("nat", "00112233445566778899aabbccddeeff"),
+    ("nat2", "00112233445566778899aabbccddee02"),
+];
 
 fn entry(ap: &str, standby: bool) -> String {
     let state = if standby { "state = \"standby\"\n" } else { "" };
-    if ap == "nat" {
-        return format!("[[tunnel]]\nap = \"nat\"\nsession_id = \"{SID}\"\n{state}");
+    if let Some((_, sid)) = SESSIONS.iter().find(|(n, _)| *n == ap) {
+        return format!("[[tunnel]]\nap = \"{ap}\"\nsession_id = \"{sid}\"\n{state}");
     }
     let i: u8 = ap[2..].parse().unwrap();
+    let port = if i == 5 { "" } else { "port = 5000\n" };
     format!(
-        "[[tunnel]]\nap = \"{ap}\"\naddress = \"198.18.1.{}\"\nport = 5000\n{state}",
+        "[[tunnel]]\nap = \"{ap}\"\naddress = \"198.18.1.{}\"\n{port}{state}",
         10 + i
     )
 }
 
 fn names() -> Vec<String> {
     let mut v: Vec<String> = (0..APS).map(|i| format!("ap{i}")).collect();
-    v.push("nat".into());
+    v.extend(SESSIONS.iter().map(|(n, _)| n.to_string()));
     v
 }
 
@@ -49,8 +58,8 @@ fn random_table(rng: &mut ChaCha8Rng) -> String {
 
 /// Where AP `ap` sends from, if it can send at all.
 fn source(s: &TableState<ModelMaps>, ap: &str) -> Option<SocketAddr> {
-    if ap == "nat" {
-        return s.bound("nat");
+    if SESSIONS.iter().any(|(n, _)| *n == ap) {
+        return s.bound(ap);
     }
     let i: u8 = ap[2..].parse().ok()?;
     Some(SocketAddr::from(([198, 18, 1, 10 + i], 5000)))
@@ -150,11 +159,12 @@ impl Run {
                 )
             }
             5 => {
-                // Sometimes onto an address an address-declared AP uses.
-                let last = *[10u8, 11, 20, 21, 22].choose(rng).unwrap();
-                let peer = SocketAddr::from(([198, 18, 1, last], 5000));
-                let r = s.bind(m, "nat", peer);
-                format!("bind nat {peer}: {}", res(r.map(|c| c.new_generation)))
+                let ap = SESSIONS.choose(rng).unwrap().0;
+                let last = *[10u8, 11, 15, 20, 21].choose(rng).unwrap();
+                let port = *[5000u16, 6000, 7000].choose(rng).unwrap();
+                let peer = SocketAddr::from(([198, 18, 1, last], port));
+                let r = s.bind(m, ap, peer);
+                format!("bind {ap} {peer}: {}", res(r.map(|c| c.new_generation)))
             }
             6 => {
                 let saved = s.saved();
@@ -167,10 +177,7 @@ impl Run {
                 let Some(ap) = live.choose(rng) else { return };
                 let sta = rng.random_range(1..=12u8);
                 let Some(src) = source(s, ap) else { return };
-                let std::net::IpAddr::V4(v4) = src.ip() else {
-                    return;
-                };
-                let o = m.model.upstream(&up(v4.octets()[3], sta));
+                let o = m.model.upstream(&up_from(src, sta));
                 if o.reason == ferry_ebpf::abi::Reason::Forwarded {
                     self.learned_by.insert(sta, ap.clone());
                 }
@@ -183,20 +190,31 @@ impl Run {
     fn check(&mut self) {
         let trail = || self.log.join("\n  ");
         for (sta, ap) in &self.learned_by {
-            if let Ok(to) = down(&self.m, *sta) {
+            if let Ok(to) = down_to(&self.m, *sta) {
                 self.forwarded += 1;
-                let want = source(&self.s, ap).map(|a| a.ip());
+                let want = source(&self.s, ap);
                 assert_eq!(
-                    Some(std::net::IpAddr::from(to)),
+                    Some(to),
                     want,
                     "station {sta}, learned from {ap}, sent to {to:?}; steps:\n  {}",
                     trail()
                 );
             }
         }
-        // Every live upstream entry is a listed tunnel with that id.
+        // The live upstream entries are exactly what a build of the
+        // bookkept tables makes (port markers included), however they
+        // got there: a whole build, an edit or a binding's own writes.
         let live = self.m.live().unwrap();
-        for (_, info) in self.m.entries(&live).unwrap() {
+        let mut entries = self.m.entries(&live).unwrap();
+        entries.sort_by_key(|(k, _)| *k);
+        assert_eq!(
+            entries,
+            table_entries(&self.s.tables.tunnels).unwrap(),
+            "live entries differ from the bookkept table; steps:\n  {}",
+            trail()
+        );
+        // Every live upstream entry is a listed tunnel with that id.
+        for (_, info) in entries {
             if info.flags & abi::TUNNEL_MARKER != 0 {
                 continue;
             }

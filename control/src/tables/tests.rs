@@ -40,9 +40,14 @@ pub(super) fn table(base: &Config, tunnels: &[(&str, u8)]) -> Config {
 
 /// An upstream frame from the AP at 198.18.1.`last` carrying station `sta`.
 pub(super) fn up(last: u8, sta: u8) -> Vec<u8> {
+    up_from(SocketAddr::from(([198, 18, 1, last], 5000)), sta)
+}
+
+/// A client frame of station `sta` from an AP at `src`.
+pub(super) fn up_from(src: SocketAddr, sta: u8) -> Vec<u8> {
     let t = craft::Transport {
-        sport: 5000,
-        ..craft::Transport::new([198, 18, 1, last].into(), [198, 18, 0, 1].into())
+        sport: src.port(),
+        ..craft::Transport::new(src.ip(), [198, 18, 0, 1].into())
     };
     let inner = craft::ethernet(
         [2, 0xee, 0, 0, 0, 1],
@@ -60,6 +65,15 @@ pub(super) fn up(last: u8, sta: u8) -> Vec<u8> {
 /// Where a downstream frame to station `sta` goes: the AP address, or the
 /// drop reason.
 pub(super) fn down(m: &ModelMaps, sta: u8) -> Result<[u8; 4], Reason> {
+    down_to(m, sta).map(|a| match a.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets(),
+        std::net::IpAddr::V6(_) => [0; 4],
+    })
+}
+
+/// Where a downstream frame to station `sta` goes: the AP address and
+/// port, or the drop reason.
+pub(super) fn down_to(m: &ModelMaps, sta: u8) -> Result<SocketAddr, Reason> {
     let frame = craft::ethernet(
         [2, 0x5a, 0, 0, 0, sta],
         [2, 0xee, 0, 0, 0, 1],
@@ -72,12 +86,16 @@ pub(super) fn down(m: &ModelMaps, sta: u8) -> Result<[u8; 4], Reason> {
         return Err(o.reason);
     }
     let ip = 14 + 16;
-    Ok([
-        o.output[ip],
-        o.output[ip + 1],
-        o.output[ip + 2],
-        o.output[ip + 3],
-    ])
+    let port = 14 + 20 + 2;
+    Ok(SocketAddr::from((
+        [
+            o.output[ip],
+            o.output[ip + 1],
+            o.output[ip + 2],
+            o.output[ip + 3],
+        ],
+        u16::from_be_bytes([o.output[port], o.output[port + 1]]),
+    )))
 }
 
 pub(super) fn learn(m: &mut ModelMaps, last: u8, sta: u8) {

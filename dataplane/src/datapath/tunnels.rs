@@ -157,6 +157,15 @@ impl TunnelTable {
         self.down.set(id, d, 0).ctx("writing downstream tunnel")
     }
 
+    /// The upstream entry under `key`, if there is one.
+    pub fn up(&self, key: &TunnelKey) -> Result<Option<TunnelInfo>> {
+        match self.up.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).ctx("reading tunnel entry"),
+        }
+    }
+
     /// Writes one upstream entry.
     pub fn set_up(&mut self, key: TunnelKey, info: TunnelInfo) -> Result<()> {
         self.up.insert(key, info, 0).ctx("writing tunnel entry")

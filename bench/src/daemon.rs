@@ -1,0 +1,121 @@
+//! A real `ferry run` for the control-process benchmarks: started in a
+//! namespace with a generated configuration, driven through its admin
+//! socket, killed and unpinned on drop.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use ferry::api::{client, protocol::Request, views::Status};
+use ferry_dataplane::netns::Netns;
+
+/// A running `ferry run` (killed and unpinned on drop).
+pub struct Daemon {
+    child: Child,
+    /// Its admin socket.
+    pub socket: PathBuf,
+    /// Its pin directory.
+    pub pin_dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = ferry::pins::remove(&self.pin_dir);
+    }
+}
+
+impl Daemon {
+    /// Starts `ferry` in `ns` with configuration `config` (node `node`,
+    /// admin socket `socket`), state and log in `dir`, and waits until it
+    /// answers `status`.
+    pub fn start(
+        ns: &Netns,
+        ferry: &Path,
+        config: &Path,
+        node: &str,
+        socket: &Path,
+        dir: &Path,
+    ) -> Result<Self> {
+        let pin_root = PathBuf::from("/sys/fs/bpf/ferry-bench");
+        let log = dir.join("ferry.log");
+        let mut cmd = ns.command(ferry)?;
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .arg("--pin-root")
+            .arg(&pin_root)
+            .arg("--state-dir")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log)?);
+        let d = Self {
+            child: cmd
+                .spawn()
+                .with_context(|| format!("starting {}", ferry.display()))?,
+            socket: socket.to_path_buf(),
+            pin_dir: ferry::pins::dir(&pin_root, node),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while d.call::<Status>(Request::Status).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "ferry run did not come up: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(d)
+    }
+
+    /// One admin request and its answer.
+    pub fn call<T: serde::de::DeserializeOwned>(&self, r: Request) -> Result<T> {
+        Ok(client::call(&self.socket, r, Duration::from_secs(600))?)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A `VmRSS:`/`VmHWM:`-style field of process `pid`, KiB.
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` address-declared tunnels `ap0..` in 198.19.0.0/16, every
+/// `backup_every`th one in standby.
+pub fn tunnel_table(names: impl Iterator<Item = u32>, backup_every: Option<u32>) -> String {
+    let mut s = String::new();
+    for i in names {
+        let role = match backup_every {
+            Some(n) if i % n == 0 => "backup",
+            _ => "master",
+        };
+        s.push_str(&format!(
+            "[[tunnel]]\nap = \"ap{i}\"\naddress = \"198.19.{}.{}\"\nrole = \"{role}\"\n",
+            i / 200,
+            i % 200 + 1
+        ));
+    }
+    s
+}
+
+/// The median of `v` (sorted in place).
+pub fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
