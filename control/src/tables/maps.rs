@@ -155,6 +155,10 @@ pub struct ModelMaps {
     /// (port markers included), downstream entries by id.
     tables: Vec<Generation>,
     live: usize,
+    /// Test hook: the entry write (counting from 0) that fails, once, as a
+    /// full or broken map would.
+    #[cfg(test)]
+    pub fail_write: Option<u32>,
 }
 
 #[derive(Clone, Default)]
@@ -170,6 +174,8 @@ impl ModelMaps {
             model: Model::new(&Tables::default()),
             tables: Vec::new(),
             live: 0,
+            #[cfg(test)]
+            fail_write: None,
         };
         m.install(tables)?;
         Ok(m)
@@ -210,6 +216,22 @@ impl ModelMaps {
             self.sync();
         }
         &mut self.tables[t]
+    }
+
+    /// Counts one entry write down to the one that fails (tests only).
+    fn write(&mut self) -> Result<()> {
+        #[cfg(test)]
+        match self.fail_write {
+            Some(0) => {
+                self.fail_write = None;
+                return Err(ferry_dataplane::error::Error::Failed(
+                    "injected map write failure".into(),
+                ));
+            }
+            Some(n) => self.fail_write = Some(n - 1),
+            None => {}
+        }
+        Ok(())
     }
 
     fn changed(&mut self, t: usize) {
@@ -271,6 +293,7 @@ impl TableMaps for ModelMaps {
             .unwrap_or_default())
     }
     fn set_down(&mut self, t: &mut usize, id: u32, d: TunnelDown) -> Result<()> {
+        self.write()?;
         self.generation(*t).down.insert(id, d);
         self.changed(*t);
         Ok(())
@@ -279,11 +302,13 @@ impl TableMaps for ModelMaps {
         Ok(self.generation(*t).up.get(key).copied())
     }
     fn set_up(&mut self, t: &mut usize, key: TunnelKey, info: TunnelInfo) -> Result<()> {
+        self.write()?;
         self.generation(*t).up.insert(key, info);
         self.changed(*t);
         Ok(())
     }
     fn remove_up(&mut self, t: &mut usize, key: &TunnelKey) -> Result<()> {
+        self.write()?;
         self.generation(*t).up.remove(key);
         self.changed(*t);
         Ok(())

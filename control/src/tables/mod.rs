@@ -21,7 +21,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use anyhow::{Context as _, Result, bail};
-use ferry_dataplane::tables::Tables;
+use ferry_dataplane::tables::{Tables, key_addr};
 use ferry_ebpf::abi::{self, TunnelDown};
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +210,7 @@ impl<M: TableMaps> TableState<M> {
         s.bound = saved.bound;
         // Ids of the running table: from the state file, or matched by key.
         s.ids = Ids::from_saved(saved.ids);
+        s.bind_as_running(&live_keys);
         for (i, t) in config.tunnels.iter().enumerate() {
             if s.ids.get(&t.ap).is_some() {
                 continue;
@@ -244,6 +245,22 @@ impl<M: TableMaps> TableState<M> {
             s.ids.release_reserved();
         }
         Ok((s, change))
+    }
+
+    /// Session bindings as the running table has them: a binding made
+    /// after the state file was last written (it catches up within a
+    /// second) is still what forwards, and the kernel's maps are the truth.
+    fn bind_as_running(&mut self, live_keys: &BTreeMap<abi::TunnelKey, u32>) {
+        let by_id: BTreeMap<u32, SocketAddr> = live_keys
+            .iter()
+            .filter(|(k, _)| k.port != 0)
+            .map(|(k, id)| (*id, SocketAddr::new(key_addr(k.addr), k.port)))
+            .collect();
+        for t in self.config.tunnels.iter().filter(|t| t.address.is_none()) {
+            if let Some(peer) = self.ids.get(&t.ap).and_then(|id| by_id.get(&id)) {
+                self.bound.insert(t.ap.clone(), *peer);
+            }
+        }
     }
 
     fn empty(config: Config, ap_ifindex: u32) -> Self {

@@ -98,6 +98,12 @@ pub(super) fn down_to(m: &ModelMaps, sta: u8) -> Result<SocketAddr, Reason> {
     )))
 }
 
+/// Learns station `sta` behind the AP at `src`.
+pub(super) fn learn_from(m: &mut ModelMaps, src: SocketAddr, sta: u8) {
+    let o = m.model.upstream(&up_from(src, sta));
+    assert_eq!(o.reason, Reason::Forwarded, "learning {sta} from {src}");
+}
+
 pub(super) fn learn(m: &mut ModelMaps, last: u8, sta: u8) {
     let o = m.model.upstream(&up(last, sta));
     assert_eq!(o.reason, Reason::Forwarded, "learning {sta} from .{last}");
@@ -283,6 +289,79 @@ fn a_binding_never_shadows_an_address_tunnel() {
     // Another port at an address with port tunnels only is free.
     s.bind(&mut m, "nat", "198.18.1.11:4444".parse().unwrap())
         .unwrap();
+}
+
+/// A binding is live state: it writes the tunnel's own entries (no new
+/// generation, the rollback target untouched), and one whose writes fail
+/// part way leaves the live table exactly as it was.
+#[test]
+fn a_binding_writes_its_own_entries_or_nothing() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &format!(
+            "{CONFIG}[[tunnel]]\nap = \"ap2\"\naddress = \"198.18.1.11\"\nport = 5000\n[[tunnel]]\nap = \"nat\"\nsession_id = \"00112233445566778899aabbccddeeff\"\n"
+        ),
+    )
+    .unwrap();
+    let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+    let mut s = TableState::install(&mut m, c, 0).unwrap();
+    let g = s.generation;
+    let first: SocketAddr = "198.18.1.20:4000".parse().unwrap();
+    let c = s.bind(&mut m, "nat", first).unwrap();
+    assert_eq!(
+        (c.old_generation, c.new_generation, s.generation),
+        (g, g, g)
+    );
+    learn_from(&mut m, first, 1);
+    let live = m.live().unwrap();
+    let before = (m.entries(&live).unwrap(), m.downs(&live, 2).unwrap());
+    // Onto an address that shares ap2's port marker, from one that loses
+    // its own: every write of the move fails once, in turn.
+    let next: SocketAddr = "198.18.1.11:4444".parse().unwrap();
+    for n in 0..4 {
+        m.fail_write = Some(n);
+        let e = s.bind(&mut m, "nat", next).unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        let after = (m.entries(&live).unwrap(), m.downs(&live, 2).unwrap());
+        assert_eq!(after, before, "write {n} failed: nothing changed");
+        assert_eq!(s.bound("nat"), Some(first));
+        assert_eq!(down_to(&m, 1), Ok(first));
+    }
+    m.fail_write = None;
+    s.bind(&mut m, "nat", next).unwrap();
+    assert_eq!(down_to(&m, 1), Ok(next), "the station follows its AP");
+    let mut entries = m.entries(&live).unwrap();
+    entries.sort_by_key(|(k, _)| *k);
+    assert_eq!(
+        entries,
+        ferry_dataplane::datapath::table_entries(&s.tables.tunnels).unwrap()
+    );
+}
+
+/// A restart whose state file predates the last binding (it is written
+/// up to a second later) keeps the binding that runs: the maps are the
+/// truth, and the AP would otherwise lose its downstream traffic until
+/// its next keepalive.
+#[test]
+fn a_restart_keeps_the_binding_that_runs() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &format!(
+            "{CONFIG}[[tunnel]]\nap = \"ap2\"\naddress = \"198.18.1.11\"\n[[tunnel]]\nap = \"nat\"\nsession_id = \"00112233445566778899aabbccddeeff\"\n"
+        ),
+    )
+    .unwrap();
+    let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+    let mut s = TableState::install(&mut m, c, 0).unwrap();
+    s.bind(&mut m, "nat", "198.18.1.20:4000".parse().unwrap())
+        .unwrap();
+    let saved = s.saved();
+    let now: SocketAddr = "198.18.1.21:4001".parse().unwrap();
+    s.bind(&mut m, "nat", now).unwrap();
+    learn_from(&mut m, now, 1);
+    let (s, _) = TableState::adopt(&mut m, s.config.clone(), Some(saved), 0).unwrap();
+    assert_eq!(s.bound("nat"), Some(now));
+    assert_eq!(down_to(&m, 1), Ok(now));
 }
 
 /// A state file is checked before it is believed: on its own (ids in
