@@ -290,6 +290,7 @@ impl<M: TableMaps> TableState<M> {
         self.bound.retain(|k, _| new_names.contains(k.as_str()));
         self.config = next;
         self.tables = tables;
+        self.bind_index = None;
         self.flushed_total += flushed;
         self.last = Some(change.clone());
         if kind.is_whole_table() {

@@ -80,6 +80,8 @@ pub struct TableState<M: TableMaps> {
     pub last_swap: Option<Change>,
     /// FIB interface for downstream next hops.
     ap_ifindex: u32,
+    /// Lookups for session bindings; dropped by every table change.
+    bind_index: Option<bind::BindIndex>,
 }
 
 /// The running table as structured data (the state file's form).
@@ -178,6 +180,7 @@ impl<M: TableMaps> TableState<M> {
         s.ids
             .assign(s.config.tunnels.iter().map(|t| t.ap.as_str()), []);
         s.tables = s.build_tables(&s.config);
+        s.bind_index = None;
         maps.install(&s.tables).context("installing the tables")?;
         s.generation = 1;
         s.last_generation = 1;
@@ -277,6 +280,7 @@ impl<M: TableMaps> TableState<M> {
             flushed_total: 0,
             last: None,
             last_swap: None,
+            bind_index: None,
         }
     }
 
