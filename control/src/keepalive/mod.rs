@@ -253,6 +253,16 @@ impl Sessions {
         s.dead = false;
     }
 
+    /// How many declared tunnels are alive and how many dead (the rest
+    /// were never heard): one pass over the states, no lookup by name.
+    pub fn alive_and_dead(&self) -> (usize, usize) {
+        self.state.values().fold((0, 0), |(a, d), s| match s {
+            s if s.dead => (a, d + 1),
+            s if s.last_seen.is_some() => (a + 1, d),
+            _ => (a, d),
+        })
+    }
+
     /// The state of tunnel `ap`.
     pub fn get(&self, ap: &str) -> Option<&SessionState> {
         self.state.get(ap)
@@ -411,8 +421,11 @@ mod tests {
         assert_eq!(s.peer("ap7"), Some(b));
         assert_eq!(s.tunnel_of(&SID), Some("ap7"));
         s.seen("ap8", a, t0);
+        assert_eq!(s.alive_and_dead(), (2, 0));
         assert_eq!(s.expire(t0 + Duration::from_secs(100)), vec!["ap8"]);
+        assert_eq!(s.alive_and_dead(), (1, 1));
         assert_eq!(s.expire(t0 + Duration::from_secs(101)), vec!["ap7"]);
+        assert_eq!(s.alive_and_dead(), (0, 2));
         assert!(
             s.expire(t0 + Duration::from_secs(200)).is_empty(),
             "marked once"
@@ -423,9 +436,10 @@ mod tests {
             Binding::Refreshed
         );
         assert!(!s.get("ap7").unwrap().dead);
-        s.declare([("ap7", Some(SID))]);
+        s.declare([("ap7", Some(SID)), ("ap9", None)]);
         assert_eq!(s.peer("ap7"), Some(b));
         assert!(s.get("ap8").is_none());
+        assert_eq!(s.alive_and_dead(), (1, 0), "ap9 never heard");
     }
 
     /// One datagram from elsewhere must not move a binding while its AP

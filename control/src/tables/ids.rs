@@ -15,15 +15,24 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Ids {
     by_name: BTreeMap<String, u32>,
     reserved: BTreeSet<u32>,
+    /// One past the highest id given (how much of the per-id arrays to
+    /// read): kept, since `ferry status` asks on every call.
+    end: u32,
 }
 
 impl Ids {
     /// Ids as saved before a restart.
     pub fn from_saved(by_name: BTreeMap<String, u32>) -> Self {
         Self {
+            end: end_of(&by_name),
             by_name,
             reserved: BTreeSet::new(),
         }
+    }
+
+    /// One past the highest id given.
+    pub fn end(&self) -> u32 {
+        self.end
     }
 
     /// The id of AP `ap`.
@@ -39,6 +48,7 @@ impl Ids {
     /// Gives `ap` the id `id` (found running after a restart).
     pub fn claim(&mut self, ap: &str, id: u32) {
         self.by_name.insert(ap.to_string(), id);
+        self.end = self.end.max(id + 1);
     }
 
     /// Keeps `ids` from being handed out until [`Ids::release_reserved`].
@@ -89,6 +99,7 @@ impl Ids {
             self.by_name.insert(ap.to_string(), next);
             used.insert(next);
             given.push(next);
+            self.end = self.end.max(next + 1);
         }
         given
     }
@@ -96,7 +107,12 @@ impl Ids {
     /// Forgets the ids of APs `keep` says no to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.by_name.retain(|k, _| keep(k));
+        self.end = end_of(&self.by_name);
     }
+}
+
+fn end_of(by_name: &BTreeMap<String, u32>) -> u32 {
+    by_name.values().max().map_or(0, |m| m + 1)
 }
 
 #[cfg(test)]
@@ -119,6 +135,7 @@ mod tests {
             Some(4),
             "1 reserved, 3 in use by a kept generation"
         );
+        assert_eq!(ids.end(), 5);
         ids.release_reserved();
         ids.assign(["e"], []);
         assert_eq!(ids.get("e"), Some(1));

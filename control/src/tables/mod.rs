@@ -323,7 +323,7 @@ impl<M: TableMaps> TableState<M> {
     /// One past the highest tunnel id in use (how much of the per-id arrays
     /// to read).
     pub fn id_bound(&self) -> u32 {
-        self.ids.by_name().values().max().map_or(0, |m| m + 1)
+        self.ids.end()
     }
 
     /// The lowered tables of `config` with this node's ids and bindings.
