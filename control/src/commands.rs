@@ -190,9 +190,8 @@ impl Node {
     fn after_change(&mut self, c: &Change) {
         if c.kind == ChangeKind::Bind {
             // Live state, not a table change: the keepalive service logs
-            // it, and the state file catches up within a second (a restart
-            // takes bindings from the running maps anyway).
-            self.state_dirty = true;
+            // it, and the bindings file catches up within a second.
+            self.bindings_dirty = true;
             return;
         }
         let cfg = &self.tables.config;

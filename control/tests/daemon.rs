@@ -229,6 +229,7 @@ fn keepalives_are_echoed_and_bind_session_tunnels() {
     lab.start();
     let ka = keepalive(&sid());
     let ac: SocketAddr = "198.18.0.1:5247".parse().unwrap();
+    let g0 = lab.generation();
 
     // The echo, as the AP receives it: captured on ap0 and by the socket.
     let (echo, frame) = lab
@@ -326,6 +327,18 @@ fn keepalives_are_echoed_and_bind_session_tunnels() {
     });
     let f = got.expect("data from the bound session tunnel forwarded");
     assert_eq!(u16::from_be_bytes([f[14], f[15]]) & 0xfff, 201);
+    // A binding is live state, not a table change: no new generation, and
+    // it is saved in the small bindings file within a tick.
+    assert_eq!(lab.generation(), g0);
+    let bindings = lab
+        .dir
+        .join("state")
+        .join(format!("{}.bindings.json", lab.node));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !std::fs::read_to_string(&bindings).is_ok_and(|t| t.contains("198.18.0.10:40002")) {
+        assert!(std::time::Instant::now() < deadline, "binding not saved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Unknown sessions: answered up to the rate, the rest refused and counted.
     let answered = lab

@@ -43,18 +43,19 @@ pub struct Node {
     pub conns: Connections,
     /// Map reads that failed while serving metrics (counted, not hidden).
     pub scrape_errors: u64,
-    /// A session binding changed since the state file was written: saved
-    /// by the next tick, so flapping keepalives cost a map write each, not
-    /// a rewrite of the whole state file. (A binding lost in a crash within
-    /// that second is learned again from the AP's next keepalive.)
-    pub state_dirty: bool,
+    /// A session binding changed since the bindings file was written:
+    /// saved by the next tick, so flapping keepalives cost a few map
+    /// writes each, not a file write, and the bindings file is written
+    /// at most once a second (see [`crate::state`]). A restart over
+    /// running maps takes the bindings from the maps anyway.
+    pub bindings_dirty: bool,
 }
 
 impl Node {
     /// Writes the state file; a failure is logged (the data plane is
     /// already what it is).
     pub fn save_state(&mut self) {
-        self.state_dirty = false;
+        self.bindings_dirty = false;
         let saved = crate::tables::Saved {
             kernel_generation: Some(self.dp.generation()),
             ..self.tables.saved()
@@ -65,13 +66,16 @@ impl Node {
     }
 
     /// Once a second: the attachments as the kernel reports them, data
-    /// channels that went silent, and a state file that owes a binding.
+    /// channels that went silent, and a bindings file that owes a binding.
     pub fn tick(&mut self) {
         if self.attachments.check(&mut self.dp).reattached {
             self.retarget_interfaces();
         }
-        if self.state_dirty {
-            self.save_state();
+        if self.bindings_dirty {
+            self.bindings_dirty = false;
+            if let Err(e) = crate::state::write_bindings(&self.state_file, self.tables.bindings()) {
+                warn!(file = %self.state_file.display(), "saving session bindings: {e:#}");
+            }
         }
         for ap in self.sessions.expire(Instant::now()) {
             warn!(

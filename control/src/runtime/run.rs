@@ -102,7 +102,7 @@ fn serve(
         warn!(dir = %pin_dir.display(), "--replace: removing the pinned programs and maps of an earlier run; forwarding stops until the new programs attach");
         pins::remove(pin_dir)
             .with_context(|| format!("removing the pins in {}", pin_dir.display()))?;
-        let _ = std::fs::remove_file(state_file);
+        state::remove(state_file);
     }
     let saved = state::read(state_file)?;
     if let Some(s) = &saved {
@@ -150,7 +150,7 @@ fn serve(
         drop(node);
         pins::remove(pin_dir)
             .with_context(|| format!("removing the pins in {}", pin_dir.display()))?;
-        let _ = std::fs::remove_file(state_file);
+        state::remove(state_file);
     } else {
         info!("exiting; the pinned programs keep forwarding with the last tables");
     }
@@ -183,7 +183,7 @@ fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path
         scrape_errors: 0,
         conns: Default::default(),
         last_reload: None,
-        state_dirty: false,
+        bindings_dirty: false,
     }
 }
 

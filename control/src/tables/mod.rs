@@ -310,6 +310,11 @@ impl<M: TableMaps> TableState<M> {
         self.ids.get(ap)
     }
 
+    /// Every session binding (AP name -> address and port).
+    pub fn bindings(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.bound
+    }
+
     /// The session binding of `ap`.
     pub fn bound(&self, ap: &str) -> Option<SocketAddr> {
         self.bound.get(ap).copied()
