@@ -146,13 +146,23 @@ pub fn status(t: &Target) -> Result<()> {
         k.dead_interval_s
     );
     if let Some(c) = &v.last_change {
-        println!(
-            "last change: {} {} -> {} in {} us",
-            kind_of(c),
-            c.old_generation,
-            c.new_generation,
-            c.total_us
-        );
+        if c.old_generation == c.new_generation {
+            // A binding, or a no-op retry: the table generation stays.
+            println!(
+                "last change: {} in {} us (generation {} stays)",
+                kind_of(c),
+                c.total_us,
+                c.new_generation
+            );
+        } else {
+            println!(
+                "last change: {} {} -> {} in {} us",
+                kind_of(c),
+                c.old_generation,
+                c.new_generation,
+                c.total_us
+            );
+        }
     }
     if let Some(r) = &v.last_reload {
         match &r.error {
