@@ -1,7 +1,8 @@
 //! Untrusted input contained: keepalives longer than the receive buffer
 //! and floods that overflow the socket queue are counted; admin
-//! connections are capped per peer, closed when idle, and a request from a
-//! client that has gone is not applied.
+//! connections are capped per peer, closed when idle or when their unread
+//! answers pass the cap, and a request from a client that has gone is not
+//! applied.
 
 // Test code: a failed step should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
@@ -9,7 +10,7 @@
 mod lab;
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{BufRead as _, Read as _, Write as _},
     net::{SocketAddr, UdpSocket},
     os::unix::net::UnixStream,
     time::Duration,
@@ -159,4 +160,50 @@ fn admin_connections_are_capped_timed_out_and_gone_clients_not_served() {
     });
     assert_eq!(lab.aps(), vec!["ap1".to_string(), "ap2".to_string()]);
     assert!(lab.log().contains("not served"), "{}", lab.log());
+}
+
+/// A client that pipelines requests and never reads the answers is closed
+/// once the answers queued for it pass the cap (256 MiB), and ferry stops
+/// building answers there: one write of requests must not cost gigabytes.
+#[test]
+fn answers_a_client_does_not_read_are_capped() {
+    let tunnels = format!("{}{}", Lab::tunnels_toml(), Lab::filler_toml("f", 4000, 0));
+    let lab = Lab::new("ovf", &tunnels);
+    lab.start();
+    let one = {
+        let mut s = UnixStream::connect(&lab.socket).unwrap();
+        s.write_all(&request_line(Request::Tunnels)).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        line.len()
+    };
+    // Enough requests for three times the cap.
+    let n = 3 * (256 << 20) / one + 1;
+    let hwm = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let before = hwm(lab.pid());
+    let mut s = UnixStream::connect(&lab.socket).unwrap();
+    let burst: Vec<u8> = (0..n).flat_map(|_| request_line(Request::Tunnels)).collect();
+    s.write_all(&burst).unwrap();
+    lab.wait_for(60, "the overflowing connection closed", || {
+        lab.json(&["status"])["connections"]["admin"]["overflow"].as_u64() == Some(1)
+    });
+    let grew_mib = (hwm(lab.pid()) - before) / 1024;
+    assert!(
+        grew_mib < 2 * 256,
+        "{n} answers of {one} bytes queued: peak memory grew {grew_mib} MiB"
+    );
+    // What the kernel had buffered is readable, then EOF.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = Vec::new();
+    s.read_to_end(&mut sink).unwrap();
+    assert!(sink.len() < n * one, "not every answer was built");
+    assert!(lab.log().contains("does not read its answers"), "{}", lab.log());
 }

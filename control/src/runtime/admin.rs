@@ -61,7 +61,13 @@ impl Protocol for Admin {
     }
 
     fn serve(&mut self, b: &mut Buffers, node: &mut Node) {
-        while let Some(pos) = b.inbuf.iter().position(|c| *c == b'\n') {
+        // Answers the client has not read count against the cap: past it,
+        // its pipelined requests are left unserved and the connection is
+        // closed as overflowing. Serving them all first let one write of
+        // `tunnels` requests build gigabytes of answers.
+        while b.outbuf.len() <= Self::LIMITS.max_out
+            && let Some(pos) = b.inbuf.iter().position(|c| *c == b'\n')
+        {
             let line: Vec<u8> = b.inbuf.drain(..=pos).collect();
             let text = String::from_utf8_lossy(&line);
             let text = text.trim();

@@ -326,6 +326,11 @@ impl Lab {
         unsafe { libc::kill(pid as i32, sig) };
     }
 
+    /// The running ferry's pid.
+    pub fn pid(&self) -> u32 {
+        self.child().as_ref().expect("ferry running").id()
+    }
+
     fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
         self.ferry.lock().unwrap_or_else(|e| e.into_inner())
     }
