@@ -190,7 +190,9 @@ fn answers_a_client_does_not_read_are_capped() {
     };
     let before = hwm(lab.pid());
     let mut s = UnixStream::connect(&lab.socket).unwrap();
-    let burst: Vec<u8> = (0..n).flat_map(|_| request_line(Request::Tunnels)).collect();
+    let burst: Vec<u8> = (0..n)
+        .flat_map(|_| request_line(Request::Tunnels))
+        .collect();
     s.write_all(&burst).unwrap();
     lab.wait_for(60, "the overflowing connection closed", || {
         lab.json(&["status"])["connections"]["admin"]["overflow"].as_u64() == Some(1)
@@ -205,5 +207,55 @@ fn answers_a_client_does_not_read_are_capped() {
     let mut sink = Vec::new();
     s.read_to_end(&mut sink).unwrap();
     assert!(sink.len() < n * one, "not every answer was built");
-    assert!(lab.log().contains("does not read its answers"), "{}", lab.log());
+    assert!(
+        lab.log().contains("does not read its answers"),
+        "{}",
+        lab.log()
+    );
+}
+
+/// The metrics listener takes at most 8 connections per address and 32
+/// in all: past either, a connection is closed at once (EOF) and counted,
+/// and other scrapers are still served.
+#[test]
+fn metrics_connections_are_capped_per_address_and_in_all() {
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+    let lab = Lab::new("mcap", &Lab::tunnels_toml());
+    lab.start();
+    // From 127.0.0.<from>: every loopback address is local.
+    let connect = |from: u8| -> TcpStream {
+        lab.ac
+            .enter(|| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                s.bind(&SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, from), 0).into())?;
+                s.connect(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9847).into())?;
+                Ok::<_, anyhow::Error>(TcpStream::from(s))
+            })
+            .unwrap()
+    };
+    // EOF (closed by ferry), not a read timeout (open, waiting for a request).
+    let closed = |s: &mut TcpStream| -> bool {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        matches!(s.read(&mut [0u8; 16]), Ok(0))
+    };
+    let mut held: Vec<TcpStream> = (0..8).map(|_| connect(1)).collect();
+    assert!(closed(&mut connect(1)), "the 9th from one address");
+    let mut other = connect(2);
+    other
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    other.read_to_string(&mut page).unwrap();
+    assert!(page.contains("ferry_"), "another address is served: {page}");
+    for from in 2..=4 {
+        held.extend((0..8).map(|_| connect(from)));
+    }
+    assert!(!closed(&mut held[31]), "the 32nd in all is open");
+    assert!(closed(&mut connect(5)), "the 33rd in all");
+    let st = lab.json(&["status"]);
+    assert_eq!(
+        st["connections"]["metrics"]["over_cap"].as_u64(),
+        Some(2),
+        "{st}"
+    );
 }
