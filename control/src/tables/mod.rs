@@ -143,9 +143,13 @@ impl Saved {
             .map(|(k, i)| (k, i.id))
             .collect();
         for (i, t) in running.tunnels.iter().enumerate() {
+            // Session tunnels are left out: their bindings are live state
+            // that the file may trail by a second (another session can be
+            // bound where the file puts this one), and adoption takes
+            // them from the maps.
             let (Some(id), Some(tun)) = (
                 self.ids.get(&t.ap),
-                lower::tunnel(running, i as u32, t, self.bound.get(&t.ap).copied()),
+                lower::tunnel(running, i as u32, t, None),
             ) else {
                 continue;
             };

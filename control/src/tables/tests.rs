@@ -364,6 +364,32 @@ fn a_restart_keeps_the_binding_that_runs() {
     assert_eq!(down_to(&m, 1), Ok(now));
 }
 
+/// A state file whose binding of one session tunnel is now another's (the
+/// first moved, the second took its old place, within the second before
+/// the bindings file caught up) is not a contradiction: it is believed for
+/// ids, and the bindings come from the maps.
+#[test]
+fn a_trailing_binding_is_not_a_contradiction() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &format!(
+            "{CONFIG}[[tunnel]]\nap = \"nat\"\nsession_id = \"00112233445566778899aabbccddeeff\"\n[[tunnel]]\nap = \"nat2\"\nsession_id = \"00112233445566778899aabbccddee02\"\n"
+        ),
+    )
+    .unwrap();
+    let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+    let mut s = TableState::install(&mut m, c, 0).unwrap();
+    let x: SocketAddr = "198.18.1.20:4000".parse().unwrap();
+    let y: SocketAddr = "198.18.1.21:4000".parse().unwrap();
+    s.bind(&mut m, "nat", x).unwrap();
+    let saved = s.saved();
+    s.bind(&mut m, "nat", y).unwrap();
+    s.bind(&mut m, "nat2", x).unwrap();
+    saved.check_against(&mut m, &s.config).unwrap();
+    let (s, _) = TableState::adopt(&mut m, s.config.clone(), Some(saved), 0).unwrap();
+    assert_eq!((s.bound("nat"), s.bound("nat2")), (Some(y), Some(x)));
+}
+
 /// A state file is checked before it is believed: on its own (ids in
 /// range, one AP per id) and against the tables that run.
 #[test]
