@@ -254,9 +254,11 @@ impl<M: TableMaps> TableState<M> {
         Ok((s, change))
     }
 
-    /// Session bindings as the running table has them: a binding made
-    /// after the state file was last written (it catches up within a
-    /// second) is still what forwards, and the kernel's maps are the truth.
+    /// Session bindings as the running table has them (bound where its
+    /// id forwards from, unbound where it forwards from nowhere): a
+    /// binding made after the state file was last written (it catches up
+    /// within a second) is still what forwards, and the kernel's maps are
+    /// the truth.
     fn bind_as_running(&mut self, live_keys: &BTreeMap<abi::TunnelKey, u32>) {
         let by_id: BTreeMap<u32, SocketAddr> = live_keys
             .iter()
@@ -264,9 +266,13 @@ impl<M: TableMaps> TableState<M> {
             .map(|(k, id)| (*id, SocketAddr::new(key_addr(k.addr), k.port)))
             .collect();
         for t in self.config.tunnels.iter().filter(|t| t.address.is_none()) {
-            if let Some(peer) = self.ids.get(&t.ap).and_then(|id| by_id.get(&id)) {
-                self.bound.insert(t.ap.clone(), *peer);
-            }
+            let Some(id) = self.ids.get(&t.ap) else {
+                continue;
+            };
+            match by_id.get(&id) {
+                Some(peer) => self.bound.insert(t.ap.clone(), *peer),
+                None => self.bound.remove(&t.ap),
+            };
         }
     }
 

@@ -384,6 +384,13 @@ fn a_trailing_binding_is_not_a_contradiction() {
     s.bind(&mut m, "nat", x).unwrap();
     let saved = s.saved();
     s.bind(&mut m, "nat", y).unwrap();
+    // Nor is a binding of a tunnel that runs unbound believed.
+    let mut wrong = s.saved();
+    wrong
+        .bound
+        .insert("nat2".into(), "198.18.1.22:4000".parse().unwrap());
+    let (mut s, _) = TableState::adopt(&mut m, s.config.clone(), Some(wrong), 0).unwrap();
+    assert_eq!((s.bound("nat"), s.bound("nat2")), (Some(y), None));
     s.bind(&mut m, "nat2", x).unwrap();
     saved.check_against(&mut m, &s.config).unwrap();
     let (s, _) = TableState::adopt(&mut m, s.config.clone(), Some(saved), 0).unwrap();
