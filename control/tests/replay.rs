@@ -409,4 +409,17 @@ fn check_table_validates_a_swap_table_offline() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.toml:3:11: tunnel address"), "{err}");
+    // Input size cap: /dev/zero is refused after 64 MiB, as a table and
+    // as a configuration, not read until memory runs out.
+    let o = run(std::path::Path::new("/dev/zero"));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/dev/zero: larger than 64 MiB"), "{err}");
+    let o = ferry()
+        .args(["check", "--config", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/dev/zero: larger than 64 MiB"), "{err}");
 }
