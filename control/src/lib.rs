@@ -7,12 +7,14 @@
 //! - [`runtime`]: start-up, the node's state, the event loop and services;
 //! - [`api`]: the admin protocol and the typed views it answers with;
 //! - [`keepalive`], [`metrics`]: protocol logic and their services;
-//! - [`state`], [`pins`], [`host`]: the state file, bpffs pins, host setup.
+//! - [`state`], [`pins`], [`host`]: the state file, bpffs pins, host setup;
+//! - [`ha`]: the HA pair's parts, as far as they are built.
 
 pub mod api;
 pub mod attachments;
 pub mod commands;
 pub mod config;
+pub mod ha;
 pub mod host;
 pub mod keepalive;
 pub mod metrics;

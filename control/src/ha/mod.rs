@@ -1,0 +1,14 @@
+//! The HA pair (issue 10), built from the bottom up. What exists so far:
+//!
+//! - [`key`]: the pair's shared secret, refused unless private and 32-64
+//!   bytes, and the key id both nodes derive from it;
+//! - [`wire`]: the envelope of every peer message (heartbeats and the sync
+//!   stream): versioned, HMAC-SHA256, per-start epochs and per-channel
+//!   sequence numbers, each refusal counted by class.
+//!
+//! Not yet: the `[ha]` configuration, heartbeats and election, the sync
+//! stream, the per-group role map in the data plane, failover, licences
+//! and the cluster commands. Until they exist ferry runs as one node.
+
+pub mod key;
+pub mod wire;
