@@ -4,11 +4,14 @@
 //!   bytes, and the key id both nodes derive from it;
 //! - [`wire`]: the envelope of every peer message (heartbeats and the sync
 //!   stream): versioned, HMAC-SHA256, per-start epochs and per-channel
-//!   sequence numbers, each refusal counted by class.
+//!   sequence numbers, each refusal counted by class;
+//! - [`election`]: who masters each group, VRRPv3's rules as a pure state
+//!   machine on a caller's clock.
 //!
-//! Not yet: the `[ha]` configuration, heartbeats and election, the sync
+//! Not yet: the `[ha]` configuration, the heartbeat thread, the sync
 //! stream, the per-group role map in the data plane, failover, licences
 //! and the cluster commands. Until they exist ferry runs as one node.
 
+pub mod election;
 pub mod key;
 pub mod wire;
