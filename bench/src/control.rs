@@ -18,11 +18,10 @@ use ferry::api::{
     protocol::Request,
     views::{Change, Tunnels},
 };
-use ferry_dataplane::netns::{Netns, veth};
 use ferry_ebpf::abi::{self, StationInfo, StationKey};
 use serde::Serialize;
 
-use crate::daemon::{Daemon, median, proc_kib, tunnel_table as table};
+use crate::daemon::{Bench, Daemon, median, proc_kib, tunnel_table as table};
 
 /// Results of [`run`].
 #[derive(Debug, Serialize)]
@@ -89,28 +88,13 @@ pub fn run(
     if !(2048..=40_000).contains(&tunnels) {
         bail!("--tunnels must be 2,048-40,000 (addresses are 198.19.0.0/16)");
     }
-    let ns = Netns::new("bench").context("creating the bench namespace (root?)")?;
-    let peer = Netns::new("benchp")?;
-    veth(&ns, "fap0", &peer, "p0")?;
-    veth(&ns, "fcl0", &peer, "p1")?;
-    ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "fap0"])?;
-    let dir = std::env::temp_dir().join(format!("ferry-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let node = format!("bench{}", std::process::id());
-    let socket = dir.join("admin.sock");
+    let lab = Bench::new("bench")?;
+    let dir = &lab.dir;
     let capacity = stations + stations / 4 + 1024;
     let full = table(0..tunnels, None);
-    let config = dir.join("ferry.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"{node}\"\naddresses = [\"198.18.0.1\"]\n[interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
-[forwarding]\nstation_capacity = {capacity}\nclient_vlans = [200]\n[admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n{full}",
-            socket.display()
-        ),
-    )?;
+    let config = lab.configure(&format!("station_capacity = {capacity}\n"), &full)?;
     progress(&format!("starting ferry run with {tunnels} tunnels"));
-    let d = Daemon::start(&ns, ferry, &config, &node, &socket, &dir)?;
+    let d = lab.start(ferry, &config)?;
 
     let pid = d.pid();
     let mut phases = vec![("started".to_string(), proc_kib(pid, "VmRSS:"))];
@@ -212,10 +196,6 @@ pub fn run(
             r.rss_peak_kib < 64 * 1024,
         ),
     ];
-    drop(d);
-    if std::env::var_os("FERRY_BENCH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     Ok(r)
 }
 

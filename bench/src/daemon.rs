@@ -1,6 +1,6 @@
-//! A real `ferry run` for the control-process benchmarks: started in a
-//! namespace with a generated configuration, driven through its admin
-//! socket, killed and unpinned on drop.
+//! A real `ferry run` for the control-process benchmarks: a namespace lab
+//! ([`Bench`]) with a generated configuration, the daemon started in it,
+//! driven through its admin socket, killed and unpinned on drop.
 
 use std::{
     fs::File,
@@ -11,7 +11,72 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use ferry::api::{client, protocol::Request, views::Status};
-use ferry_dataplane::netns::Netns;
+use ferry_dataplane::netns::{Netns, veth};
+
+/// The AC namespace (`fap0` at 198.18.0.1/24, `fcl0`), its peer namespace
+/// (`p0`, `p1`) and a scratch directory for the configuration, state and
+/// log, removed on drop unless `FERRY_BENCH_KEEP` is set.
+pub struct Bench {
+    /// The AC side, where `ferry run` runs.
+    pub ns: Netns,
+    /// The AP and client side.
+    pub peer: Netns,
+    /// Configuration, state, log, table files.
+    pub dir: PathBuf,
+    /// The node name.
+    pub node: String,
+    /// The admin socket.
+    pub socket: PathBuf,
+}
+
+impl Bench {
+    /// A fresh lab named after `tag`.
+    pub fn new(tag: &str) -> Result<Self> {
+        let ns = Netns::new(tag).context("creating the bench namespace (root?)")?;
+        let peer = Netns::new(&format!("{tag}p"))?;
+        veth(&ns, "fap0", &peer, "p0")?;
+        veth(&ns, "fcl0", &peer, "p1")?;
+        ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "fap0"])?;
+        let dir = std::env::temp_dir().join(format!("ferry-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            ns,
+            peer,
+            socket: dir.join("admin.sock"),
+            node: format!("{tag}{}", std::process::id()),
+            dir,
+        })
+    }
+
+    /// Writes the node's configuration: its node, interfaces, admin socket
+    /// and no metrics listener, then `rest` (sections and tunnels).
+    pub fn configure(&self, forwarding: &str, rest: &str) -> Result<PathBuf> {
+        let config = self.dir.join("ferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nname = \"{}\"\naddresses = [\"198.18.0.1\"]\n[interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
+[forwarding]\n{forwarding}client_vlans = [200]\n[admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n{rest}",
+                self.node,
+                self.socket.display()
+            ),
+        )?;
+        Ok(config)
+    }
+
+    /// Starts `ferry` with configuration `config` in the AC namespace.
+    pub fn start(&self, ferry: &Path, config: &Path) -> Result<Daemon> {
+        Daemon::start(&self.ns, ferry, config, &self.node, &self.socket, &self.dir)
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if std::env::var_os("FERRY_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
 
 /// A running `ferry run` (killed and unpinned on drop).
 pub struct Daemon {
@@ -34,7 +99,7 @@ impl Daemon {
     /// Starts `ferry` in `ns` with configuration `config` (node `node`,
     /// admin socket `socket`), state and log in `dir`, and waits until it
     /// answers `status`.
-    pub fn start(
+    fn start(
         ns: &Netns,
         ferry: &Path,
         config: &Path,

@@ -23,15 +23,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
-use ferry::api::{protocol::Request, views::Status};
-use ferry_dataplane::{
-    craft,
-    netns::{Netns, veth},
+use anyhow::{Result, bail};
+use ferry::{
+    api::{protocol::Request, views::Status},
+    config::format_session_id,
 };
+use ferry_dataplane::craft;
 use serde::Serialize;
 
-use crate::daemon::{Daemon, tunnel_table};
+use crate::daemon::{Bench, Daemon, tunnel_table};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -112,56 +112,39 @@ fn session_id(i: u32) -> [u8; 16] {
     s
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Runs the benchmark with `ferry` the `ferry` binary.
 pub fn run(ferry: &Path, o: &Options, progress: impl Fn(&str)) -> Result<Report> {
     if !(1..=40_000).contains(&o.tunnels) || !(1..=4_000).contains(&o.flappers) {
         bail!("--tunnels must be 1-40,000 and --flappers 1-4,000");
     }
     raise_nofile(u64::from(o.flappers) * 2 + 256)?;
-    let ns = Netns::new("rebind").context("creating the bench namespace (root?)")?;
-    let peer = Netns::new("rebindp")?;
-    veth(&ns, "fap0", &peer, "p0")?;
-    veth(&ns, "fcl0", &peer, "p1")?;
-    ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "fap0"])?;
+    let lab = Bench::new("rebind")?;
     for a in ["198.18.0.2/24", "198.18.0.3/24"] {
-        peer.exec(&["ip", "addr", "add", a, "dev", "p0"])?;
+        lab.peer.exec(&["ip", "addr", "add", a, "dev", "p0"])?;
     }
-    let dir = std::env::temp_dir().join(format!("ferry-rebind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let node = format!("rebind{}", std::process::id());
-    let socket = dir.join("admin.sock");
-    let mut text = format!(
-        "[node]\nname = \"{node}\"\naddresses = [\"198.18.0.1\"]\n[interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
-[forwarding]\nclient_vlans = [200]\n[admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n\
-[keepalive]\nrebind_interval = {}\n\
-[[tunnel]]\nap = \"probe\"\naddress = \"198.18.0.3\"\n{}",
-        socket.display(),
+    let mut rest = format!(
+        "[keepalive]\nrebind_interval = {}\n[[tunnel]]\nap = \"probe\"\naddress = \"198.18.0.3\"\n{}",
         o.rebind_interval,
         tunnel_table(0..o.tunnels, None)
     );
     for i in 0..o.flappers {
-        text.push_str(&format!(
+        rest.push_str(&format!(
             "[[tunnel]]\nap = \"s{i}\"\nsession_id = \"{}\"\n",
-            hex(&session_id(i))
+            format_session_id(&session_id(i))
         ));
     }
-    let config = dir.join("ferry.toml");
-    std::fs::write(&config, text)?;
+    let config = lab.configure("", &rest)?;
     progress(&format!(
         "starting ferry run with {} tunnels and {} session tunnels",
         o.tunnels + 1,
         o.flappers
     ));
-    let d = Daemon::start(&ns, ferry, &config, &node, &socket, &dir)?;
+    let d = lab.start(ferry, &config)?;
 
     // Sockets made inside the AP namespace keep it when used elsewhere.
     let ac: SocketAddr = "198.18.0.1:5247".parse()?;
     let flappers = o.flappers;
-    let (probe, flap) = peer.enter(move || -> Result<_> {
+    let (probe, flap) = lab.peer.enter(move || -> Result<_> {
         let probe = UdpSocket::bind("198.18.0.3:0")?;
         probe.connect(ac)?;
         probe.set_read_timeout(Some(Duration::from_secs(1)))?;
@@ -254,11 +237,6 @@ pub fn run(ferry: &Path, o: &Options, progress: impl Fn(&str)) -> Result<Report>
             flapping,
             targets,
         })
-    })
-    .inspect(|_| {
-        if std::env::var_os("FERRY_BENCH_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
     })
 }
 
