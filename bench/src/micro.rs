@@ -130,6 +130,8 @@ fn tables(tunnels: u32, stations: u32) -> Tables {
                     vlan: 200,
                     flags: 0,
                     station_limit: 512,
+                    group: 0,
+                    pad: 0,
                 },
                 down: TunnelDown {
                     ap: addr_key(ap_addr(i)),

@@ -28,10 +28,13 @@ pub const MAP_STATION_COUNT: &str = "STATION_COUNT";
 pub const MAP_CLIENT_VLANS: &str = "CLIENT_VLANS";
 /// Name of the per-CPU station learning hints.
 pub const MAP_STATION_CACHE: &str = "STATION_CACHE";
+/// Name of the HA group roles: one `u32` per group index, [`GROUP_ACTIVE`]
+/// where this node masters the group.
+pub const MAP_GROUP_ROLES: &str = "GROUP_ROLES";
 
 /// The maps `ferry run` pins, so a restarted control process (or a newer
 /// program) keeps using the same state. Everything but the lab map.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 12] = [
     MAP_TUNNEL_TABLES,
     MAP_COUNTERS,
     MAP_TUNNEL_STATS,
@@ -43,6 +46,7 @@ pub const PINNED_MAPS: [&str; 11] = [
     MAP_STATION_COUNT,
     MAP_CLIENT_VLANS,
     MAP_STATION_CACHE,
+    MAP_GROUP_ROLES,
 ];
 
 /// Name of the upstream (AP side) XDP program.
@@ -129,6 +133,16 @@ impl TunnelKey {
     }
 }
 
+/// Slots of [`MAP_GROUP_ROLES`]: group index 0 means "no group" (never
+/// looked up: a node without HA pays nothing), 1-255 are the configured
+/// `[[group]]`s in order.
+pub const MAX_GROUPS: u32 = 256;
+/// [`MAP_GROUP_ROLES`] value of a group this node masters. Anything else
+/// (the array starts zeroed) is standby: a group forwards only once this
+/// node has decided it is master, and a group flip is this one aligned
+/// word written, whatever the number of tunnels in the group.
+pub const GROUP_ACTIVE: u32 = 1;
+
 /// Tunnel flag: installed in standby (backup role); data is dropped.
 pub const TUNNEL_STANDBY: u16 = 1;
 /// Internal flag on an (address, any port) entry: tunnels keyed by
@@ -153,6 +167,11 @@ pub struct TunnelInfo {
     pub flags: u16,
     /// Most stations the upstream path may learn behind this tunnel.
     pub station_limit: u32,
+    /// HA group index (0: none); the tunnel forwards only while
+    /// [`MAP_GROUP_ROLES`] says [`GROUP_ACTIVE`] for it.
+    pub group: u16,
+    /// Always zero.
+    pub pad: u16,
 }
 
 /// Downstream tunnel flag: the slot holds a tunnel.
@@ -194,8 +213,10 @@ pub struct TunnelDown {
     pub next_hop: [u8; 6],
     /// Source MAC used with `next_hop`.
     pub source_mac: [u8; 6],
+    /// HA group index, as in [`TunnelInfo::group`].
+    pub group: u16,
     /// Always zero.
-    pub pad: [u8; 6],
+    pub pad: [u8; 4],
 }
 
 /// Station table key: client MAC and VLAN.
@@ -304,7 +325,7 @@ pub struct Settings {
 /// meaning of their flags. Bump it with any change that makes pinned maps of
 /// an older build unreadable or misread by this one; a `ferry run` refuses
 /// to adopt pins written under another version (see `Settings::abi_version`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Slots of the per-CPU learning cache (direct-mapped by client MAC).
 pub const STATION_CACHE_SLOTS: u32 = 1024;

@@ -19,7 +19,10 @@ use ferry_ebpf::{
 };
 
 use crate::{
-    maps::{CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN, settings, verdict},
+    maps::{
+        CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN, group_active, settings,
+        verdict,
+    },
     packet,
 };
 
@@ -60,7 +63,7 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     if t.vlan != vid {
         return Err(Reason::DownDropNoTunnel);
     }
-    if t.flags & DOWN_STANDBY != 0 {
+    if t.flags & DOWN_STANDBY != 0 || !group_active(t.group) {
         return Err(Reason::DownDropStandby);
     }
     if t.port == 0 {

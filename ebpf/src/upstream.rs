@@ -23,7 +23,7 @@ use ferry_ebpf::{
 use crate::{
     maps::{
         EGRESS, LOCAL_ADDRS, STATION_CACHE, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES,
-        TUNNELS_DOWN, event, settings, station_count, station_count_add, verdict,
+        TUNNELS_DOWN, event, group_active, settings, station_count, station_count_add, verdict,
     },
     packet,
 };
@@ -223,7 +223,7 @@ pub(crate) fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
             (*st).rx_bytes += packet::len(ctx) as u64;
         }
     }
-    if info.flags & TUNNEL_STANDBY != 0 {
+    if info.flags & TUNNEL_STANDBY != 0 || !group_active(info.group) {
         return Err(Reason::DropStandby);
     }
     if h.fragment {

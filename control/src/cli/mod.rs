@@ -372,6 +372,9 @@ pub struct TunnelArgs {
     /// Learned stations at most (default: forwarding.station_limit).
     #[arg(long)]
     station_limit: Option<u32>,
+    /// HA group (required when the configuration has [ha]).
+    #[arg(long)]
+    group: Option<String>,
 }
 
 impl TunnelArgs {
@@ -390,6 +393,7 @@ impl TunnelArgs {
             udp_lite: self.udp_lite,
             next_hop_mac: self.next_hop_mac,
             station_limit: self.station_limit.map(i64::from),
+            group: self.group,
         }
     }
 }

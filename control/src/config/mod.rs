@@ -40,12 +40,15 @@
 //! udp_lite = true              # IPv6 only, default true; false = UDP with full checksum
 //! next_hop_mac = "02:..."      # optional, else downstream.next_hop_mac
 //! station_limit = 512          # optional, else forwarding.station_limit
+//! group = "group1"             # the tunnel's HA group: required with [ha], refused without
 //! [[station]]                  # static stations, never moved by learning
 //! mac = "02:..."
 //! ap = "ap1"
 //! radio = 0                    # optional, default 0
 //! bssid = "02:..."             # optional (needed downstream by 802.11 tunnels)
 //! ```
+//!
+//! `[ha]` and `[[group]]` (the HA pair) are described in [`ha`].
 //!
 //! A file is validated as a whole before anything is applied: the first
 //! problem is reported as `FILE:LINE:COLUMN: reason` and nothing changes.
@@ -66,12 +69,14 @@ use std::{
 
 mod entries;
 pub mod fast;
+pub mod ha;
 pub mod render;
 mod schema;
 mod source;
 mod tunnel;
 mod validate;
 
+pub use ha::{ElectionMode, HaConfig};
 pub use schema::{StationEntry, TunnelEntry};
 pub use source::ConfigError;
 
@@ -184,6 +189,8 @@ pub struct TunnelConfig {
     pub next_hop_mac: Option<[u8; 6]>,
     /// Learned-station limit.
     pub station_limit: u32,
+    /// HA group (required with `[ha]`, refused without).
+    pub group: Option<String>,
     /// 1-based line of the `[[tunnel]]` entry.
     pub line: usize,
     /// 1-based line of its `vlan` key (the entry's line when the VLAN is
@@ -246,6 +253,8 @@ pub struct Config {
     /// A swap or reload that removes more than this share of the live
     /// tunnels (percent), or all of them, is refused without `--force`.
     pub max_removal_percent: u8,
+    /// The HA pair (`None`: one node, as before HA existed).
+    pub ha: Option<HaConfig>,
     /// Defaults a table file's tunnels take.
     pub(crate) defaults: TunnelDefaults,
     /// Whether `forwarding.client_vlans` was given (else derived).
@@ -260,6 +269,8 @@ pub(crate) struct TunnelDefaults {
     pub(crate) mtu: u16,
     pub(crate) next_hop: Option<[u8; 6]>,
     pub(crate) has_source_mac: bool,
+    /// The `[[group]]` names with `[ha]`; `None` without it.
+    pub(crate) groups: Option<Vec<String>>,
 }
 
 impl Config {
@@ -277,6 +288,14 @@ impl Config {
     /// Index of tunnel `ap` in [`Config::tunnels`].
     pub fn tunnel_index(&self, ap: &str) -> Option<usize> {
         self.tunnels.iter().position(|t| t.ap == ap)
+    }
+
+    /// The data plane group index of tunnel `t` (0: no HA group).
+    pub fn group_index(&self, t: &TunnelConfig) -> u16 {
+        match (&self.ha, &t.group) {
+            (Some(ha), Some(g)) => ha.group_index(g).unwrap_or(0),
+            _ => 0,
+        }
     }
 
     /// Tunnel `ap`.

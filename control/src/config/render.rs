@@ -24,6 +24,7 @@ impl From<&TunnelConfig> for TunnelEntry {
             udp_lite: t.address.is_some_and(|a| a.is_ipv6()).then_some(t.udp_lite),
             next_hop_mac: t.next_hop_mac.as_ref().map(format_mac),
             station_limit: Some(i64::from(t.station_limit)),
+            group: t.group.clone(),
         }
     }
 }

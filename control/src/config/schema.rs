@@ -25,6 +25,33 @@ pub(crate) struct RawConfig {
     pub(crate) admin: Option<Spanned<RawAdmin>>,
     pub(crate) metrics: Option<Spanned<RawMetrics>>,
     pub(crate) keepalive: Option<Spanned<RawKeepalive>>,
+    pub(crate) ha: Option<Spanned<RawHa>>,
+    #[serde(default)]
+    pub(crate) group: Vec<Spanned<RawGroup>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHa {
+    pub(crate) peers: Spanned<Vec<Spanned<String>>>,
+    pub(crate) port: Option<Spanned<i64>>,
+    pub(crate) key_file: Spanned<String>,
+    pub(crate) heartbeat_ms: Option<Spanned<i64>>,
+    pub(crate) dead_after: Option<Spanned<i64>>,
+    pub(crate) election: Option<Spanned<String>>,
+    pub(crate) licenses: Option<Spanned<i64>>,
+    pub(crate) license_grace_days: Option<Spanned<i64>>,
+    pub(crate) hold_down: Option<Spanned<i64>>,
+    pub(crate) cold_start: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    pub(crate) name: Spanned<String>,
+    pub(crate) priority: Option<Spanned<i64>>,
+    pub(crate) preempt: Option<Spanned<bool>>,
+    pub(crate) preempt_delay: Option<Spanned<i64>>,
 }
 
 /// A swap table file: tunnels and static stations only.
@@ -120,6 +147,7 @@ pub(crate) struct RawTunnel {
     pub(crate) udp_lite: Option<Spanned<bool>>,
     pub(crate) next_hop_mac: Option<Spanned<String>>,
     pub(crate) station_limit: Option<Spanned<i64>>,
+    pub(crate) group: Option<Spanned<String>>,
 }
 
 impl FastEntry for RawTunnel {
@@ -141,6 +169,7 @@ impl FastEntry for RawTunnel {
                 udp_lite: take_bool(&mut f, "udp_lite")?,
                 next_hop_mac: take_str(&mut f, "next_hop_mac")?,
                 station_limit: take_int(&mut f, "station_limit")?,
+                group: take_str(&mut f, "group")?,
             };
             if f.is_empty() { Ok(t) } else { Err(()) }
         })();
@@ -206,6 +235,9 @@ pub struct TunnelEntry {
     /// Learned-station limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub station_limit: Option<i64>,
+    /// HA group (with `[ha]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A `[[station]]` entry as plain data.
@@ -246,6 +278,7 @@ impl From<TunnelEntry> for RawTunnel {
             udp_lite: unspanned(e.udp_lite),
             next_hop_mac: unspanned(e.next_hop_mac),
             station_limit: unspanned(e.station_limit),
+            group: unspanned(e.group),
         }
     }
 }

@@ -123,6 +123,7 @@ fn parse_tunnel(
         Some(v) => src.int(v, "tunnel station_limit", 0, i64::from(u32::MAX))?,
         None => d.station_limit,
     };
+    let group = tunnel_group(src, st, &ap, d)?;
     Ok(TunnelConfig {
         ap,
         address,
@@ -136,9 +137,35 @@ fn parse_tunnel(
         udp_lite,
         next_hop_mac,
         station_limit,
+        group,
         line,
         vlan_line,
     })
+}
+
+/// A tunnel's HA group: one of the `[[group]]`s with `[ha]`, none without.
+fn tunnel_group(
+    src: &Source<'_>,
+    st: &Entry<RawTunnel>,
+    ap: &str,
+    d: &TunnelDefaults,
+) -> Result<Option<String>, ConfigError> {
+    match (&st.raw.group, &d.groups) {
+        (None, None) => Ok(None),
+        (Some(g), None) => Err(src.at(g, "tunnel group needs an [ha] section")),
+        (None, Some(_)) => Err(src.at_offset(
+            st.header,
+            format!("tunnel {ap:?} needs a group: with [ha] every tunnel belongs to one"),
+        )),
+        (Some(g), Some(names)) => {
+            let name = g.get_ref().trim();
+            if names.iter().any(|n| n == name) {
+                Ok(Some(name.to_string()))
+            } else {
+                Err(src.at(g, format!("tunnel group {name:?} is not a [[group]]")))
+            }
+        }
+    }
 }
 
 /// A tunnel's address, or its Session ID (exactly one of them).

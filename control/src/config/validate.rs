@@ -48,7 +48,11 @@ impl Config {
         }
         let fwd = raw.forwarding.as_ref().map(|f| f.get_ref());
         let down = raw.downstream.as_ref().map(|d| d.get_ref());
-        let (defaults, station_capacity) = forwarding_section(&src, fwd, down)?;
+        let ha = super::ha::ha_section(&src, &raw)?;
+        let (mut defaults, station_capacity) = forwarding_section(&src, fwd, down)?;
+        defaults.groups = ha
+            .as_ref()
+            .map(|h| h.groups.iter().map(|g| g.name.clone()).collect());
         let (dscp, df, source_mac) = downstream_section(&src, down)?;
         let client_vlans_given = fwd.and_then(|f| f.client_vlans.as_ref());
         let (tunnels, client_vlans, stations) = parse_table(
@@ -88,6 +92,7 @@ impl Config {
             unknown_rate,
             rebind_interval,
             max_removal_percent,
+            ha,
             defaults,
             client_vlans_given: client_vlans_given.is_some(),
         })
@@ -256,6 +261,7 @@ fn forwarding_section(
         mtu,
         next_hop,
         has_source_mac,
+        groups: None,
     };
     Ok((defaults, station_capacity))
 }
@@ -360,7 +366,7 @@ fn service_sections(
 /// Default of `admin.max_removal_percent`.
 pub const DEFAULT_MAX_REMOVAL_PERCENT: u8 = 50;
 
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.chars()

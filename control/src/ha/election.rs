@@ -93,7 +93,7 @@ impl Timers {
 }
 
 /// One group as configured on this node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
     /// Name (the same on both nodes).
     pub name: String,

@@ -110,6 +110,8 @@ pub fn tunnel(
                 0
             },
             station_limit: t.station_limit,
+            group: config.group_index(t),
+            pad: 0,
         },
         down: TunnelDown {
             ap: addr_key(address),
@@ -121,7 +123,8 @@ pub fn tunnel(
             radio_mac: t.radio_mac.unwrap_or([0; 6]),
             next_hop: t.next_hop_mac.unwrap_or([0; 6]),
             source_mac: config.source_mac.unwrap_or([0; 6]),
-            pad: [0; 6],
+            group: config.group_index(t),
+            pad: [0; 4],
         },
     })
 }

@@ -142,6 +142,12 @@ pub fn running<M: TableMaps>(
             udp_lite: down.flags & DOWN_UDPLITE != 0,
             next_hop_mac: (down.flags & DOWN_NEIGHBOUR != 0).then_some(down.next_hop),
             station_limit: info.station_limit,
+            // The group by its index in this configuration's [[group]]s.
+            group: config.ha.as_ref().and_then(|h| {
+                h.groups
+                    .get(usize::from(info.group).checked_sub(1)?)
+                    .map(|g| g.name.clone())
+            }),
             line: 0,
             vlan_line: 0,
         };

@@ -25,10 +25,12 @@ use crate::{
     tables::{Tables, addr_key, installed_settings},
 };
 
+mod groups;
 mod links;
 mod stations;
 mod tunnels;
 
+pub use groups::GroupRoles;
 pub use links::{Attached, LinkHandle, XdpTarget, ifindex};
 
 pub use tunnels::{TunnelTable, table_entries};

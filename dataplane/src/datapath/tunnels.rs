@@ -195,6 +195,7 @@ pub fn table_entries(tunnels: &[Tunnel]) -> Result<Vec<(TunnelKey, TunnelInfo)>>
         }
         let info = TunnelInfo {
             flags: t.info.flags & TUNNEL_USER_FLAGS,
+            pad: 0,
             ..t.info
         };
         if out.insert(t.key, info).is_some() {
@@ -212,6 +213,8 @@ pub fn table_entries(tunnels: &[Tunnel]) -> Result<Vec<(TunnelKey, TunnelInfo)>>
                 vlan: 0,
                 flags: TUNNEL_PORTS | TUNNEL_MARKER,
                 station_limit: 0,
+                group: 0,
+                pad: 0,
             });
     }
     if out.len() > abi::MAX_TUNNELS as usize {

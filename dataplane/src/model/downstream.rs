@@ -53,7 +53,7 @@ impl Model {
         if t.vlan != vid {
             return Err(Reason::DownDropNoTunnel);
         }
-        if t.flags & DOWN_STANDBY != 0 {
+        if t.flags & DOWN_STANDBY != 0 || !self.group_active(t.group) {
             return Err(Reason::DownDropStandby);
         }
         if t.port == 0 {

@@ -69,6 +69,9 @@ pub struct Model {
     stations: HashMap<StationKey, StationInfo>,
     station_counts: HashMap<u32, u64>,
     events: Counters,
+    /// HA groups this node masters (`GROUP_ROLES` = active); group 0 is
+    /// never looked up.
+    active_groups: HashSet<u16>,
     /// Set when the upstream redirect egress is populated (DEVMAP slot 0).
     pub egress_ready: bool,
     /// Set when the downstream redirect egress is populated (DEVMAP slot 1).
@@ -119,6 +122,7 @@ impl Model {
             events: Counters::default(),
             egress_ready: true,
             egress_down_ready: true,
+            active_groups: HashSet::new(),
         }
     }
 
@@ -154,6 +158,20 @@ impl Model {
             up: self.tunnels.clone(),
             down: self.down.clone(),
         }
+    }
+
+    /// Sets HA group `group`'s role as a `GROUP_ROLES` write does.
+    pub fn set_group_active(&mut self, group: u16, active: bool) {
+        if active {
+            self.active_groups.insert(group);
+        } else {
+            self.active_groups.remove(&group);
+        }
+    }
+
+    /// Whether a tunnel of HA group `group` forwards (group 0: no HA).
+    fn group_active(&self, group: u16) -> bool {
+        group == 0 || self.active_groups.contains(&group)
     }
 
     /// Makes `maps` the live tunnel table (a flip).
@@ -231,7 +249,7 @@ impl Model {
             .or_else(|| self.tunnels.get(&TunnelKey::new(outer.src, 0)).copied())
             .ok_or(Reason::DropUnknownTunnel)?;
         *tunnel = Some(info.id);
-        if info.flags & TUNNEL_STANDBY != 0 {
+        if info.flags & TUNNEL_STANDBY != 0 || !self.group_active(info.group) {
             return Err(Reason::DropStandby);
         }
         if h.fragment {

@@ -66,6 +66,8 @@ pub fn tunnel(addr: IpAddr, port: u16, id: u32, vlan: u16, flags: u16) -> Tunnel
             vlan,
             flags,
             station_limit: 512,
+            group: 0,
+            pad: 0,
         },
         down: TunnelDown {
             ap: addr_key(addr),
@@ -77,7 +79,8 @@ pub fn tunnel(addr: IpAddr, port: u16, id: u32, vlan: u16, flags: u16) -> Tunnel
             radio_mac: [0; 6],
             next_hop: ROUTER_MAC,
             source_mac: AC_MAC,
-            pad: [0; 6],
+            group: 0,
+            pad: [0; 4],
         },
     }
 }

@@ -1,0 +1,120 @@
+//! HA group roles: a tunnel of a group forwards only while `GROUP_ROLES`
+//! says this node masters the group, in both directions, and the flip is
+//! the one array write. The kernel program and the model must agree at
+//! every step.
+
+mod common;
+
+use common::*;
+use ferry_dataplane::{craft, model::Model, tables::Station};
+use ferry_ebpf::{
+    abi::{Direction, Reason},
+    eth, vlan,
+};
+
+const GROUP: u16 = 7;
+
+fn upstream() -> Vec<u8> {
+    let inner = craft::ethernet(GW, STA, None, eth::ETHERTYPE_IPV4, &client_ip(1));
+    craft::capwap_packet(
+        &transport(AP1.into()),
+        craft::header_8023(0),
+        &craft::Options::default(),
+        &inner,
+    )
+}
+
+fn downstream() -> Vec<u8> {
+    let ip = craft::client_ipv4_udp([198, 19, 1, 1], [198, 19, 4, 10], 9, 32);
+    craft::ethernet(
+        STA,
+        GW,
+        Some((vlan::TPID_8021Q, vlan::tci(0, 200))),
+        eth::ETHERTYPE_IPV4,
+        &ip,
+    )
+}
+
+#[test]
+fn a_group_forwards_only_while_this_node_masters_it() {
+    let mut t = tables();
+    for tn in &mut t.tunnels {
+        if tn.info.id == 1 {
+            tn.info.group = GROUP;
+            tn.down.group = GROUP;
+        }
+    }
+    // A station synced from the peer: it never sent a frame through here.
+    t.stations = vec![Station::new(STA, 200, 1, 0, None)];
+    let mut dp = datapath(&t);
+    let mut model = Model::new(&t);
+    let mut prev = dp.counters().unwrap();
+    let (up, down) = (upstream(), downstream());
+    let step = |dp: &ferry_dataplane::datapath::Datapath,
+                model: &mut Model,
+                prev: &mut _,
+                what: &str,
+                want_up: Reason,
+                want_down: Reason| {
+        let o = check(dp, model, prev, &up, &format!("{what}: up"), Direction::Up);
+        assert_eq!(o.reason, want_up, "{what}: up");
+        let o = check(
+            dp,
+            model,
+            prev,
+            &down,
+            &format!("{what}: down"),
+            Direction::Down,
+        );
+        assert_eq!(o.reason, want_down, "{what}: down");
+    };
+    // Zeroed array: a group stands by until this node takes it.
+    assert!(!dp.group_active(GROUP).unwrap());
+    step(
+        &dp,
+        &mut model,
+        &mut prev,
+        "initial",
+        Reason::DropStandby,
+        Reason::DownDropStandby,
+    );
+    dp.set_group_active(GROUP, true).unwrap();
+    model.set_group_active(GROUP, true);
+    step(
+        &dp,
+        &mut model,
+        &mut prev,
+        "master",
+        Reason::Forwarded,
+        Reason::DownForwarded,
+    );
+    // Another group's flip does not touch this one.
+    dp.set_group_active(GROUP + 1, false).unwrap();
+    model.set_group_active(GROUP + 1, false);
+    step(
+        &dp,
+        &mut model,
+        &mut prev,
+        "other group",
+        Reason::Forwarded,
+        Reason::DownForwarded,
+    );
+    dp.set_group_active(GROUP, false).unwrap();
+    model.set_group_active(GROUP, false);
+    step(
+        &dp,
+        &mut model,
+        &mut prev,
+        "backup again",
+        Reason::DropStandby,
+        Reason::DownDropStandby,
+    );
+}
+
+#[test]
+fn group_index_zero_and_out_of_range_are_refused() {
+    let mut dp = datapath(&tables());
+    assert!(dp.set_group_active(0, true).is_err());
+    assert!(dp.set_group_active(256, true).is_err());
+    assert!(dp.set_group_active(255, true).is_ok());
+}
