@@ -2,6 +2,7 @@
 //! says this node masters the group, in both directions, and the flip is
 //! the one array write. The kernel program and the model must agree at
 //! every step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
