@@ -175,6 +175,44 @@ EXAMPLE\n  ferry replay --config deploy/examples/ferry.toml \\\n      --in deplo
         #[command(subcommand)]
         op: TunnelOp,
     },
+    /// The HA pair: group roles, the peer, sync, history.
+    Cluster {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: ClusterOp,
+    },
+}
+
+/// `ferry cluster` views and orders.
+#[derive(Subcommand)]
+pub enum ClusterOp {
+    /// Per group: role, the data plane's state, both priorities, preempt,
+    /// sync; the peer and each path; refused peer messages.
+    Status,
+    /// Both nodes: addresses, roles, last seen.
+    Members,
+    /// Events with timestamps and reasons: peer and paths up/down, role
+    /// changes and why, preemption, bulk syncs, refused messages.
+    History,
+    /// With ha.election = "external" only: take ROLE for GROUP (for sites
+    /// where keepalived or pacemaker decides; see the README's recipe).
+    Role {
+        /// The group.
+        group: String,
+        /// master or backup.
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+}
+
+/// `ferry cluster role` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Forward the group's tunnels here.
+    Master,
+    /// Stand by (tunnels installed, traffic dropped and counted).
+    Backup,
 }
 
 const RUN_HELP: &str = "Run ferry as a daemon (in the foreground; systemd runs it as a service).\n\n\
@@ -345,6 +383,19 @@ fn main() -> ExitCode {
             force,
         } => cli::reload(&target, dry_run, force),
         Command::Tunnel { target, op } => cli::tunnel(&target, op),
+        Command::Cluster { target, op } => match op {
+            ClusterOp::Status => cli::cluster::status(&target),
+            ClusterOp::Members => cli::cluster::members(&target),
+            ClusterOp::History => cli::cluster::history(&target),
+            ClusterOp::Role { group, role } => cli::cluster::set_role(
+                &target,
+                &group,
+                match role {
+                    RoleArg::Master => ferry::ha::election::Role::Master,
+                    RoleArg::Backup => ferry::ha::election::Role::Backup,
+                },
+            ),
+        },
         Command::Check {
             config,
             table: None,

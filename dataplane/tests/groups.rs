@@ -25,12 +25,12 @@ fn upstream() -> Vec<u8> {
     )
 }
 
-fn downstream() -> Vec<u8> {
+fn downstream(vid: u16) -> Vec<u8> {
     let ip = craft::client_ipv4_udp([198, 19, 1, 1], [198, 19, 4, 10], 9, 32);
     craft::ethernet(
         STA,
         GW,
-        Some((vlan::TPID_8021Q, vlan::tci(0, 200))),
+        Some((vlan::TPID_8021Q, vlan::tci(0, vid))),
         eth::ETHERTYPE_IPV4,
         &ip,
     )
@@ -50,7 +50,7 @@ fn a_group_forwards_only_while_this_node_masters_it() {
     let mut dp = datapath(&t);
     let mut model = Model::new(&t);
     let mut prev = dp.counters().unwrap();
-    let (up, down) = (upstream(), downstream());
+    let (up, down) = (upstream(), downstream(200));
     let step = |dp: &ferry_dataplane::datapath::Datapath,
                 model: &mut Model,
                 prev: &mut _,
@@ -118,4 +118,59 @@ fn group_index_zero_and_out_of_range_are_refused() {
     assert!(dp.set_group_active(0, true).is_err());
     assert!(dp.set_group_active(256, true).is_err());
     assert!(dp.set_group_active(255, true).is_ok());
+}
+
+#[test]
+fn synced_stations_are_counted_like_learned_ones_and_forward_downstream() {
+    use ferry_dataplane::datapath::Installed;
+    use ferry_ebpf::abi::{StationInfo, StationKey};
+    let t = tables();
+    let mut dp = datapath(&t);
+    // AP2's tunnel (id 2, VLAN 201) has a fixed port: downstream needs
+    // nothing learned here.
+    let key = StationKey {
+        mac: STA,
+        vlan: 201,
+    };
+    let on = |tunnel| StationInfo {
+        tunnel,
+        rid: 1,
+        ..Default::default()
+    };
+    // Before: the station is unknown downstream.
+    let before = dp
+        .run(ferry_ebpf::abi::PROG_DOWNSTREAM, &downstream(201))
+        .unwrap();
+    assert_eq!(before.action, ferry_dataplane::datapath::action::DROP);
+    let r = dp.install_synced(&[(key, on(2))]).unwrap();
+    assert_eq!(
+        r,
+        Installed {
+            added: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(dp.station_count(2).unwrap(), 1);
+    // It never sent a frame here, and it is forwarded down its tunnel.
+    let out = dp
+        .run(ferry_ebpf::abi::PROG_DOWNSTREAM, &downstream(201))
+        .unwrap();
+    assert_eq!(out.action, ferry_dataplane::datapath::action::REDIRECT);
+    // The same again changes nothing; a move moves the count.
+    let r = dp.install_synced(&[(key, on(2))]).unwrap();
+    assert_eq!(r.kept, 1);
+    assert_eq!(dp.station_count(2).unwrap(), 1);
+    let r = dp.install_synced(&[(key, on(4))]).unwrap();
+    assert_eq!(r.moved, 1);
+    assert_eq!(
+        (dp.station_count(2).unwrap(), dp.station_count(4).unwrap()),
+        (0, 1)
+    );
+    // A static station is never replaced by sync.
+    let mut t2 = tables();
+    t2.stations = vec![Station::new(STA, 201, 2, 0, None)];
+    let mut dp2 = datapath(&t2);
+    let r = dp2.install_synced(&[(key, on(4))]).unwrap();
+    assert_eq!(r.kept, 1);
+    assert_eq!(dp2.station_count(4).unwrap(), 0);
 }

@@ -40,8 +40,13 @@ pub static STATION_CACHE: PerCpuArray<StationHint, { STATION_CACHE_SLOTS as usiz
     PerCpuArray::new();
 
 /// Learned stations per tunnel id (shared by all CPUs, updated atomically).
+/// Memory-mappable (`BPF_F_MMAPABLE`), so user space adjusts a count with
+/// the same atomic add when it installs a station synced from the HA peer.
 #[btf_map]
-pub static STATION_COUNT: Array<u64, { MAX_TUNNELS as usize }> = Array::new();
+pub static STATION_COUNT: Array<u64, { MAX_TUNNELS as usize }, BPF_F_MMAPABLE> = Array::new();
+
+/// `BPF_F_MMAPABLE`.
+const BPF_F_MMAPABLE: usize = 1 << 10;
 
 /// One block per CPU: a packet costs one lookup for both of its counters.
 #[btf_map]

@@ -19,6 +19,8 @@
 //! Within version 2, `swap`, `reload` and `rollback` take `dry_run` (the
 //! answer is then a plan and nothing changes) and `swap` and `reload`
 //! take `force` (past the mass-removal guard); both default to false.
+//! `cluster_status`, `cluster_history` and `cluster_role` answer for the
+//! HA pair (an error on a node without `[ha]`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
@@ -97,6 +99,17 @@ pub enum Request {
         /// As for [`Request::Swap`].
         #[serde(default)]
         dry_run: bool,
+    },
+    /// The HA pair: groups, peer, sync ([`crate::ha::view::ClusterStatus`]).
+    ClusterStatus,
+    /// The HA history ([`crate::ha::view::Event`]s, oldest first).
+    ClusterHistory,
+    /// With `election = "external"`: take `role` for `group`.
+    ClusterRole {
+        /// The group.
+        group: String,
+        /// "master" or "backup".
+        role: crate::ha::election::Role,
     },
 }
 

@@ -18,6 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{Target, TunnelOp};
 
 pub mod check;
+pub mod cluster;
 pub mod replay;
 
 /// Long enough for a swap of a full table with a station flush.

@@ -68,6 +68,11 @@ pub enum Reason {
     Witness,
     /// A higher-priority backup, healthy and synced for the delay.
     Preempt,
+    /// `ferry cluster role` (external election) or a planned handover.
+    Operator,
+    /// The data plane already forwarded the group when this process
+    /// started (a restart of `ferry run` over running maps).
+    Adopted,
 }
 
 /// The timers and bounds of the pair.
@@ -289,6 +294,48 @@ impl Election {
             }
         }
         out
+    }
+
+    /// When [`Election::tick`] next has something to decide: the cold-start
+    /// bound, or the first group's dead interval running out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.peer_heard {
+            None => self
+                .groups
+                .iter()
+                .any(|g| g.role == Role::Init)
+                .then_some(self.started + self.timers.cold_start),
+            Some(heard) => self
+                .groups
+                .iter()
+                .filter(|g| g.role != Role::Master)
+                .map(|g| heard + self.timers.master_down(g.config.priority))
+                .min(),
+        }
+    }
+
+    /// Sets `group`'s role by order (`ferry cluster role`, a handover, or
+    /// a group found forwarding at start with [`Reason::Adopted`]), past
+    /// the election's rules but not past complete state: a group whose
+    /// copy is incomplete while the peer held it is refused (`Err`).
+    pub fn force(
+        &mut self,
+        group: &str,
+        role: Role,
+        reason: Reason,
+        now: Instant,
+    ) -> Result<Vec<Decision>, String> {
+        let Some(g) = self.groups.iter_mut().find(|g| g.config.name == group) else {
+            return Err(format!("no group {group:?}"));
+        };
+        let mut out = Vec::new();
+        apply(g, role, reason, now, &mut out);
+        if g.blocked {
+            return Err(format!(
+                "group {group:?}: this node's copy of its state is incomplete (bulk sync not done) and the peer has held it"
+            ));
+        }
+        Ok(out)
     }
 
     /// CAPWAP traffic of one of `group`'s tunnels arrived here at `now`.

@@ -106,6 +106,14 @@ fn handle(node: &mut Node, req: Request) -> Result<Box<RawValue>> {
             return raw(&node.stations(ap.as_deref(), limit.unwrap_or(1000))?);
         }
         Request::Counters => return raw(&node.counters()?),
+        Request::ClusterStatus => return raw(&node.ha()?.status()),
+        Request::ClusterHistory => return raw(&node.ha()?.history()),
+        Request::ClusterRole { group, role } => {
+            node.ha()?
+                .set_role(&group, role)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            return raw(&node.ha()?.status());
+        }
         Request::Swap {
             file,
             text,

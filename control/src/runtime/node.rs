@@ -49,6 +49,8 @@ pub struct Node {
     /// at most once a second (see [`crate::state`]). A restart over
     /// running maps takes the bindings from the maps anyway.
     pub bindings_dirty: bool,
+    /// The HA thread, with `[ha]`.
+    pub ha: Option<crate::ha::Ha>,
 }
 
 impl Node {
@@ -63,6 +65,13 @@ impl Node {
         if let Err(e) = crate::state::write(&self.state_file, &saved) {
             warn!(file = %self.state_file.display(), "saving state: {e:#}");
         }
+    }
+
+    /// The HA thread, or the error a node without `[ha]` answers with.
+    pub fn ha(&self) -> anyhow::Result<&crate::ha::Ha> {
+        self.ha.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("this node has no [ha] section: it is not part of a pair")
+        })
     }
 
     /// Once a second: the attachments as the kernel reports them, data

@@ -104,6 +104,10 @@ fn serve(
             .with_context(|| format!("removing the pins in {}", pin_dir.display()))?;
         state::remove(state_file);
     }
+    let ha = match &config.ha {
+        Some(h) => Some(crate::ha::Bound::bind(h, &opts.config)?),
+        None => None,
+    };
     let saved = state::read(state_file)?;
     if let Some(s) = &saved {
         s.check().map_err(|e| refuse_state(state_file, &e))?;
@@ -135,6 +139,16 @@ fn serve(
         ),
     }
     let mut node = node(opts, up, adopted, pin_dir, state_file);
+    if let (Some(bound), Some(h)) = (ha, node.tables.config.ha.clone()) {
+        let ha = crate::ha::Ha::start(&node.tables.config.name, &h, bound, pin_dir)?;
+        info!(
+            peers = ?h.peers,
+            groups = h.groups.len(),
+            election = ?h.election,
+            "HA thread started: groups stand by until elected"
+        );
+        node.ha = Some(ha);
+    }
     node.save_state();
     host::trim_heap();
     info!(
@@ -184,6 +198,7 @@ fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path
         conns: Default::default(),
         last_reload: None,
         bindings_dirty: false,
+        ha: None,
     }
 }
 

@@ -406,6 +406,7 @@ fn refuse_restart_fields(cur: &Config, next: &Config) -> Result<()> {
             "downstream settings",
             cur.dscp == next.dscp && cur.df == next.df,
         ),
+        ("[ha] or [[group]]", cur.ha == next.ha),
     ] {
         if !same {
             bail!(

@@ -25,6 +25,7 @@ use crate::{
     tables::{Tables, addr_key, installed_settings},
 };
 
+mod counts;
 mod groups;
 mod links;
 mod stations;
@@ -32,6 +33,7 @@ mod tunnels;
 
 pub use groups::GroupRoles;
 pub use links::{Attached, LinkHandle, XdpTarget, ifindex};
+pub use stations::Installed;
 
 pub use tunnels::{TunnelTable, table_entries};
 
@@ -83,6 +85,8 @@ pub struct Datapath {
     /// Table generation written into the settings; only ever grows, so the
     /// programs' per-CPU learning hints from older tables never match.
     generation: u32,
+    /// `STATION_COUNT` mapped, once a synced station needs it.
+    counts: Option<counts::MappedCounts>,
 }
 
 impl Datapath {
@@ -143,6 +147,7 @@ impl Datapath {
             ebpf,
             client_vlans: Vec::new(),
             generation: 1,
+            counts: None,
         })
     }
 

@@ -138,6 +138,98 @@ impl Datapath {
     }
 }
 
+/// What [`Datapath::install_synced`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// New stations.
+    pub added: u64,
+    /// Stations moved here from another tunnel.
+    pub moved: u64,
+    /// Already there as sent (or static: never moved by sync).
+    pub kept: u64,
+}
+
+impl Datapath {
+    /// Installs stations learned by the HA peer into the live table, with
+    /// the accounting the upstream program does when it learns: a new
+    /// station counts against its tunnel, a moved one moves its count. A
+    /// static entry is never replaced. `last_seen` is set to now (the
+    /// programs' coarse monotonic clock), so a synced station ages like
+    /// one learned here.
+    pub fn install_synced(&mut self, stations: &[(StationKey, StationInfo)]) -> Result<Installed> {
+        let now = coarse_now_ns();
+        self.map_station_counts()?;
+        let Some(counts) = self.counts.as_ref() else {
+            bail!("station counts not mapped");
+        };
+        let outer: ArrayOfMaps<_, HashMap<MapData, StationKey, StationInfo>> =
+            ArrayOfMaps::try_from(self.map(abi::MAP_STATION_TABLES)?)?;
+        let mut inner = outer
+            .get(&abi::TABLE_SLOT, 0)
+            .ctx("reading station table slot")?;
+        let mut out = Installed::default();
+        for (k, v) in stations {
+            let info = StationInfo {
+                flags: v.flags & !abi::STATION_STATIC,
+                last_seen: now,
+                ..*v
+            };
+            match inner.get(k, 0) {
+                Ok(cur) if cur.flags & abi::STATION_STATIC != 0 => out.kept += 1,
+                Ok(cur)
+                    if cur.tunnel == info.tunnel
+                        && cur.rid == info.rid
+                        && cur.bssid == info.bssid =>
+                {
+                    out.kept += 1
+                }
+                Ok(cur) => {
+                    inner.insert(k, info, 0).ctx("moving a synced station")?;
+                    if cur.tunnel != info.tunnel {
+                        counts.add(cur.tunnel, u64::MAX);
+                        counts.add(info.tunnel, 1);
+                        out.moved += 1;
+                    } else {
+                        out.kept += 1;
+                    }
+                }
+                Err(_) => {
+                    // BPF_NOEXIST: if the program learned it meanwhile,
+                    // its entry (and count) stands.
+                    if inner.insert(k, info, 1).is_ok() {
+                        counts.add(info.tunnel, 1);
+                        out.added += 1;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Maps the learned-station counts (once).
+    fn map_station_counts(&mut self) -> Result<()> {
+        if self.counts.is_none() {
+            let aya::maps::Map::Array(m) = self.map(abi::MAP_STATION_COUNT)? else {
+                bail!("map {} is not an array", abi::MAP_STATION_COUNT);
+            };
+            let mapped = super::counts::MappedCounts::new(m.fd().as_fd(), abi::MAX_TUNNELS)?;
+            self.counts = Some(mapped);
+        }
+        Ok(())
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in ns: what `bpf_ktime_get_coarse_ns` reads.
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Writes static stations (flagged `STATION_STATIC`) into a station table.
 fn put_statics(
     inner: &mut HashMap<MapData, StationKey, StationInfo>,

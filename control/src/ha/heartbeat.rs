@@ -1,0 +1,447 @@
+//! The HA thread: heartbeats on every peer path, the election, and the
+//! role writes, on a thread and a socket of their own.
+//!
+//! Why a thread: a heartbeat that waits behind a 25,600-tunnel swap or a
+//! station flush in the event loop looks like a dead node to the peer.
+//! Why the role write is here: the election's decision and the data plane
+//! change are one step (keepalived's notify scripts run seconds late;
+//! conntrackd commits after the address moved). The thread owns its own
+//! handle on the pinned role map, so a flip never waits for the event loop.
+//!
+//! Each interval the thread sends one sealed heartbeat per path (path `i`
+//! is `ha.peers[i]`, sealed on channel `i + 1`), then lets the election
+//! look at the clock. It wakes for a datagram, an order from the event
+//! loop ([`Control`]), the next heartbeat, or the next moment the election
+//! may decide (a group's dead interval running out), whichever is first.
+//! A datagram from an address not in `ha.peers` is counted and never
+//! opened; one that fails [`super::wire::Opener`] is counted by class.
+
+use std::{
+    io::ErrorKind,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use ferry_dataplane::datapath::GroupRoles;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{
+    Control, Shared,
+    election::{Decision, Election, PeerGroup, Reason, Role},
+    view::{Event, EventKind, GroupStatus, PathStatus},
+    wire::{Kind, Opener, Sealer},
+};
+use crate::config::{ElectionMode, HaConfig};
+
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// A heartbeat's body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Advert {
+    /// The sender's node name.
+    pub node: String,
+    /// Its view of every group it has.
+    pub groups: Vec<(String, PeerGroup)>,
+}
+
+/// The heartbeat socket, bound before the data plane is touched (a start
+/// that cannot serve changes nothing).
+pub fn bind(ha: &HaConfig) -> Result<UdpSocket> {
+    let any: IpAddr = if ha.peers.iter().all(IpAddr::is_ipv4) {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    let s = UdpSocket::bind(SocketAddr::new(any, ha.port))
+        .with_context(|| format!("binding the HA heartbeat socket (UDP port {})", ha.port))?;
+    s.set_nonblocking(true)
+        .context("making the heartbeat socket non-blocking")?;
+    Ok(s)
+}
+
+/// This node's address towards `peer` (the source the kernel picks):
+/// elections break ties by it, so both nodes must see the same two.
+pub fn local_address(peer: IpAddr) -> Result<IpAddr> {
+    let any: IpAddr = if peer.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    let s = UdpSocket::bind(SocketAddr::new(any, 0)).context("finding our peer-side address")?;
+    s.connect(SocketAddr::new(peer, 9))
+        .with_context(|| format!("no route to the HA peer {peer}"))?;
+    Ok(s.local_addr()?.ip())
+}
+
+/// Everything the thread owns.
+pub(super) struct Link {
+    pub(super) node: String,
+    pub(super) ha: HaConfig,
+    pub(super) socket: mio::net::UdpSocket,
+    pub(super) sealer: Sealer,
+    pub(super) opener: Opener,
+    pub(super) election: Election,
+    pub(super) roles: GroupRoles,
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) rx: mpsc::Receiver<Control>,
+    pub(super) local: IpAddr,
+    /// Per path: when last heard, heartbeats accepted.
+    pub(super) heard: Vec<(Option<Instant>, u64)>,
+    /// Per path: heartbeats sent.
+    pub(super) sent: Vec<u64>,
+    /// Per group: the role the data plane was last set to (`None`: the
+    /// write failed, retried next round).
+    pub(super) installed: Vec<Option<bool>>,
+    pub(super) reasons: Vec<Option<Reason>>,
+    pub(super) peer_view: Option<Advert>,
+    pub(super) peer_up: Option<bool>,
+    pub(super) path_up: Vec<bool>,
+}
+
+impl Link {
+    /// Runs until [`Control::Stop`] or the sender side is gone.
+    pub(super) fn run(mut self, mut poll: Poll) {
+        let mut events = Events::with_capacity(16);
+        let mut next_beat = Instant::now();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let now = Instant::now();
+            if now >= next_beat {
+                self.send_heartbeats(now);
+                next_beat += self.ha.heartbeat;
+                if next_beat <= now {
+                    next_beat = now + self.ha.heartbeat;
+                }
+            }
+            self.decide(now);
+            self.publish(now);
+            let wake = self
+                .election
+                .next_deadline()
+                .filter(|d| *d > now)
+                .map_or(next_beat, |d| d.min(next_beat));
+            if let Err(e) = poll.poll(&mut events, Some(wake.saturating_duration_since(now)))
+                && e.kind() != ErrorKind::Interrupted
+            {
+                warn!("HA thread: polling: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for ev in events.iter() {
+                if ev.token() == SOCKET {
+                    self.receive(&mut buf);
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
+                    Ok(c) => self.control(c),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+        }
+    }
+
+    fn send_heartbeats(&mut self, now: Instant) {
+        let advert = Advert {
+            node: self.node.clone(),
+            groups: self.election.advert(now),
+        };
+        let body = match serde_json::to_vec(&advert) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("HA: encoding a heartbeat: {e}");
+                return;
+            }
+        };
+        let mut errors = 0;
+        for (i, peer) in self.ha.peers.iter().enumerate() {
+            let Ok(msg) = self.sealer.seal(Kind::Heartbeat, i as u8 + 1, &body) else {
+                errors += 1;
+                continue;
+            };
+            match self
+                .socket
+                .send_to(&msg, SocketAddr::new(*peer, self.ha.port))
+            {
+                Ok(_) => self.sent[i] += 1,
+                // A path without a route is a cut path: the peer will not
+                // hear us on it, which its path state shows.
+                Err(_) => errors += 1,
+            }
+        }
+        if errors > 0 {
+            lock(&self.shared).status.send_errors += errors;
+        }
+    }
+
+    fn receive(&mut self, buf: &mut [u8]) {
+        loop {
+            let (n, from) = match self.socket.recv_from(buf) {
+                Ok(v) => v,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ICMP errors from an unreachable path surface here.
+                Err(_) => continue,
+            };
+            let Some(path) = self.ha.peers.iter().position(|p| *p == from.ip()) else {
+                lock(&self.shared).status.foreign += 1;
+                continue;
+            };
+            let now = Instant::now();
+            let advert = match self.opener.open(&buf[..n], path as u8 + 1) {
+                Ok(m) if m.kind == Kind::Heartbeat => serde_json::from_slice::<Advert>(m.body),
+                Ok(_) => {
+                    self.refused(&super::wire::Rejected::Malformed("a stream message on UDP"));
+                    continue;
+                }
+                Err(r) => {
+                    self.refused(&r);
+                    continue;
+                }
+            };
+            let Ok(advert) = advert else {
+                self.refused(&super::wire::Rejected::Malformed("heartbeat body"));
+                continue;
+            };
+            self.heard[path].0 = Some(now);
+            self.heard[path].1 += 1;
+            if self.ha.election == ElectionMode::Builtin {
+                let d = self.election.heartbeat(now, &advert.groups);
+                self.carry_out(d);
+            } else {
+                self.election.heartbeat(now, &[]);
+            }
+            self.peer_view = Some(advert);
+        }
+    }
+
+    fn refused(&mut self, r: &super::wire::Rejected) {
+        let mut s = lock(&self.shared);
+        s.status.rejected.add(r);
+        let c = s.status.rejected;
+        let total = c.malformed + c.unknown_key + c.forged + c.stale + c.replayed;
+        // Logged and recorded at the 1st, 2nd, 4th, 8th ... refusal: a
+        // flood shows in the counters, not as a flood of lines.
+        if total.is_power_of_two() {
+            s.history.push(Event::now(
+                EventKind::AuthFailure,
+                format!("refused: {r} ({total} refused so far)"),
+            ));
+            drop(s);
+            warn!(total, "HA: peer message refused: {r}");
+        }
+    }
+
+    fn decide(&mut self, now: Instant) {
+        if self.ha.election == ElectionMode::Builtin {
+            let d = self.election.tick(now);
+            self.carry_out(d);
+        }
+        // A write that failed earlier is retried until it lands.
+        for i in 0..self.installed.len() {
+            let want = self.election.groups[i].role == Role::Master;
+            if self.installed[i] != Some(want) {
+                self.install(i, want);
+            }
+        }
+    }
+
+    /// Writes each decision's role into the data plane at once.
+    fn carry_out(&mut self, decisions: Vec<Decision>) {
+        for d in decisions {
+            let Some(i) = self
+                .election
+                .groups
+                .iter()
+                .position(|g| g.config.name == d.group)
+            else {
+                continue;
+            };
+            if d.reason == Reason::Preempt {
+                let e = Event {
+                    group: Some(d.group.clone()),
+                    ..Event::now(
+                        EventKind::Preempt,
+                        "higher priority, healthy and synced for preempt_delay: handover wanted",
+                    )
+                };
+                lock(&self.shared).history.push(e);
+                continue;
+            }
+            let t0 = Instant::now();
+            self.install(i, d.role == Role::Master);
+            let flip_us = t0.elapsed().as_micros();
+            self.reasons[i] = Some(d.reason);
+            info!(group = %d.group, role = ?d.role, reason = ?d.reason, flip_us, "HA role");
+            let e = Event {
+                group: Some(d.group.clone()),
+                role: Some(d.role),
+                reason: Some(d.reason),
+                ..Event::now(
+                    EventKind::Role,
+                    format!("data plane written in {flip_us} µs"),
+                )
+            };
+            lock(&self.shared).history.push(e);
+        }
+    }
+
+    fn install(&mut self, i: usize, active: bool) {
+        match self.roles.set(i as u16 + 1, active) {
+            Ok(()) => self.installed[i] = Some(active),
+            Err(e) => {
+                self.installed[i] = None;
+                let name = self.election.groups[i].config.name.clone();
+                warn!(group = %name, "HA: writing the group role: {e}");
+                lock(&self.shared).history.push(Event::now(
+                    EventKind::Error,
+                    format!("writing group {name}'s role: {e}"),
+                ));
+            }
+        }
+    }
+
+    fn control(&mut self, c: Control) {
+        let now = Instant::now();
+        match c {
+            Control::Stop => {}
+            Control::Synced { group, synced } => self.election.set_synced(&group, synced, now),
+            Control::Witness { group } => {
+                if self.ha.election == ElectionMode::Builtin {
+                    let d = self.election.witness(&group, now);
+                    self.carry_out(d);
+                }
+            }
+            Control::Role { group, role, reply } => {
+                if self.ha.election == ElectionMode::Builtin {
+                    let _ = reply.send(Err(
+                        "roles are elected here (ha.election = \"builtin\"); `ferry cluster role` is for election = \"external\"".into(),
+                    ));
+                    return;
+                }
+                let r = self.election.force(&group, role, Reason::Operator, now);
+                let r = r.map(|d| self.carry_out(d));
+                let _ = reply.send(r);
+            }
+            Control::Event(e) => lock(&self.shared).history.push(e),
+        }
+    }
+
+    /// Copies the state out for readers, and notes path and peer changes.
+    fn publish(&mut self, now: Instant) {
+        let dead = self.ha.heartbeat * self.ha.dead_after;
+        let ms =
+            |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_millis() as u64);
+        let mut events = Vec::new();
+        let mut paths = Vec::with_capacity(self.ha.peers.len());
+        for (i, addr) in self.ha.peers.iter().enumerate() {
+            let (at, received) = self.heard[i];
+            let up = at.is_some_and(|t| now.saturating_duration_since(t) < dead);
+            if up != self.path_up[i] && (up || at.is_some()) {
+                let kind = if up {
+                    EventKind::PathUp
+                } else {
+                    EventKind::PathDown
+                };
+                events.push(Event::now(kind, format!("path {} ({addr})", i + 1)));
+            }
+            self.path_up[i] = up;
+            paths.push(PathStatus {
+                address: *addr,
+                up,
+                last_heard_ms: ms(at),
+                received,
+            });
+        }
+        let any = paths.iter().any(|p| p.up);
+        let heard = self.heard.iter().filter_map(|h| h.0).max();
+        if heard.is_some() && self.peer_up != Some(any) {
+            let kind = if any {
+                EventKind::PeerUp
+            } else {
+                EventKind::PeerDown
+            };
+            let name = self.peer_view.as_ref().map_or("?", |a| a.node.as_str());
+            events.push(Event::now(kind, format!("peer {name}")));
+            self.peer_up = Some(any);
+        }
+        let groups = self
+            .election
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let peer = self.peer_view.as_ref().and_then(|a| {
+                    a.groups
+                        .iter()
+                        .find(|(n, _)| *n == g.config.name)
+                        .map(|(_, p)| *p)
+                });
+                let index = i as u16 + 1;
+                let dataplane = match self.roles.active(index) {
+                    Ok(true) => "active".to_string(),
+                    Ok(false) => "standby".to_string(),
+                    Err(e) => format!("unreadable: {e}"),
+                };
+                GroupStatus {
+                    name: g.config.name.clone(),
+                    index,
+                    role: g.role,
+                    dataplane,
+                    reason: self.reasons[i],
+                    for_ms: now.saturating_duration_since(g.since).as_millis() as u64,
+                    priority: g.config.priority,
+                    peer_priority: peer.map(|p| p.priority),
+                    peer_role: peer.map(|p| p.role),
+                    preempt: g.config.preempt,
+                    preempt_delay_s: g.config.preempt_delay.as_secs(),
+                    synced: g.synced,
+                    blocked: g.blocked,
+                }
+            })
+            .collect();
+        let mut s = lock(&self.shared);
+        for e in events {
+            info!(kind = ?e.kind, detail = %e.detail, "HA");
+            s.history.push(e);
+        }
+        let st = &mut s.status;
+        st.node = self.node.clone();
+        st.address = Some(self.local);
+        st.election = Some(self.ha.election);
+        st.heartbeat_ms = self.ha.heartbeat.as_millis() as u64;
+        st.groups = groups;
+        st.sent = self.sent.clone();
+        st.peer.node = self.peer_view.as_ref().map(|a| a.node.clone());
+        st.peer.state = match (heard, any) {
+            (None, _) => "unknown",
+            (Some(_), true) => "up",
+            (Some(_), false) => "down",
+        }
+        .to_string();
+        st.peer.epoch = self.opener.epoch();
+        st.peer.last_heard_ms = ms(heard);
+        st.peer.paths = paths;
+    }
+}
+
+/// The shared state, poisoned or not (a panic elsewhere must not stop
+/// heartbeats).
+pub(super) fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Registers the socket and the waker on a new poll.
+pub(super) fn poll_for(socket: &mut mio::net::UdpSocket) -> Result<(Poll, Waker)> {
+    let poll = Poll::new().context("creating the HA thread's poll")?;
+    poll.registry()
+        .register(socket, SOCKET, Interest::READABLE)
+        .context("registering the heartbeat socket")?;
+    let waker = Waker::new(poll.registry(), WAKE).context("creating the HA thread's waker")?;
+    Ok((poll, waker))
+}
