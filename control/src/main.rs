@@ -383,19 +383,7 @@ fn main() -> ExitCode {
             force,
         } => cli::reload(&target, dry_run, force),
         Command::Tunnel { target, op } => cli::tunnel(&target, op),
-        Command::Cluster { target, op } => match op {
-            ClusterOp::Status => cli::cluster::status(&target),
-            ClusterOp::Members => cli::cluster::members(&target),
-            ClusterOp::History => cli::cluster::history(&target),
-            ClusterOp::Role { group, role } => cli::cluster::set_role(
-                &target,
-                &group,
-                match role {
-                    RoleArg::Master => ferry::ha::election::Role::Master,
-                    RoleArg::Backup => ferry::ha::election::Role::Backup,
-                },
-            ),
-        },
+        Command::Cluster { target, op } => cluster(&target, op),
         Command::Check {
             config,
             table: None,
@@ -432,6 +420,23 @@ fn main() -> ExitCode {
             eprintln!("ferry: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `ferry cluster ...`.
+fn cluster(target: &Target, op: ClusterOp) -> anyhow::Result<()> {
+    match op {
+        ClusterOp::Status => cli::cluster::status(target),
+        ClusterOp::Members => cli::cluster::members(target),
+        ClusterOp::History => cli::cluster::history(target),
+        ClusterOp::Role { group, role } => cli::cluster::set_role(
+            target,
+            &group,
+            match role {
+                RoleArg::Master => ferry::ha::election::Role::Master,
+                RoleArg::Backup => ferry::ha::election::Role::Backup,
+            },
+        ),
     }
 }
 
