@@ -17,8 +17,11 @@ pub struct MappedCounts {
     len: usize,
 }
 
-// SAFETY: the mapping is shared memory accessed only through atomics.
+// SAFETY: the mapping is shared memory accessed only through atomics, and
+// lives until drop.
 unsafe impl Send for MappedCounts {}
+// SAFETY: as above: `&self` only does atomic adds.
+unsafe impl Sync for MappedCounts {}
 
 impl MappedCounts {
     /// Maps the array behind `fd` (`n` entries).
