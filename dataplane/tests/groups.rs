@@ -113,6 +113,30 @@ fn a_group_forwards_only_while_this_node_masters_it() {
 }
 
 #[test]
+fn a_lease_that_runs_out_stops_the_group() {
+    use ferry_dataplane::datapath::{action, coarse_now_ns};
+    let mut t = tables();
+    for tn in &mut t.tunnels {
+        tn.info.group = GROUP;
+        tn.down.group = GROUP;
+    }
+    let mut dp = datapath(&t);
+    let up = upstream();
+    dp.set_group_lease(GROUP, coarse_now_ns() + 300_000_000)
+        .unwrap();
+    assert!(dp.group_active(GROUP).unwrap());
+    let r = dp.run(ferry_ebpf::abi::PROG_UPSTREAM, &up).unwrap();
+    assert_eq!(r.action, action::REDIRECT, "within the lease");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(!dp.group_active(GROUP).unwrap());
+    let before = dp.counters().unwrap();
+    let r = dp.run(ferry_ebpf::abi::PROG_UPSTREAM, &up).unwrap();
+    assert_eq!(r.action, action::DROP, "past the lease");
+    let moved: Vec<_> = dp.counters().unwrap().since(&before).nonzero().collect();
+    assert!(moved.contains(&(Reason::DropStandby, 1)), "{moved:?}");
+}
+
+#[test]
 fn group_index_zero_and_out_of_range_are_refused() {
     let mut dp = datapath(&tables());
     assert!(dp.set_group_active(0, true).is_err());

@@ -28,8 +28,8 @@ pub const MAP_STATION_COUNT: &str = "STATION_COUNT";
 pub const MAP_CLIENT_VLANS: &str = "CLIENT_VLANS";
 /// Name of the per-CPU station learning hints.
 pub const MAP_STATION_CACHE: &str = "STATION_CACHE";
-/// Name of the HA group roles: one `u32` per group index, [`GROUP_ACTIVE`]
-/// where this node masters the group.
+/// Name of the HA group roles: one `u64` lease per group index (see
+/// [`MAX_GROUPS`]).
 pub const MAP_GROUP_ROLES: &str = "GROUP_ROLES";
 
 /// The maps `ferry run` pins, so a restarted control process (or a newer
@@ -137,11 +137,17 @@ impl TunnelKey {
 /// looked up: a node without HA pays nothing), 1-255 are the configured
 /// `[[group]]`s in order.
 pub const MAX_GROUPS: u32 = 256;
-/// [`MAP_GROUP_ROLES`] value of a group this node masters. Anything else
-/// (the array starts zeroed) is standby: a group forwards only once this
-/// node has decided it is master, and a group flip is this one aligned
-/// word written, whatever the number of tunnels in the group.
-pub const GROUP_ACTIVE: u32 = 1;
+/// A group forwards while `bpf_ktime_get_coarse_ns()` is below its
+/// [`MAP_GROUP_ROLES`] value: a lease the master's HA thread renews with
+/// every heartbeat. 0 (the array starts zeroed) is standby, so a group
+/// forwards only once this node has decided it is master; a group flip is
+/// this one aligned word written, whatever the number of tunnels in it.
+/// The lease is the fence: a master whose control process died or was
+/// stopped stops forwarding when the lease runs out (no later than the
+/// peer's dead interval), so two nodes never forward one group for long,
+/// whatever happened to the other's process.
+/// [`GROUP_FOREVER`] never runs out (tests, no HA thread).
+pub const GROUP_FOREVER: u64 = u64::MAX;
 
 /// Tunnel flag: installed in standby (backup role); data is dropped.
 pub const TUNNEL_STANDBY: u16 = 1;
@@ -167,8 +173,8 @@ pub struct TunnelInfo {
     pub flags: u16,
     /// Most stations the upstream path may learn behind this tunnel.
     pub station_limit: u32,
-    /// HA group index (0: none); the tunnel forwards only while
-    /// [`MAP_GROUP_ROLES`] says [`GROUP_ACTIVE`] for it.
+    /// HA group index (0: none); the tunnel forwards only while its
+    /// group's lease in [`MAP_GROUP_ROLES`] runs.
     pub group: u16,
     /// Always zero.
     pub pad: u16,

@@ -8,9 +8,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ferry_ebpf::abi::{
-    Action, Addr, CounterBlock, EVENT_SLOTS, Event, GROUP_ACTIVE, MAX_GROUPS, MAX_LOCAL_ADDRS,
-    MAX_TUNNELS, REASON_SLOTS, Reason, STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings,
-    StationHint, StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
+    Action, Addr, CounterBlock, EVENT_SLOTS, Event, MAX_GROUPS, MAX_LOCAL_ADDRS, MAX_TUNNELS,
+    REASON_SLOTS, Reason, STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings, StationHint,
+    StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
 };
 
 /// The live tunnel table sits behind one outer slot so user space can replace
@@ -70,14 +70,25 @@ pub static CLIENT_VLANS: Array<u8, { VLAN_IDS as usize }> = Array::new();
 
 /// HA group roles by group index (see `abi::MAP_GROUP_ROLES`).
 #[btf_map]
-pub static GROUP_ROLES: Array<u32, { MAX_GROUPS as usize }> = Array::new();
+pub static GROUP_ROLES: Array<u64, { MAX_GROUPS as usize }> = Array::new();
 
 /// Whether HA group `group` forwards here: group 0 (no HA) always, without
-/// a lookup; any other only while this node masters it. One array read
-/// per packet: a group flip is one map write.
+/// a lookup; any other only while this node's lease on it runs. One array
+/// read and one coarse clock read per packet: a group flip is one map
+/// write.
 #[inline(always)]
 pub fn group_active(group: u16) -> bool {
-    group == 0 || GROUP_ROLES.get(u32::from(group)) == Some(&GROUP_ACTIVE)
+    if group == 0 {
+        return true;
+    }
+    match GROUP_ROLES.get(u32::from(group)) {
+        Some(lease) => {
+            // SAFETY: a helper without arguments.
+            let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
+            now < *lease
+        }
+        None => false,
+    }
 }
 
 /// Redirect targets: slot 0 client side, slot 1 AP side.

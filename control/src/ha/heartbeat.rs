@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use ferry_dataplane::datapath::GroupRoles;
+use ferry_dataplane::datapath::{GroupRoles, coarse_now_ns};
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -147,6 +147,13 @@ impl Link {
     }
 
     fn send_heartbeats(&mut self, now: Instant) {
+        // Renew the lease of every group mastered here first: the data
+        // plane forwards a group only while its lease runs.
+        for i in 0..self.installed.len() {
+            if self.election.groups[i].role == Role::Master {
+                self.install(i, true);
+            }
+        }
         let advert = Advert {
             node: self.node.clone(),
             groups: self.election.advert(now),
@@ -291,8 +298,17 @@ impl Link {
         }
     }
 
+    /// Writes group `i`'s role: a lease of `heartbeat x dead_after` from
+    /// now for a master (renewed by every heartbeat sent; the peer cannot
+    /// take the group over sooner, so a master that stops renewing stops
+    /// forwarding no later than the peer starts), 0 for a backup.
     fn install(&mut self, i: usize, active: bool) {
-        match self.roles.set(i as u16 + 1, active) {
+        let until = if active {
+            coarse_now_ns() + (self.ha.heartbeat * self.ha.dead_after).as_nanos() as u64
+        } else {
+            0
+        };
+        match self.roles.set_lease(i as u16 + 1, until) {
             Ok(()) => self.installed[i] = Some(active),
             Err(e) => {
                 self.installed[i] = None;

@@ -10,15 +10,20 @@
 //! - [`heartbeat`]: the HA thread that carries heartbeats on every path,
 //!   runs the election and writes each decision into the data plane's
 //!   group role map (`GROUP_ROLES`) in the same step;
+//! - [`stream`] and [`sync`]: the sync stream (TCP, an event-loop
+//!   service): bulk snapshots and updates of learned stations, installed
+//!   into the peer's live station table;
 //! - [`view`]: what the thread publishes: `ferry cluster status`, members
 //!   and history.
 //!
-//! Not yet: the sync stream, table revisions across the pair, planned
-//! failover, licences.
+//! Not yet: learned AP ports and session bindings on the sync stream,
+//! table revisions across the pair, planned failover, licences.
 
 pub mod election;
 pub mod heartbeat;
 pub mod key;
+pub mod stream;
+pub mod sync;
 pub mod view;
 pub mod wire;
 
@@ -93,12 +98,16 @@ pub struct Ha {
 pub struct Bound {
     socket: UdpSocket,
     key: Key,
+    epoch: u64,
+    local: std::net::IpAddr,
 }
 
 impl Bound {
-    /// Loads the key and binds the heartbeat socket: everything that can
-    /// refuse a start, before anything changes.
-    pub fn bind(ha: &HaConfig, config_file: &Path) -> Result<Self> {
+    /// Loads the key, finds this node's address towards the peer and binds
+    /// the heartbeat socket and the sync listener: everything that can
+    /// refuse a start, before anything changes. The sync stream is the
+    /// event-loop service returned beside.
+    pub fn bind(ha: &HaConfig, config_file: &Path) -> Result<(Self, sync::SyncService)> {
         let key = Key::load(&ha.key_file).map_err(|e| {
             anyhow!(
                 "{}:{}: ha.key_file: {e}",
@@ -106,10 +115,19 @@ impl Bound {
                 ha.key_file_line
             )
         })?;
-        Ok(Self {
-            socket: heartbeat::bind(ha)?,
-            key,
-        })
+        let local = heartbeat::local_address(ha.peers[0])?;
+        let epoch = epoch();
+        let socket = heartbeat::bind(ha)?;
+        let sync = sync::SyncService::bind(ha, key.clone(), epoch, local)?;
+        Ok((
+            Self {
+                socket,
+                key,
+                epoch,
+                local,
+            },
+            sync,
+        ))
     }
 }
 
@@ -120,7 +138,7 @@ impl Ha {
     pub fn start(node: &str, ha: &HaConfig, bound: Bound, pin_dir: &Path) -> Result<Self> {
         let roles = GroupRoles::open_pinned(pin_dir)
             .with_context(|| format!("opening the group role map in {}", pin_dir.display()))?;
-        let local = heartbeat::local_address(ha.peers[0])?;
+        let local = bound.local;
         let now = Instant::now();
         let mut election = Election::new(ha.timers(), ha.groups.clone(), now, local, ha.peers[0]);
         let mut installed = Vec::with_capacity(ha.groups.len());
@@ -140,7 +158,7 @@ impl Ha {
             node: node.to_string(),
             ha: ha.clone(),
             socket,
-            sealer: Sealer::new(bound.key.clone(), epoch()),
+            sealer: Sealer::new(bound.key.clone(), bound.epoch),
             opener: Opener::new(bound.key),
             election,
             roles,
@@ -182,6 +200,16 @@ impl Ha {
         if self.tx.send(c).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+
+    /// Publishes the sync stream's state.
+    pub fn set_sync(&self, s: view::SyncStatus) {
+        lock(&self.shared).status.sync = s;
+    }
+
+    /// Counts a peer message refused on the sync stream.
+    pub fn count_refused(&self, r: &wire::Rejected) {
+        lock(&self.shared).status.rejected.add(r);
     }
 
     /// `ferry cluster role`: the thread's answer.

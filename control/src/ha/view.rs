@@ -120,6 +120,9 @@ pub struct SyncStatus {
     pub stations_sent: u64,
     /// The last bulk received: stations and milliseconds.
     pub last_bulk: Option<(u64, u64)>,
+    /// Connections closed at once: not from an address in `ha.peers`, or
+    /// not the side that accepts, or a second connection.
+    pub refused_connections: u64,
 }
 
 /// What happened.

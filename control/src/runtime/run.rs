@@ -105,7 +105,11 @@ fn serve(
         state::remove(state_file);
     }
     let ha = match &config.ha {
-        Some(h) => Some(crate::ha::Bound::bind(h, &opts.config)?),
+        Some(h) => {
+            let (bound, sync) = crate::ha::Bound::bind(h, &opts.config)?;
+            services.push(Box::new(sync));
+            Some(bound)
+        }
         None => None,
     };
     let saved = state::read(state_file)?;

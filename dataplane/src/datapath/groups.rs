@@ -1,25 +1,26 @@
-//! HA group roles in the data plane: one `u32` per group index in
-//! `GROUP_ROLES`, read once per packet by both programs. A group flip is one
-//! aligned array write, whatever the number of tunnels in the group: no
-//! table swap, no RCU grace period (an outer map-in-map update waits one,
-//! 7-35 ms here).
+//! HA group roles in the data plane: one `u64` lease per group index in
+//! `GROUP_ROLES`, read once per packet by both programs: a group forwards
+//! while the coarse monotonic clock is below its lease (see
+//! `abi::GROUP_FOREVER`). A group flip is one aligned array write, whatever
+//! the number of tunnels in the group: no table swap, no RCU grace period
+//! (an outer map-in-map update waits one, 7-35 ms here).
 //!
 //! [`GroupRoles`] is a handle of its own on the pinned map, so the HA
-//! thread flips roles without going through the event loop that owns the
-//! [`super::Datapath`]: the decision and the write are one step on one
-//! thread.
+//! thread flips roles and renews leases without going through the event
+//! loop that owns the [`super::Datapath`]: the decision and the write are
+//! one step on one thread.
 
 use std::path::Path;
 
 use aya::maps::{Array, Map, MapData};
-use ferry_ebpf::abi::{self, GROUP_ACTIVE, MAX_GROUPS};
+use ferry_ebpf::abi::{self, GROUP_FOREVER, MAX_GROUPS};
 
 use super::Datapath;
 use crate::error::{Ctx as _, Error, Result};
 
 /// The group role map, opened from its pin.
 pub struct GroupRoles {
-    map: Array<MapData, u32>,
+    map: Array<MapData, u64>,
 }
 
 impl GroupRoles {
@@ -32,29 +33,47 @@ impl GroupRoles {
         })
     }
 
-    /// Makes group `group` (1-255) forward here (`active`) or stand by.
-    pub fn set(&mut self, group: u16, active: bool) -> Result<()> {
-        set(&mut self.map, group, active)
+    /// Makes group `group` (1-255) forward here until `until` (the coarse
+    /// monotonic clock, ns; see [`coarse_now_ns`]), or stand by (`0`).
+    pub fn set_lease(&mut self, group: u16, until: u64) -> Result<()> {
+        set(&mut self.map, group, until)
     }
 
-    /// Whether group `group` forwards here, as the kernel has it.
+    /// Whether group `group` forwards here now, as the kernel has it.
     pub fn active(&self, group: u16) -> Result<bool> {
-        active(&self.map, group)
+        Ok(get(&self.map, group)? > coarse_now_ns())
     }
 }
 
 impl Datapath {
-    /// [`GroupRoles::set`] through the loaded object (tests, replay).
+    /// Makes `group` forward here for good (`active`) or stand by (tests,
+    /// replay: no HA thread renews a lease there).
     pub fn set_group_active(&mut self, group: u16, active: bool) -> Result<()> {
-        let mut m: Array<_, u32> = Array::try_from(self.map_mut(abi::MAP_GROUP_ROLES)?)?;
-        set(&mut m, group, active)
+        self.set_group_lease(group, if active { GROUP_FOREVER } else { 0 })
     }
 
-    /// [`GroupRoles::active`] through the loaded object.
-    pub fn group_active(&self, group: u16) -> Result<bool> {
-        let m: Array<_, u32> = Array::try_from(self.map(abi::MAP_GROUP_ROLES)?)?;
-        active(&m, group)
+    /// [`GroupRoles::set_lease`] through the loaded object.
+    pub fn set_group_lease(&mut self, group: u16, until: u64) -> Result<()> {
+        let mut m: Array<_, u64> = Array::try_from(self.map_mut(abi::MAP_GROUP_ROLES)?)?;
+        set(&mut m, group, until)
     }
+
+    /// Whether `group` forwards here now, as the kernel has it.
+    pub fn group_active(&self, group: u16) -> Result<bool> {
+        let m: Array<_, u64> = Array::try_from(self.map(abi::MAP_GROUP_ROLES)?)?;
+        Ok(get(&m, group)? > coarse_now_ns())
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in ns: what `bpf_ktime_get_coarse_ns` reads.
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn check(group: u16) -> Result<u32> {
@@ -69,19 +88,17 @@ fn check(group: u16) -> Result<u32> {
 }
 
 fn set<T: std::borrow::BorrowMut<MapData>>(
-    m: &mut Array<T, u32>,
+    m: &mut Array<T, u64>,
     group: u16,
-    active: bool,
+    until: u64,
 ) -> Result<()> {
     let g = check(group)?;
-    let v = if active { GROUP_ACTIVE } else { 0 };
-    m.set(g, v, 0)
+    m.set(g, until, 0)
         .with_ctx(|| format!("writing the role of group {group}"))
 }
 
-fn active<T: std::borrow::Borrow<MapData>>(m: &Array<T, u32>, group: u16) -> Result<bool> {
+fn get<T: std::borrow::Borrow<MapData>>(m: &Array<T, u64>, group: u16) -> Result<u64> {
     let g = check(group)?;
-    Ok(m.get(&g, 0)
-        .with_ctx(|| format!("reading the role of group {group}"))?
-        == GROUP_ACTIVE)
+    m.get(&g, 0)
+        .with_ctx(|| format!("reading the role of group {group}"))
 }

@@ -157,7 +157,7 @@ impl Datapath {
     /// programs' coarse monotonic clock), so a synced station ages like
     /// one learned here.
     pub fn install_synced(&mut self, stations: &[(StationKey, StationInfo)]) -> Result<Installed> {
-        let now = coarse_now_ns();
+        let now = super::groups::coarse_now_ns();
         self.map_station_counts()?;
         let Some(counts) = self.counts.as_ref() else {
             bail!("station counts not mapped");
@@ -217,17 +217,6 @@ impl Datapath {
         }
         Ok(())
     }
-}
-
-/// `CLOCK_MONOTONIC_COARSE` in ns: what `bpf_ktime_get_coarse_ns` reads.
-fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Writes static stations (flagged `STATION_STATIC`) into a station table.

@@ -1,0 +1,527 @@
+//! The sync stream as an event-loop service: one TCP connection to the
+//! peer's first path, carrying this node's learned stations to the peer
+//! and the peer's into this node's live station table.
+//!
+//! - **Who connects.** The node with the lower address on the first path
+//!   connects (and reconnects every second while down); the other only
+//!   accepts, and only from an address in `ha.peers` (anything else is
+//!   closed at once and counted).
+//! - **Bulk.** On every (re)connect each side sends a snapshot of the
+//!   stations of the groups it masters, between a start marker and an end
+//!   marker carrying the count; the receiver installs them as they come
+//!   and answers the end marker with an acknowledgement carrying what it
+//!   received. Both sides record the bulk in `ferry cluster history`.
+//!   After its first complete bulk a node's copy of every group counts as
+//!   complete for the election.
+//! - **Updates.** Every [`SCAN_INTERVAL`] the sender walks its station
+//!   table (batch reads) and sends what changed since it last sent it:
+//!   learned stations reach the peer within one interval plus the link.
+//! - **Only masters speak for a group.** A node sends the stations of the
+//!   groups it masters, and ignores synced stations of groups it masters
+//!   (its own learning is newer): no echo, no loop.
+//!
+//! Messages are sealed like heartbeats ([`super::wire`], channel 0) and
+//! refused by the same classes; a refused message drops the connection.
+
+use std::{
+    collections::HashMap,
+    io::{ErrorKind, Read as _, Write as _},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use ferry_ebpf::abi::{STATION_BSSID, STATION_STATIC, StationInfo, StationKey};
+use mio::{
+    Interest, Token,
+    event::Event as MioEvent,
+    net::{TcpListener, TcpStream},
+};
+use tracing::{info, warn};
+
+use super::{
+    Control,
+    key::Key,
+    stream::{self, Msg, StationBodies},
+    view::{Event, EventKind, SyncStatus},
+    wire::{self, HEADER_LEN, Kind, Opener, Sealer},
+};
+use crate::{
+    config::HaConfig,
+    runtime::{
+        event_loop::{Flow, Registrar, Service},
+        node::Node,
+    },
+};
+
+/// How often learned stations are looked for and sent.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(200);
+/// How long to wait between connection attempts.
+const RECONNECT: Duration = Duration::from_secs(1);
+/// Stop scanning while this much is still queued for the peer.
+const OUT_HIGH: usize = 64 << 20;
+
+/// What was last sent for a station: its tunnel, radio and BSSID.
+type SentAs = (u32, u8, u8, [u8; 6]);
+
+/// One connection to the peer.
+struct Conn {
+    stream: TcpStream,
+    token: Token,
+    /// A connect still under way (wait for writable).
+    connecting: bool,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    /// Bulk being received: when it started and stations so far.
+    bulk_rx: Option<(Instant, u64)>,
+}
+
+/// The sync stream service.
+pub struct SyncService {
+    listener: TcpListener,
+    listen_token: Token,
+    peers: Vec<IpAddr>,
+    target: SocketAddr,
+    we_connect: bool,
+    sealer: Sealer,
+    opener: Opener,
+    conn: Option<Conn>,
+    next_connect: Instant,
+    next_scan: Instant,
+    sent: HashMap<StationKey, SentAs>,
+    status: SyncStatus,
+    /// A node's copy is complete after its first bulk: told once.
+    synced_told: bool,
+}
+
+impl SyncService {
+    /// Binds the sync listener (before the data plane is touched). `local`
+    /// is this node's address towards the first peer path.
+    pub fn bind(ha: &HaConfig, key: Key, epoch: u64, local: IpAddr) -> Result<Self> {
+        let any: IpAddr = if ha.peers[0].is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        };
+        let listener = TcpListener::bind(SocketAddr::new(any, ha.port))
+            .with_context(|| format!("binding the HA sync listener (TCP port {})", ha.port))?;
+        Ok(Self {
+            listener,
+            listen_token: Token(usize::MAX),
+            peers: ha.peers.clone(),
+            target: SocketAddr::new(ha.peers[0], ha.port),
+            we_connect: local < ha.peers[0],
+            sealer: Sealer::new(key.clone(), epoch),
+            opener: Opener::new(key),
+            conn: None,
+            next_connect: Instant::now(),
+            next_scan: Instant::now(),
+            sent: HashMap::new(),
+            status: SyncStatus::default(),
+            synced_told: false,
+        })
+    }
+
+    fn publish(&self, node: &Node) {
+        if let Some(ha) = &node.ha {
+            ha.set_sync(self.status.clone());
+        }
+    }
+
+    fn event(node: &Node, kind: EventKind, detail: String) {
+        info!(kind = ?kind, "HA sync: {detail}");
+        if let Some(ha) = &node.ha {
+            ha.send(Control::Event(Event::now(kind, detail)));
+        }
+    }
+
+    fn adopt(&mut self, mut stream: TcpStream, connecting: bool, reg: &mut Registrar<'_>) {
+        let _ = stream.set_nodelay(true);
+        match reg.register(&mut stream, Interest::READABLE | Interest::WRITABLE) {
+            Ok(token) => {
+                self.conn = Some(Conn {
+                    stream,
+                    token,
+                    connecting,
+                    inbuf: Vec::new(),
+                    out: Vec::new(),
+                    bulk_rx: None,
+                });
+            }
+            Err(e) => warn!("HA sync: registering the connection: {e}"),
+        }
+    }
+
+    fn drop_conn(&mut self, node: &Node, reg: &mut Registrar<'_>, why: &str) {
+        if let Some(mut c) = self.conn.take() {
+            reg.deregister(&mut c.stream, c.token);
+            if !c.connecting {
+                Self::event(node, EventKind::Sync, format!("sync stream down: {why}"));
+            }
+        }
+        self.status.connected = false;
+        self.status.bulk_sent = false;
+        self.next_connect = Instant::now() + RECONNECT;
+        self.publish(node);
+    }
+
+    /// The connection is up: send the bulk snapshot.
+    fn established(&mut self, node: &mut Node) {
+        self.status.connected = true;
+        Self::event(
+            node,
+            EventKind::Sync,
+            format!("sync stream up with {}", self.target.ip()),
+        );
+        self.sent.clear();
+        self.queue(&stream::marker(&Msg::BulkStart));
+        let t0 = Instant::now();
+        let n = self.scan(node);
+        self.queue(&stream::marker(&Msg::BulkEnd(n)));
+        Self::event(
+            node,
+            EventKind::BulkStart,
+            format!(
+                "sending {n} stations (read in {} ms)",
+                t0.elapsed().as_millis()
+            ),
+        );
+        self.publish(node);
+    }
+
+    fn queue(&mut self, body: &[u8]) {
+        let Some(c) = self.conn.as_mut() else {
+            return;
+        };
+        match self.sealer.seal(Kind::Stream, wire::STREAM, body) {
+            Ok(m) => c.out.extend_from_slice(&m),
+            Err(e) => warn!("HA sync: sealing a message: {e}"),
+        }
+    }
+
+    /// Sends the stations of groups this node masters that changed since
+    /// they were last sent; returns how many.
+    fn scan(&mut self, node: &mut Node) -> u64 {
+        let config = &node.tables.config;
+        let Some(ha) = &config.ha else { return 0 };
+        // Which groups forward here, as the kernel has it.
+        let active: Vec<bool> = (0..=ha.groups.len())
+            .map(|g| g > 0 && node.dp.group_active(g as u16).unwrap_or(false))
+            .collect();
+        let mut by_id: HashMap<u32, &str> = HashMap::new();
+        for t in &config.tunnels {
+            let g = usize::from(config.group_index(t));
+            if let (Some(id), true) = (node.tables.id_of(&t.ap), active.get(g) == Some(&true)) {
+                by_id.insert(id, t.ap.as_str());
+            }
+        }
+        let mut changed: Vec<(&str, StationKey, SentAs)> = Vec::new();
+        let sent = &self.sent;
+        let r = node.dp.for_each_station(|k: &StationKey, v: &StationInfo| {
+            if v.flags & STATION_STATIC != 0 {
+                return;
+            }
+            let Some(ap) = by_id.get(&v.tunnel) else {
+                return;
+            };
+            let now = (v.tunnel, v.rid, v.flags & STATION_BSSID, v.bssid);
+            if sent.get(k) != Some(&now) {
+                changed.push((ap, *k, now));
+            }
+        });
+        if let Err(e) = r {
+            warn!("HA sync: reading the station table: {e}");
+            return 0;
+        }
+        let n = changed.len() as u64;
+        let mut bodies = StationBodies::default();
+        for (ap, k, s) in &changed {
+            bodies.push(
+                ap,
+                &stream::Station {
+                    mac: k.mac,
+                    vlan: k.vlan,
+                    rid: s.1,
+                    bssid: (s.2 != 0).then_some(s.3),
+                },
+            );
+        }
+        let fresh: Vec<(StationKey, SentAs)> = changed.iter().map(|(_, k, s)| (*k, *s)).collect();
+        for b in bodies.finish() {
+            self.queue(&b);
+        }
+        self.sent.extend(fresh);
+        self.status.stations_sent += n;
+        n
+    }
+
+    fn flush(&mut self, node: &Node, reg: &mut Registrar<'_>) {
+        let Some(c) = self.conn.as_mut() else { return };
+        let mut done = 0;
+        let r = loop {
+            if done == c.out.len() {
+                break Ok(());
+            }
+            match c.stream.write(&c.out[done..]) {
+                Ok(0) => break Err("peer closed".to_string()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        c.out.drain(..done);
+        if let Err(e) = r {
+            self.drop_conn(node, reg, &e);
+        }
+    }
+
+    fn read(&mut self, node: &mut Node, reg: &mut Registrar<'_>) {
+        let Some(c) = self.conn.as_mut() else { return };
+        let mut buf = [0u8; 65_536];
+        let closed = loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => break Some("peer closed".to_string()),
+                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        if let Err(e) = self.messages(node) {
+            self.drop_conn(node, reg, &e);
+            return;
+        }
+        if let Some(why) = closed {
+            self.drop_conn(node, reg, &why);
+        }
+    }
+
+    /// Handles every whole message in the input buffer.
+    fn messages(&mut self, node: &mut Node) -> Result<(), String> {
+        loop {
+            let Some(c) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            let Some(header) = c.inbuf.get(..HEADER_LEN) else {
+                return Ok(());
+            };
+            let header: [u8; HEADER_LEN] = header.try_into().map_err(|_| "header")?;
+            let len = wire::message_len(&header).map_err(|r| self.refused(node, &r))?;
+            let Some(c) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            if c.inbuf.len() < len {
+                return Ok(());
+            }
+            let msg: Vec<u8> = c.inbuf.drain(..len).collect();
+            let body = match self.opener.open(&msg, wire::STREAM) {
+                Ok(m) if m.kind == Kind::Stream => m.body.to_vec(),
+                Ok(_) => {
+                    return Err(self.refused(
+                        node,
+                        &wire::Rejected::Malformed("a heartbeat on the sync stream"),
+                    ));
+                }
+                Err(r) => return Err(self.refused(node, &r)),
+            };
+            let m = stream::decode(&body).map_err(|e| format!("undecodable message: {e}"))?;
+            self.handle(node, m);
+        }
+    }
+
+    fn refused(&self, node: &Node, r: &wire::Rejected) -> String {
+        if let Some(ha) = &node.ha {
+            ha.count_refused(r);
+        }
+        format!("refused a message: {r}")
+    }
+
+    fn handle(&mut self, node: &mut Node, m: Msg) {
+        match m {
+            Msg::BulkStart => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.bulk_rx = Some((Instant::now(), 0));
+                }
+            }
+            Msg::Stations(recs) => {
+                let n = self.install(node, recs);
+                if let Some((_, k)) = self.conn.as_mut().and_then(|c| c.bulk_rx.as_mut()) {
+                    *k += n;
+                }
+            }
+            Msg::BulkEnd(sent) => {
+                let (t0, got) = self
+                    .conn
+                    .as_mut()
+                    .and_then(|c| c.bulk_rx.take())
+                    .unwrap_or((Instant::now(), 0));
+                let ms = t0.elapsed().as_millis() as u64;
+                self.status.bulk_received = true;
+                self.status.last_bulk = Some((got, ms));
+                self.queue(&stream::marker(&Msg::BulkAck(got)));
+                Self::event(
+                    node,
+                    EventKind::BulkEnd,
+                    format!("received {got} stations of {sent} sent, in {ms} ms"),
+                );
+                if !self.synced_told
+                    && let (Some(ha), Some(h)) = (&node.ha, &node.tables.config.ha)
+                {
+                    for g in &h.groups {
+                        ha.send(Control::Synced {
+                            group: g.name.clone(),
+                            synced: true,
+                        });
+                    }
+                    self.synced_told = true;
+                }
+            }
+            Msg::BulkAck(n) => {
+                self.status.bulk_sent = true;
+                Self::event(
+                    node,
+                    EventKind::BulkEnd,
+                    format!("the peer installed our bulk: {n} stations"),
+                );
+            }
+        }
+        self.publish(node);
+    }
+
+    /// Installs synced stations of the groups this node does not master.
+    fn install(&mut self, node: &mut Node, recs: Vec<(String, Vec<stream::Station>)>) -> u64 {
+        let mut batch = Vec::new();
+        for (ap, list) in recs {
+            let config = &node.tables.config;
+            let (Some(t), Some(id)) = (config.tunnel_named(&ap), node.tables.id_of(&ap)) else {
+                continue;
+            };
+            let g = config.group_index(t);
+            if g != 0 && node.dp.group_active(g).unwrap_or(false) {
+                continue;
+            }
+            for s in list {
+                batch.push((
+                    StationKey {
+                        mac: s.mac,
+                        vlan: s.vlan,
+                    },
+                    StationInfo {
+                        tunnel: id,
+                        rid: s.rid,
+                        flags: if s.bssid.is_some() { STATION_BSSID } else { 0 },
+                        bssid: s.bssid.unwrap_or_default(),
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+        match node.dp.install_synced(&batch) {
+            Ok(r) => {
+                let n = r.added + r.moved + r.kept;
+                self.status.stations_received += n;
+                n
+            }
+            Err(e) => {
+                warn!("HA sync: installing synced stations: {e}");
+                0
+            }
+        }
+    }
+}
+
+impl Service for SyncService {
+    fn register(&mut self, reg: &mut Registrar<'_>) -> Result<()> {
+        self.listen_token = reg.register(&mut self.listener, Interest::READABLE)?;
+        Ok(())
+    }
+
+    fn ready(
+        &mut self,
+        token: Token,
+        ev: &MioEvent,
+        node: &mut Node,
+        reg: &mut Registrar<'_>,
+    ) -> Result<Flow> {
+        if token == self.listen_token {
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, from)) => {
+                        if !self.peers.contains(&from.ip())
+                            || self.we_connect
+                            || self.conn.is_some()
+                        {
+                            // Not the peer, or not the connection this
+                            // side takes: closed at once.
+                            self.status.refused_connections += 1;
+                            drop(stream);
+                            continue;
+                        }
+                        self.adopt(stream, false, reg);
+                        self.established(node);
+                        self.flush(node, reg);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        warn!("HA sync: accepting: {e}");
+                        break;
+                    }
+                }
+            }
+            self.publish(node);
+            return Ok(Flow::Continue);
+        }
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        if token != c.token {
+            return Ok(Flow::Continue);
+        }
+        if c.connecting {
+            if ev.is_error() || c.stream.take_error().ok().flatten().is_some() {
+                self.drop_conn(node, reg, "connect failed");
+                return Ok(Flow::Continue);
+            }
+            if !ev.is_writable() || c.stream.peer_addr().is_err() {
+                return Ok(Flow::Continue);
+            }
+            c.connecting = false;
+            self.established(node);
+        }
+        if ev.is_readable() || ev.is_read_closed() {
+            self.read(node, reg);
+        }
+        self.flush(node, reg);
+        Ok(Flow::Continue)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match &self.conn {
+            None if self.we_connect => Some(self.next_connect),
+            None => None,
+            Some(c) if c.connecting => None,
+            Some(_) => Some(self.next_scan),
+        }
+    }
+
+    fn timer(&mut self, now: Instant, node: &mut Node, reg: &mut Registrar<'_>) {
+        match &self.conn {
+            None => {
+                self.next_connect = now + RECONNECT;
+                match TcpStream::connect(self.target) {
+                    Ok(s) => self.adopt(s, true, reg),
+                    Err(e) => warn!("HA sync: connecting to {}: {e}", self.target),
+                }
+            }
+            Some(c) => {
+                self.next_scan = now + SCAN_INTERVAL;
+                if c.out.len() < OUT_HIGH && self.scan(node) > 0 {
+                    self.flush(node, reg);
+                    self.publish(node);
+                }
+            }
+        }
+    }
+}
