@@ -190,7 +190,7 @@ mod tests {
             mac: [2, 0x5a, b[0], b[1], b[2], b[3]],
             vlan: 200 + (i % 2) as u16,
             rid: (i % 3) as u8,
-            bssid: (i % 2 == 0).then_some([2, 0xbb, 0, 0, 0, b[3]]),
+            bssid: i.is_multiple_of(2).then_some([2, 0xbb, 0, 0, 0, b[3]]),
         }
     }
 
