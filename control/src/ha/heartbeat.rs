@@ -87,6 +87,7 @@ pub(super) struct Link {
     pub(super) opener: Opener,
     pub(super) election: Election,
     pub(super) roles: GroupRoles,
+    pub(super) announcer: super::announce::Announcer,
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) rx: mpsc::Receiver<Control>,
     pub(super) local: IpAddr,
@@ -283,6 +284,9 @@ impl Link {
             let t0 = Instant::now();
             self.install(i, d.role == Role::Master);
             let flip_us = t0.elapsed().as_micros();
+            if d.role == Role::Master {
+                self.announcer.announce(i as u16 + 1, &d.group);
+            }
             self.reasons[i] = Some(d.reason);
             info!(group = %d.group, role = ?d.role, reason = ?d.reason, flip_us, "HA role");
             let e = Event {

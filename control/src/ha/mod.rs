@@ -13,12 +13,15 @@
 //! - [`stream`] and [`sync`]: the sync stream (TCP, an event-loop
 //!   service): bulk snapshots and updates of learned stations, installed
 //!   into the peer's live station table;
+//! - [`announce`]: a new master's gratuitous frames, one per station, so
+//!   the switches move the stations' MACs to it;
 //! - [`view`]: what the thread publishes: `ferry cluster status`, members
 //!   and history.
 //!
 //! Not yet: learned AP ports and session bindings on the sync stream,
 //! table revisions across the pair, planned failover, licences.
 
+pub mod announce;
 pub mod election;
 pub mod heartbeat;
 pub mod key;
@@ -135,7 +138,13 @@ impl Ha {
     /// Starts the HA thread for node `node` over the pinned maps in
     /// `pin_dir`. Groups the data plane already forwards (a restart over
     /// running maps) start as master, the rest wait for the election.
-    pub fn start(node: &str, ha: &HaConfig, bound: Bound, pin_dir: &Path) -> Result<Self> {
+    pub fn start(
+        node: &str,
+        ha: &HaConfig,
+        bound: Bound,
+        pin_dir: &Path,
+        client_side: &str,
+    ) -> Result<Self> {
         let roles = GroupRoles::open_pinned(pin_dir)
             .with_context(|| format!("opening the group role map in {}", pin_dir.display()))?;
         let local = bound.local;
@@ -152,6 +161,11 @@ impl Ha {
         let mut socket = mio::net::UdpSocket::from_std(bound.socket);
         let (poll, waker) = heartbeat::poll_for(&mut socket)?;
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let announcer = announce::Announcer::start(
+            pin_dir.to_path_buf(),
+            client_side.to_string(),
+            shared.clone(),
+        )?;
         let (tx, rx) = mpsc::channel();
         let n = ha.peers.len();
         let link = Link {
@@ -162,6 +176,7 @@ impl Ha {
             opener: Opener::new(bound.key),
             election,
             roles,
+            announcer,
             shared: shared.clone(),
             rx,
             local,

@@ -149,6 +149,8 @@ pub enum EventKind {
     AuthFailure,
     /// The sync stream connected or dropped.
     Sync,
+    /// A new master announced a group's stations.
+    Announce,
     /// A data plane write failed.
     Error,
 }

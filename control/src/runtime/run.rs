@@ -144,7 +144,13 @@ fn serve(
     }
     let mut node = node(opts, up, adopted, pin_dir, state_file);
     if let (Some(bound), Some(h)) = (ha, node.tables.config.ha.clone()) {
-        let ha = crate::ha::Ha::start(&node.tables.config.name, &h, bound, pin_dir)?;
+        let ha = crate::ha::Ha::start(
+            &node.tables.config.name,
+            &h,
+            bound,
+            pin_dir,
+            &node.tables.config.client_side,
+        )?;
         info!(
             peers = ?h.peers,
             groups = h.groups.len(),

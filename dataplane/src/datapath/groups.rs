@@ -12,8 +12,10 @@
 
 use std::path::Path;
 
-use aya::maps::{Array, Map, MapData};
-use ferry_ebpf::abi::{self, GROUP_FOREVER, MAX_GROUPS};
+use std::os::fd::AsFd as _;
+
+use aya::maps::{Array, ArrayOfMaps, Map, MapData};
+use ferry_ebpf::abi::{self, GROUP_FOREVER, MAX_GROUPS, StationKey, TunnelDown};
 
 use super::Datapath;
 use crate::error::{Ctx as _, Error, Result};
@@ -43,6 +45,41 @@ impl GroupRoles {
     pub fn active(&self, group: u16) -> Result<bool> {
         Ok(get(&self.map, group)? > coarse_now_ns())
     }
+}
+
+/// The stations of one HA group in the live tables pinned under `dir`
+/// (read with batch lookups: the downstream tunnel slots for the group of
+/// each tunnel id, then the station table), static ones included.
+pub fn group_stations(dir: &Path, group: u16) -> Result<Vec<StationKey>> {
+    let open = |name: &str| -> Result<ArrayOfMaps<MapData, MapData>> {
+        let path = dir.join(name);
+        let data = MapData::from_pin(&path).with_ctx(|| format!("opening {}", path.display()))?;
+        Ok(ArrayOfMaps::try_from(Map::ArrayOfMaps(data))?)
+    };
+    let down = open(abi::MAP_TUNNELS_DOWN)?
+        .get(&abi::TABLE_SLOT, 0)
+        .ctx("reading the downstream tunnel slot")?;
+    let slots: Vec<TunnelDown> = crate::batch::lookup_array(down.fd().as_fd(), abi::MAX_TUNNELS)
+        .ctx("reading the downstream tunnels")?;
+    let mine: Vec<bool> = slots
+        .iter()
+        .map(|t| t.flags & abi::DOWN_VALID != 0 && t.group == group)
+        .collect();
+    let stations = open(abi::MAP_STATION_TABLES)?
+        .get(&abi::TABLE_SLOT, 0)
+        .ctx("reading the station table slot")?;
+    let mut out = Vec::new();
+    crate::batch::for_each_hash(
+        stations.fd().as_fd(),
+        65_536,
+        |k: &StationKey, v: &abi::StationInfo| {
+            if mine.get(v.tunnel as usize) == Some(&true) {
+                out.push(*k);
+            }
+        },
+    )
+    .ctx("reading the station table")?;
+    Ok(out)
 }
 
 impl Datapath {

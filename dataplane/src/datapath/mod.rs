@@ -31,7 +31,7 @@ mod links;
 mod stations;
 mod tunnels;
 
-pub use groups::{GroupRoles, coarse_now_ns};
+pub use groups::{GroupRoles, coarse_now_ns, group_stations};
 pub use links::{Attached, LinkHandle, XdpTarget, ifindex};
 pub use stations::Installed;
 

@@ -1,0 +1,142 @@
+//! The HA pair end to end: two `ferry run` nodes in namespaces with a core
+//! bridge, an AP and a client side (see `pair`). Needs root.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
+mod pair;
+
+use std::time::{Duration, Instant};
+
+use pair::{NodeHa, Pair};
+
+/// Both nodes' non-zero counters, for failure messages.
+fn counters(p: &Pair) -> String {
+    p.nodes
+        .iter()
+        .map(|n| n.ferry(&["counters"]))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+fn roles(p: &Pair) -> [(String, String); 2] {
+    [p.nodes[0].role(), p.nodes[1].role()]
+}
+
+fn is(p: &Pair, i: usize, role: &str) -> bool {
+    let (r, dp) = p.nodes[i].role();
+    let want_dp = if role == "master" {
+        "active"
+    } else {
+        "standby"
+    };
+    r == role && dp == want_dp
+}
+
+/// Node 1 (priority 200) and node 2 (100) up, elected and synced.
+fn started(tag: &str) -> Pair {
+    let p = Pair::new(
+        tag,
+        [
+            NodeHa {
+                priority: 200,
+                preempt: false,
+                extra: "",
+            },
+            NodeHa {
+                priority: 100,
+                preempt: false,
+                extra: "",
+            },
+        ],
+    );
+    p.start(0);
+    p.start(1);
+    p.wait_for(10, "node 1 master, node 2 backup, both synced", || {
+        is(&p, 0, "master")
+            && is(&p, 1, "backup")
+            && p.nodes[1].cluster()["groups"][0]["synced"] == true
+    });
+    p
+}
+
+#[test]
+fn kill9_of_the_master_hands_the_group_over_with_its_synced_stations() {
+    let p = started("hak");
+    let st = p.nodes[1].cluster();
+    assert_eq!(st["peer"]["state"], "up", "{st}");
+    assert_eq!(st["peer"]["paths"][0]["up"], true);
+    assert_eq!(st["peer"]["paths"][1]["up"], true);
+    assert_eq!(st["groups"][0]["peer_role"], "master");
+    assert_eq!(st["groups"][0]["peer_priority"], 200);
+
+    // A station talks through the master only; it reaches the client side
+    // and, through sync, the backup's live table.
+    let got = p.exchange(true, &[p.up_frame(0, 1, 1)], Duration::from_millis(400));
+    assert_eq!(got, vec![(1, None)], "upstream through the master");
+    p.wait_for(5, "the station synced to node 2", || {
+        p.nodes[1].cluster()["sync"]["stations_received"].as_u64() >= Some(1)
+    });
+    let got = p.exchange(false, &[Pair::down_frame(1, 2)], Duration::from_millis(400));
+    assert_eq!(
+        got,
+        vec![(2, Some(p.nodes[0].addr))],
+        "downstream through the master\n{}",
+        counters(&p)
+    );
+
+    // One path cut: heartbeats go on over the other, nothing changes.
+    p.nodes[0]
+        .ns
+        .exec(&["ip", "link", "set", "h1b", "down"])
+        .unwrap();
+    p.wait_for(5, "path 2 down on node 2", || {
+        p.nodes[1].cluster()["peer"]["paths"][1]["up"] == false
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        is(&p, 0, "master") && is(&p, 1, "backup"),
+        "{:?}",
+        roles(&p)
+    );
+    assert_eq!(p.nodes[1].cluster()["peer"]["state"], "up");
+
+    // kill -9 of the master: the backup takes over, the dead master's data
+    // plane stops forwarding when its lease runs out.
+    let t0 = Instant::now();
+    p.nodes[0].kill9();
+    p.wait_for(5, "node 2 master", || is(&p, 1, "master"));
+    let took = t0.elapsed();
+    let roles1 =
+        ferry_dataplane::datapath::GroupRoles::open_pinned(&p.nodes[0].pin_dir(&p.pin_root))
+            .unwrap();
+    assert!(
+        !roles1.active(1).unwrap(),
+        "the killed master's lease must have run out"
+    );
+    eprintln!("takeover observed after {} ms", took.as_millis());
+
+    // Downstream to the station that never sent a frame through node 2:
+    // the new master announced it, the bridge moved it, node 2 forwards.
+    p.wait_for(5, "the station announced", || {
+        p.nodes[1]
+            .ferry(&["cluster", "history"])
+            .contains("1 of 1 stations announced")
+    });
+    let got = p.exchange(false, &[Pair::down_frame(1, 3)], Duration::from_millis(400));
+    assert_eq!(
+        got,
+        vec![(3, Some(p.nodes[1].addr))],
+        "downstream to a synced-only station through the new master"
+    );
+    // And the AP's data, moved to node 2, goes up.
+    let got = p.exchange(true, &[p.up_frame(1, 1, 4)], Duration::from_millis(400));
+    assert_eq!(got, vec![(4, None)], "upstream through the new master");
+    let h = p.nodes[1].ferry(&["cluster", "history"]);
+    for want in [
+        "path_up",
+        "path_down",
+        "peer_down",
+        "role group1 -> master (peer_dead)",
+    ] {
+        assert!(h.contains(want), "history lacks {want}:\n{h}");
+    }
+}

@@ -1,0 +1,484 @@
+//! A namespace lab around two `ferry run` nodes (an HA pair):
+//!
+//! ```text
+//!  ap ns: ap0 198.18.0.10 ──┐             ┌── fap0 198.18.0.1  ac1 ns ─ h1a 198.18.9.1  ═╗
+//!                           ├─ brap ──────┤                          h1b 198.18.10.1 ═╗║
+//!                           │  (core ns)  └── fap0 198.18.0.2  ac2 ns ─ h2a 198.18.9.2  ═╝║
+//!                           │                                        h2b 198.18.10.2 ═╝
+//!  cl ns: cl0 ──────────────┴─ brcl ────── fcl0 of ac1 and of ac2
+//! ```
+//!
+//! Two Linux bridges in a core namespace stand for the switches: they
+//! learn MACs, so downstream frames go to the port a station was last seen
+//! on (tagged frames pass by MAC: this kernel has no VLAN filtering). The
+//! nodes talk over two direct peer paths. Every name is unique per lab and
+//! everything is removed on drop, panics included.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr},
+    os::unix::fs::PermissionsExt as _,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use aya::programs::XdpMode;
+use ferry_dataplane::{
+    capture::PacketSocket,
+    craft::{self, Options, Transport},
+    datapath::Datapath,
+    netns::{Netns, veth},
+    tables::format_mac,
+};
+use ferry_ebpf::{abi, vlan};
+use serde_json::Value;
+
+/// The AP's address (its one tunnel, fixed port).
+pub const AP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+/// The AP's CAPWAP source port.
+pub const AP_PORT: u16 = 12222;
+/// The client VLAN.
+pub const VLAN: u16 = 200;
+/// The client-side gateway MAC.
+pub const GW: [u8; 6] = [0x02, 0x0e, 0, 0, 0, 0xfe];
+/// Local experimental EtherType for test payloads.
+pub const ETHERTYPE: u16 = 0x88b5;
+const MAGIC: &[u8; 4] = b"FRHA";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Station `i`.
+pub fn station(i: u32) -> [u8; 6] {
+    let b = i.to_be_bytes();
+    [0x02, 0x5a, 0x01, b[1], b[2], b[3]]
+}
+
+/// One node of the pair.
+pub struct Node {
+    pub ns: Netns,
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    /// Its CAPWAP data address.
+    pub addr: Ipv4Addr,
+    pub fap0_mac: [u8; 6],
+    ferry: std::sync::Mutex<Option<Child>>,
+}
+
+/// The pair, the AP, the client side and the core.
+pub struct Pair {
+    pub core: Netns,
+    pub ap: Netns,
+    pub cl: Netns,
+    pub nodes: [Node; 2],
+    pub pin_root: PathBuf,
+    pub ap0_mac: [u8; 6],
+    _xdp: Vec<Datapath>,
+}
+
+/// One node's `[ha]` and `[[group]]` settings.
+pub struct NodeHa {
+    pub priority: u8,
+    pub preempt: bool,
+    pub extra: &'static str,
+}
+
+impl Pair {
+    /// Builds the lab and writes both configurations; nothing runs yet.
+    pub fn new(tag: &str, ha: [NodeHa; 2]) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let core = Netns::new(&format!("{tag}core")).unwrap();
+        let ap = Netns::new(&format!("{tag}ap")).unwrap();
+        let cl = Netns::new(&format!("{tag}cl")).unwrap();
+        let acs = [
+            Netns::new(&format!("{tag}ac1")).unwrap(),
+            Netns::new(&format!("{tag}ac2")).unwrap(),
+        ];
+        for br in ["brap", "brcl"] {
+            core.exec(&["ip", "link", "add", br, "type", "bridge"])
+                .unwrap();
+            core.exec(&["ip", "link", "set", br, "up"]).unwrap();
+        }
+        let mut xdp_peers: Vec<(&Netns, String)> = Vec::new();
+        veth(&ap, "ap0", &core, "pap").unwrap();
+        veth(&cl, "cl0", &core, "pcl").unwrap();
+        core.exec(&["ip", "link", "set", "pap", "master", "brap"])
+            .unwrap();
+        core.exec(&["ip", "link", "set", "pcl", "master", "brcl"])
+            .unwrap();
+        ap.exec(&["ip", "addr", "add", "198.18.0.10/24", "dev", "ap0"])
+            .unwrap();
+        for (i, ns) in acs.iter().enumerate() {
+            let (pa, pc) = (format!("a{}ap", i + 1), format!("a{}cl", i + 1));
+            veth(ns, "fap0", &core, &pa).unwrap();
+            veth(ns, "fcl0", &core, &pc).unwrap();
+            core.exec(&["ip", "link", "set", &pa, "master", "brap"])
+                .unwrap();
+            core.exec(&["ip", "link", "set", &pc, "master", "brcl"])
+                .unwrap();
+            ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.0.{}/24", i + 1),
+                "dev",
+                "fap0",
+            ])
+            .unwrap();
+            xdp_peers.push((&core, pa));
+            xdp_peers.push((&core, pc));
+        }
+        for (a, b, net) in [("h1a", "h2a", 9), ("h1b", "h2b", 10)] {
+            veth(&acs[0], a, &acs[1], b).unwrap();
+            acs[0]
+                .exec(&["ip", "addr", "add", &format!("198.18.{net}.1/24"), "dev", a])
+                .unwrap();
+            acs[1]
+                .exec(&["ip", "addr", "add", &format!("198.18.{net}.2/24"), "dev", b])
+                .unwrap();
+        }
+        // The bridge takes an incoming 802.1Q tag out of the frame into
+        // the skb; a port that offloads tag insertion hands the frame on
+        // without it, and XDP on the far side would see it untagged.
+        for port in ["pap", "pcl", "a1ap", "a1cl", "a2ap", "a2cl"] {
+            core.exec(&["ethtool", "-K", port, "txvlan", "off"])
+                .unwrap();
+        }
+        xdp_peers.push((&ap, "ap0".into()));
+        xdp_peers.push((&cl, "cl0".into()));
+        // veth accepts redirected frames only when its peer runs XDP.
+        let mut xdp = Vec::new();
+        for (ns, ifname) in xdp_peers {
+            xdp.push(
+                ns.enter(|| {
+                    let mut p = Datapath::load()?;
+                    p.attach(abi::PROG_PASS, &ifname, XdpMode::Driver)?;
+                    Ok::<_, anyhow::Error>(p)
+                })
+                .unwrap(),
+            );
+        }
+        let ap0_mac = ap.mac("ap0").unwrap();
+        let pin_root = PathBuf::from("/sys/fs/bpf/ferry-test");
+        let key_dir =
+            std::env::temp_dir().join(format!("ferry-pair-{}-{tag}{n}", std::process::id()));
+        std::fs::create_dir_all(&key_dir).unwrap();
+        let key = key_dir.join("peer.key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef-lab\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut acs = acs.into_iter();
+        let nodes = [0, 1].map(|i| {
+            let ns = acs.next().unwrap();
+            let name = format!("t{}{tag}{n}n{}", std::process::id(), i + 1);
+            let dir = key_dir.join(format!("node{}", i + 1));
+            std::fs::create_dir_all(&dir).unwrap();
+            let fap0_mac = ns.mac("fap0").unwrap();
+            Node {
+                socket: dir.join("admin.sock"),
+                config: dir.join("ferry.toml"),
+                addr: Ipv4Addr::new(198, 18, 0, i as u8 + 1),
+                fap0_mac,
+                ns,
+                name,
+                dir,
+                ferry: std::sync::Mutex::new(None),
+            }
+        });
+        let pair = Self {
+            core,
+            ap,
+            cl,
+            nodes,
+            pin_root,
+            ap0_mac,
+            _xdp: xdp,
+        };
+        for (i, h) in ha.iter().enumerate() {
+            pair.write_config(i, h, &key);
+        }
+        pair
+    }
+
+    fn write_config(&self, i: usize, h: &NodeHa, key: &std::path::Path) {
+        let node = &self.nodes[i];
+        let peer = 2 - i;
+        let text = format!(
+            "[node]\nname = \"{}\"\naddresses = [\"{}\"]\n\
+[interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
+[forwarding]\nclient_vlans = [{VLAN}]\n\
+[downstream]\nnext_hop_mac = \"{}\"\nsource_mac = \"{}\"\n\
+[admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n\
+[ha]\npeers = [\"198.18.9.{peer}\", \"198.18.10.{peer}\"]\nkey_file = \"{}\"\n\
+heartbeat_ms = 50\ncold_start = 1\n{}\n\
+[[group]]\nname = \"group1\"\npriority = {}\npreempt = {}\npreempt_delay = 0\n\
+[[tunnel]]\nap = \"ap1\"\naddress = \"{AP}\"\nport = {AP_PORT}\nvlan = {VLAN}\ngroup = \"group1\"\n",
+            node.name,
+            node.addr,
+            format_mac(&self.ap0_mac),
+            format_mac(&node.fap0_mac),
+            node.socket.display(),
+            key.display(),
+            h.extra,
+            h.priority,
+            h.preempt,
+        );
+        std::fs::write(&node.config, text).unwrap();
+    }
+
+    /// Starts `ferry run` on node `i` and waits for its admin socket.
+    pub fn start(&self, i: usize) {
+        let node = &self.nodes[i];
+        assert!(node.child().is_none(), "ferry already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("ferry.log"))
+            .unwrap();
+        let _ = std::fs::remove_file(&node.socket);
+        let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
+        cmd.args(["run", "--config"])
+            .arg(&node.config)
+            .arg("--pin-root")
+            .arg(&self.pin_root)
+            .arg("--state-dir")
+            .arg(node.dir.join("state"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        *node.child() = Some(cmd.spawn().expect("spawn ferry run"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if node.socket.exists() && node.try_ferry(&["status"]).status.success() {
+                return;
+            }
+            let exited = node
+                .child()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = exited {
+                panic!("ferry run {} exited with {st}:\n{}", i + 1, node.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferry run {} not ready:\n{}",
+                i + 1,
+                node.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls `f` every 10 ms for up to `secs` seconds; panics with `what`
+    /// and both logs when it never holds.
+    pub fn wait_for(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "timed out waiting for {what}\n--- node 1:\n{}\n--- node 2:\n{}",
+                self.nodes[0].log(),
+                self.nodes[1].log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t0.elapsed()
+    }
+
+    /// The upstream frame from the AP to node `to`, from station `sta`.
+    pub fn up_frame(&self, to: usize, sta: u32, seq: u32) -> Vec<u8> {
+        let node = &self.nodes[to];
+        let mut t = Transport::new(IpAddr::V4(AP), IpAddr::V4(node.addr));
+        t.sport = AP_PORT;
+        t.src_mac = self.ap0_mac;
+        t.dst_mac = node.fap0_mac;
+        let inner = craft::ethernet(GW, station(sta), None, ETHERTYPE, &payload(seq));
+        craft::capwap_packet(&t, craft::header_8023(1), &Options::default(), &inner)
+    }
+
+    /// The downstream frame to station `sta`, tagged.
+    pub fn down_frame(sta: u32, seq: u32) -> Vec<u8> {
+        craft::ethernet(
+            station(sta),
+            GW,
+            Some((vlan::TPID_8021Q, vlan::tci(0, VLAN))),
+            ETHERTYPE,
+            &payload(seq),
+        )
+    }
+
+    /// Sends `frames` from the AP namespace.
+    pub fn send_ap(&self, frames: &[Vec<u8>]) {
+        send(&self.ap, "ap0", frames);
+    }
+
+    /// Sends `frames` from the client namespace.
+    pub fn send_cl(&self, frames: &[Vec<u8>]) {
+        send(&self.cl, "cl0", frames);
+    }
+
+    /// Sends `frames` from one namespace and returns the test payloads'
+    /// sequence numbers that reached the other side within `wait`, with
+    /// the source IPv4 address for downstream (which node encapsulated).
+    pub fn exchange(
+        &self,
+        upstream: bool,
+        frames: &[Vec<u8>],
+        wait: Duration,
+    ) -> Vec<(u32, Option<Ipv4Addr>)> {
+        let (rx_ns, rx_if) = if upstream {
+            (&self.cl, "cl0")
+        } else {
+            (&self.ap, "ap0")
+        };
+        std::thread::scope(|sc| {
+            let rx = sc.spawn(|| {
+                rx_ns
+                    .enter(|| {
+                        let s = PacketSocket::bind(rx_if)?;
+                        let mut got = Vec::new();
+                        let end = Instant::now() + wait;
+                        while let Some(left) = end.checked_duration_since(Instant::now()) {
+                            let Some(f) = s.recv(left.min(Duration::from_millis(50)))? else {
+                                continue;
+                            };
+                            if let Some(x) = parse(&f, upstream) {
+                                got.push(x);
+                            }
+                        }
+                        Ok::<_, anyhow::Error>(got)
+                    })
+                    .unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            if upstream {
+                self.send_ap(frames);
+            } else {
+                self.send_cl(frames);
+            }
+            rx.join().unwrap()
+        })
+    }
+}
+
+fn send(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) {
+    ns.enter(|| {
+        let s = PacketSocket::bind(ifname)?;
+        for f in frames {
+            s.send(f)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .unwrap();
+}
+
+fn payload(seq: u32) -> Vec<u8> {
+    let mut p = MAGIC.to_vec();
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.resize(46, 0xee);
+    p
+}
+
+/// A test payload's sequence number in a frame that arrived: upstream a
+/// tagged client frame, downstream a CAPWAP packet (with its source).
+fn parse(f: &[u8], upstream: bool) -> Option<(u32, Option<Ipv4Addr>)> {
+    let (at, src) = if upstream {
+        if f.len() < 18 || u16::from_be_bytes([f[12], f[13]]) != vlan::TPID_8021Q {
+            return None;
+        }
+        (18, None)
+    } else {
+        if f.len() < 14 + 20 + 8 + 8 + 14 || f[12..14] != [0x08, 0x00] {
+            return None;
+        }
+        (
+            14 + 20 + 8 + 8 + 14,
+            Some(Ipv4Addr::new(f[26], f[27], f[28], f[29])),
+        )
+    };
+    let p = f.get(at..at + 8)?;
+    (&p[..4] == MAGIC).then(|| (u32::from_be_bytes([p[4], p[5], p[6], p[7]]), src))
+}
+
+impl Node {
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.ferry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills ferry with SIGKILL.
+    pub fn kill9(&self) {
+        if let Some(mut c) = self.child().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal to the running ferry.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child().as_ref().expect("ferry running").id();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, sig) };
+    }
+
+    /// ferry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ferry.log")).unwrap_or_default()
+    }
+
+    /// Runs a `ferry` CLI subcommand against this node.
+    pub fn try_ferry(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap()
+    }
+
+    /// A subcommand that must succeed; its stdout.
+    pub fn ferry(&self, args: &[&str]) -> String {
+        let o = self.try_ferry(args);
+        assert!(
+            o.status.success(),
+            "ferry {args:?} failed: {}\nlog:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// `ferry cluster status --json`.
+    pub fn cluster(&self) -> Value {
+        serde_json::from_str(&self.ferry(&["cluster", "status", "--json"])).unwrap()
+    }
+
+    /// Group 1's role here, and what the data plane does for it.
+    pub fn role(&self) -> (String, String) {
+        let v = self.cluster();
+        let g = &v["groups"][0];
+        (
+            g["role"].as_str().unwrap().to_string(),
+            g["dataplane"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Directory of the node's pinned objects.
+    pub fn pin_dir(&self, root: &std::path::Path) -> PathBuf {
+        ferry::pins::dir(root, &self.name)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            n.kill9();
+            let _ = ferry::pins::remove(&n.pin_dir(&self.pin_root));
+        }
+        if let Some(dir) = self.nodes[0].dir.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
