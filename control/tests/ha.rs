@@ -140,3 +140,124 @@ fn kill9_of_the_master_hands_the_group_over_with_its_synced_stations() {
         assert!(h.contains(want), "history lacks {want}:\n{h}");
     }
 }
+
+#[test]
+fn forged_replayed_stale_wrong_key_and_foreign_heartbeats_are_refused_and_counted() {
+    use ferry::ha::{
+        key::Key,
+        wire::{Kind, Sealer},
+    };
+    let p = started("haa");
+    // A real heartbeat of node 1, captured on its way to node 2.
+    let captured = p.nodes[1]
+        .ns
+        .enter(|| {
+            let s = ferry_dataplane::capture::PacketSocket::bind("h2a")?;
+            loop {
+                let Some(f) = s.recv(Duration::from_secs(2))? else {
+                    anyhow::bail!("no heartbeat seen");
+                };
+                // IPv4/UDP to port 5250: the payload after 14 + 20 + 8.
+                if f.len() > 42 && f[12..14] == [8, 0] && f[36..38] == 5250u16.to_be_bytes() {
+                    return Ok(f[42..].to_vec());
+                }
+            }
+        })
+        .unwrap();
+    let key = Key::new(b"0123456789abcdef0123456789abcdef-lab").unwrap();
+    let mut forged = Sealer::new(key.clone(), u64::MAX / 2)
+        .seal(Kind::Heartbeat, 1, b"{}")
+        .unwrap();
+    forged[33] ^= 1;
+    let wrong_key = Sealer::new(Key::new(&[7u8; 32]).unwrap(), u64::MAX / 2)
+        .seal(Kind::Heartbeat, 1, b"{}")
+        .unwrap();
+    let stale = Sealer::new(key, 1).seal(Kind::Heartbeat, 1, b"{}").unwrap();
+    let before = p.nodes[1].cluster();
+    p.nodes[0]
+        .ns
+        .exec(&["ip", "addr", "add", "198.18.9.3/24", "dev", "h1a"])
+        .unwrap();
+    p.nodes[0]
+        .ns
+        .enter(|| {
+            let from = std::net::UdpSocket::bind("198.18.9.1:0")?;
+            let to = "198.18.9.2:5250";
+            for m in [&forged, &wrong_key, &stale, &captured] {
+                from.send_to(m, to)?;
+            }
+            std::net::UdpSocket::bind("198.18.9.3:0")?.send_to(&captured, to)?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .unwrap();
+    p.wait_for(5, "every refusal counted", || {
+        let r = &p.nodes[1].cluster();
+        let d =
+            |k: &str| r["rejected"][k].as_u64().unwrap() - before["rejected"][k].as_u64().unwrap();
+        d("forged") == 1
+            && d("unknown_key") == 1
+            && d("stale") == 1
+            && d("replayed") == 1
+            && r["foreign"].as_u64() == Some(before["foreign"].as_u64().unwrap() + 1)
+    });
+    // None of it moved anything.
+    assert!(
+        is(&p, 0, "master") && is(&p, 1, "backup"),
+        "{:?}",
+        roles(&p)
+    );
+    let h = p.nodes[1].ferry(&["cluster", "history"]);
+    assert!(h.contains("auth_failure"), "{h}");
+}
+
+#[test]
+fn with_an_external_election_only_cluster_role_changes_roles() {
+    let ext = "election = \"external\"";
+    let p = Pair::new(
+        "hae",
+        [
+            NodeHa {
+                priority: 200,
+                preempt: true,
+                extra: ext,
+            },
+            NodeHa {
+                priority: 100,
+                preempt: true,
+                extra: ext,
+            },
+        ],
+    );
+    p.start(0);
+    p.start(1);
+    p.wait_for(5, "the peers hear each other", || {
+        p.nodes.iter().all(|n| n.cluster()["peer"]["state"] == "up")
+    });
+    // Past the cold-start bound (1 s here), nobody took anything.
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in &p.nodes {
+        assert_eq!(n.role(), ("init".into(), "standby".into()));
+    }
+    let out = p.nodes[1].ferry(&["cluster", "role", "group1", "master"]);
+    assert!(out.contains("group1"), "{out}");
+    assert!(is(&p, 1, "master"), "{:?}", roles(&p));
+    assert_eq!(
+        p.nodes[0].role().0,
+        "init",
+        "the other node decides nothing"
+    );
+    p.nodes[1].ferry(&["cluster", "role", "group1", "backup"]);
+    assert!(is(&p, 1, "backup"));
+    let h = p.nodes[1].ferry(&["cluster", "history"]);
+    assert!(h.contains("role group1 -> master (operator)"), "{h}");
+}
+
+#[test]
+fn cluster_role_is_refused_where_roles_are_elected() {
+    let p = started("har");
+    let o = p.nodes[1].try_ferry(&["cluster", "role", "group1", "master"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("roles are elected here"), "{e}");
+    assert!(is(&p, 1, "backup"));
+}
