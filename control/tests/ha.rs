@@ -130,6 +130,14 @@ fn kill9_of_the_master_hands_the_group_over_with_its_synced_stations() {
     // And the AP's data, moved to node 2, goes up.
     let got = p.exchange(true, &[p.up_frame(1, 1, 4)], Duration::from_millis(400));
     assert_eq!(got, vec![(4, None)], "upstream through the new master");
+    // What an SRE sees (printed with --nocapture; the README quotes it).
+    for args in [
+        ["cluster", "status"],
+        ["cluster", "members"],
+        ["cluster", "history"],
+    ] {
+        eprintln!("$ ferry {}\n{}", args.join(" "), p.nodes[1].ferry(&args));
+    }
     let h = p.nodes[1].ferry(&["cluster", "history"]);
     for want in [
         "path_up",

@@ -396,7 +396,9 @@ impl Link {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let peer = self.peer_view.as_ref().and_then(|a| {
+                // The peer's view only while it is heard: a dead peer's
+                // last words are not its role.
+                let peer = self.peer_view.as_ref().filter(|_| any).and_then(|a| {
                     a.groups
                         .iter()
                         .find(|(n, _)| *n == g.config.name)
