@@ -63,6 +63,23 @@ fn kill9_of_the_master_hands_the_group_over_with_its_synced_stations() {
     let p = started("hak");
     let st = p.nodes[1].cluster();
     assert_eq!(st["peer"]["state"], "up", "{st}");
+    let m = p.nodes[1].scrape();
+    for line in [
+        "ferry_ha_group_master{group=\"group1\"} 0",
+        "ferry_ha_group_active{group=\"group1\"} 0",
+        "ferry_ha_group_synced{group=\"group1\"} 1",
+        "ferry_ha_peer_up 1",
+        "ferry_ha_path_up{path=\"2\",address=\"198.18.10.1\"} 1",
+        "ferry_ha_rejected_total{class=\"forged\"} 0",
+        "ferry_ha_sync_connected 1",
+    ] {
+        assert!(m.contains(line), "metrics lack {line}:\n{m}");
+    }
+    assert!(
+        p.nodes[0]
+            .scrape()
+            .contains("ferry_ha_group_active{group=\"group1\"} 1")
+    );
     assert_eq!(st["peer"]["paths"][0]["up"], true);
     assert_eq!(st["peer"]["paths"][1]["up"], true);
     assert_eq!(st["groups"][0]["peer_role"], "master");

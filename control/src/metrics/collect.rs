@@ -33,6 +33,7 @@ pub fn render(node: &mut Node) -> String {
     attachments(node, &mut e);
     connections(node, &mut e);
     tables(node, &mut e);
+    super::cluster::render(node, &mut e);
     node.scrape_errors += errors;
     e.family(
         "ferry_scrape_errors_total",

@@ -10,6 +10,7 @@ use crate::runtime::{
     node::Node,
 };
 
+pub mod cluster;
 pub mod collect;
 pub mod exposition;
 

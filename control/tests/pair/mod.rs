@@ -211,7 +211,7 @@ impl Pair {
 [interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
 [forwarding]\nclient_vlans = [{VLAN}]\n\
 [downstream]\nnext_hop_mac = \"{}\"\nsource_mac = \"{}\"\n\
-[admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n\
+[admin]\nsocket = \"{}\"\n\
 [ha]\npeers = [\"198.18.9.{peer}\", \"198.18.10.{peer}\"]\nkey_file = \"{}\"\n\
 heartbeat_ms = 50\ncold_start = 1\n{}\n\
 [[group]]\nname = \"group1\"\npriority = {}\npreempt = {}\npreempt_delay = 0\n\
@@ -463,6 +463,20 @@ impl Node {
             g["role"].as_str().unwrap().to_string(),
             g["dataplane"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// The metrics page (127.0.0.1:9847 in the node's namespace).
+    pub fn scrape(&self) -> String {
+        self.ns
+            .enter(|| {
+                use std::io::{Read as _, Write as _};
+                let mut s = std::net::TcpStream::connect("127.0.0.1:9847")?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+                let mut t = String::new();
+                s.read_to_string(&mut t)?;
+                Ok::<_, anyhow::Error>(t)
+            })
+            .unwrap()
     }
 
     /// Directory of the node's pinned objects.

@@ -1,0 +1,123 @@
+//! The HA pair in the metrics: the same view as `ferry cluster status`.
+
+use super::exposition::{Exposition, Kind};
+use crate::{ha::election::Role, runtime::node::Node};
+
+/// The `ferry_ha_*` families (none on a node without `[ha]`).
+pub fn render(node: &Node, e: &mut Exposition) {
+    let Some(ha) = &node.ha else { return };
+    let v = ha.status();
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    e.family(
+        "ferry_ha_group_master",
+        Kind::Gauge,
+        "1 where this node is the elected master of the group.",
+    );
+    for g in &v.groups {
+        e.sample(
+            "ferry_ha_group_master",
+            &[("group", &g.name)],
+            flag(g.role == Role::Master),
+        );
+    }
+    e.family(
+        "ferry_ha_group_active",
+        Kind::Gauge,
+        "1 where the data plane forwards the group here (its lease runs), read from the kernel.",
+    );
+    for g in &v.groups {
+        e.sample(
+            "ferry_ha_group_active",
+            &[("group", &g.name)],
+            flag(g.dataplane == "active"),
+        );
+    }
+    e.family(
+        "ferry_ha_group_synced",
+        Kind::Gauge,
+        "1 where this node's copy of the group's state is complete.",
+    );
+    for g in &v.groups {
+        e.sample(
+            "ferry_ha_group_synced",
+            &[("group", &g.name)],
+            flag(g.synced),
+        );
+    }
+    e.family(
+        "ferry_ha_peer_up",
+        Kind::Gauge,
+        "1 while some path hears the peer.",
+    )
+    .sample("ferry_ha_peer_up", &[], flag(v.peer.state == "up"));
+    e.family(
+        "ferry_ha_path_up",
+        Kind::Gauge,
+        "1 while the path hears the peer.",
+    );
+    for (i, p) in v.peer.paths.iter().enumerate() {
+        let (n, a) = ((i + 1).to_string(), p.address.to_string());
+        e.sample(
+            "ferry_ha_path_up",
+            &[("path", &n), ("address", &a)],
+            flag(p.up),
+        );
+    }
+    e.family(
+        "ferry_ha_heartbeats_total",
+        Kind::Counter,
+        "Heartbeats by path and direction (received: accepted only).",
+    );
+    for (i, p) in v.peer.paths.iter().enumerate() {
+        let n = (i + 1).to_string();
+        e.sample(
+            "ferry_ha_heartbeats_total",
+            &[("path", &n), ("direction", "received")],
+            p.received as f64,
+        );
+        let sent = v.sent.get(i).copied().unwrap_or(0);
+        e.sample(
+            "ferry_ha_heartbeats_total",
+            &[("path", &n), ("direction", "sent")],
+            sent as f64,
+        );
+    }
+    let r = v.rejected;
+    e.family(
+        "ferry_ha_rejected_total",
+        Kind::Counter,
+        "Peer messages refused, by class (foreign: from an address not in ha.peers).",
+    );
+    for (class, n) in [
+        ("malformed", r.malformed),
+        ("unknown_key", r.unknown_key),
+        ("forged", r.forged),
+        ("stale", r.stale),
+        ("replayed", r.replayed),
+        ("foreign", v.foreign),
+    ] {
+        e.sample("ferry_ha_rejected_total", &[("class", class)], n as f64);
+    }
+    let s = &v.sync;
+    e.family(
+        "ferry_ha_sync_connected",
+        Kind::Gauge,
+        "1 while the sync stream is up.",
+    )
+    .sample("ferry_ha_sync_connected", &[], flag(s.connected));
+    e.family(
+        "ferry_ha_sync_stations_total",
+        Kind::Counter,
+        "Stations sent to and received (installed) from the peer.",
+    );
+    e.sample(
+        "ferry_ha_sync_stations_total",
+        &[("direction", "sent")],
+        s.stations_sent as f64,
+    );
+    e.sample(
+        "ferry_ha_sync_stations_total",
+        &[("direction", "received")],
+        s.stations_received as f64,
+    );
+}
