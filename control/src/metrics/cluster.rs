@@ -1,48 +1,38 @@
 //! The HA pair in the metrics: the same view as `ferry cluster status`.
 
 use super::exposition::{Exposition, Kind};
-use crate::{ha::election::Role, runtime::node::Node};
+use crate::{
+    ha::{election::Role, view::GroupStatus},
+    runtime::node::Node,
+};
 
 /// The `ferry_ha_*` families (none on a node without `[ha]`).
 pub fn render(node: &Node, e: &mut Exposition) {
     let Some(ha) = &node.ha else { return };
     let v = ha.status();
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    e.family(
-        "ferry_ha_group_master",
-        Kind::Gauge,
-        "1 where this node is the elected master of the group.",
-    );
-    for g in &v.groups {
-        e.sample(
+    let groups: [(&str, &str, fn(&GroupStatus) -> bool); 3] = [
+        (
             "ferry_ha_group_master",
-            &[("group", &g.name)],
-            flag(g.role == Role::Master),
-        );
-    }
-    e.family(
-        "ferry_ha_group_active",
-        Kind::Gauge,
-        "1 where the data plane forwards the group here (its lease runs), read from the kernel.",
-    );
-    for g in &v.groups {
-        e.sample(
+            "1 where this node is the elected master of the group.",
+            |g| g.role == Role::Master,
+        ),
+        (
             "ferry_ha_group_active",
-            &[("group", &g.name)],
-            flag(g.dataplane == "active"),
-        );
-    }
-    e.family(
-        "ferry_ha_group_synced",
-        Kind::Gauge,
-        "1 where this node's copy of the group's state is complete.",
-    );
-    for g in &v.groups {
-        e.sample(
+            "1 where the data plane forwards the group here (its lease runs), read from the kernel.",
+            |g| g.dataplane == "active",
+        ),
+        (
             "ferry_ha_group_synced",
-            &[("group", &g.name)],
-            flag(g.synced),
-        );
+            "1 where this node's copy of the group's state is complete.",
+            |g| g.synced,
+        ),
+    ];
+    for (name, help, f) in groups {
+        e.family(name, Kind::Gauge, help);
+        for g in &v.groups {
+            e.sample(name, &[("group", &g.name)], flag(f(g)));
+        }
     }
     e.family(
         "ferry_ha_peer_up",
