@@ -2,7 +2,10 @@
 
 use super::exposition::{Exposition, Kind};
 use crate::{
-    ha::{election::Role, view::GroupStatus},
+    ha::{
+        election::Role,
+        view::{ClusterStatus, GroupStatus},
+    },
     runtime::node::Node,
 };
 
@@ -10,8 +13,19 @@ use crate::{
 pub fn render(node: &Node, e: &mut Exposition) {
     let Some(ha) = &node.ha else { return };
     let v = ha.status();
-    let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let groups: [(&str, &str, fn(&GroupStatus) -> bool); 3] = [
+    groups(&v, e);
+    peer(&v, e);
+}
+
+/// A per-group family: name, help, and the flag it shows.
+type GroupFamily = (&'static str, &'static str, fn(&GroupStatus) -> bool);
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+fn groups(v: &ClusterStatus, e: &mut Exposition) {
+    let groups: [GroupFamily; 3] = [
         (
             "ferry_ha_group_master",
             "1 where this node is the elected master of the group.",
@@ -34,6 +48,9 @@ pub fn render(node: &Node, e: &mut Exposition) {
             e.sample(name, &[("group", &g.name)], flag(f(g)));
         }
     }
+}
+
+fn peer(v: &ClusterStatus, e: &mut Exposition) {
     e.family(
         "ferry_ha_peer_up",
         Kind::Gauge,
