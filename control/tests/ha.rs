@@ -286,3 +286,56 @@ fn cluster_role_is_refused_where_roles_are_elected() {
     assert!(e.contains("roles are elected here"), "{e}");
     assert!(is(&p, 1, "backup"));
 }
+
+#[test]
+fn sigstop_and_a_partition_fail_over_and_heal_to_one_master() {
+    let p = started("has");
+    let one_master = || {
+        let (a, b) = (p.nodes[0].role(), p.nodes[1].role());
+        let masters = [&a, &b].iter().filter(|r| r.0 == "master").count();
+        let active = [&a, &b].iter().filter(|r| r.1 == "active").count();
+        masters == 1 && active == 1
+    };
+
+    // SIGSTOP: the stopped master's lease runs out, the backup takes over.
+    p.nodes[0].signal(libc::SIGSTOP);
+    p.wait_for(5, "node 2 master while node 1 is stopped", || {
+        is(&p, 1, "master")
+    });
+    let roles1 =
+        ferry_dataplane::datapath::GroupRoles::open_pinned(&p.nodes[0].pin_dir(&p.pin_root))
+            .unwrap();
+    assert!(
+        !roles1.active(1).unwrap(),
+        "a stopped master stops forwarding"
+    );
+    // SIGCONT: both claim the group; the higher priority keeps it.
+    p.nodes[0].signal(libc::SIGCONT);
+    p.wait_for(5, "one master after SIGCONT", one_master);
+    assert!(
+        is(&p, 0, "master") && is(&p, 1, "backup"),
+        "{:?}",
+        roles(&p)
+    );
+    let h = p.nodes[1].ferry(&["cluster", "history"]);
+    assert!(h.contains("role group1 -> backup (split_brain)"), "{h}");
+
+    // Every path cut: both sides master (a real partition), then the heal
+    // leaves exactly one.
+    for dev in ["h1a", "h1b"] {
+        p.nodes[0]
+            .ns
+            .exec(&["ip", "link", "set", dev, "down"])
+            .unwrap();
+    }
+    p.wait_for(5, "node 2 master in the partition", || is(&p, 1, "master"));
+    assert!(is(&p, 0, "master"), "node 1 keeps forwarding its side");
+    for dev in ["h1a", "h1b"] {
+        p.nodes[0]
+            .ns
+            .exec(&["ip", "link", "set", dev, "up"])
+            .unwrap();
+    }
+    p.wait_for(5, "one master after the heal", one_master);
+    assert!(is(&p, 0, "master"), "{:?}", roles(&p));
+}
