@@ -264,7 +264,12 @@ fn with_an_external_election_only_cluster_role_changes_roles() {
         assert_eq!(n.role(), ("init".into(), "standby".into()));
     }
     let out = p.nodes[1].ferry(&["cluster", "role", "group1", "master"]);
-    assert!(out.contains("group1"), "{out}");
+    // The answer already shows the new role, in the data plane too.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("group1") && l.contains(" master  active ")),
+        "{out}"
+    );
     assert!(is(&p, 1, "master"), "{:?}", roles(&p));
     assert_eq!(
         p.nodes[0].role().0,

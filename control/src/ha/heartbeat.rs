@@ -346,6 +346,8 @@ impl Link {
                 }
                 let r = self.election.force(&group, role, Reason::Operator, now);
                 let r = r.map(|d| self.carry_out(d));
+                // The answer shows the new role: publish before replying.
+                self.publish(Instant::now());
                 let _ = reply.send(r);
             }
             Control::Event(e) => lock(&self.shared).history.push(e),
