@@ -11,12 +11,13 @@
 //! or tunnel. Everything is removed on drop, panics included.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::{
     collections::BTreeSet,
-    fs::File,
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicBool, AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -31,6 +32,8 @@ use ferry_dataplane::{
 };
 use ferry_ebpf::{abi, vlan};
 use serde_json::Value;
+
+pub use self::process::Ferry;
 
 /// The AC's data address.
 pub const AC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -65,7 +68,8 @@ pub struct Lab {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub pin_root: PathBuf,
-    ferry: std::sync::Mutex<Option<Child>>,
+    /// The `ferry run` and the CLI against it.
+    pub run: Ferry,
     peers: Vec<Datapath>,
     pub ap0_mac: [u8; 6],
     pub fap0_mac: [u8; 6],
@@ -105,6 +109,7 @@ impl Lab {
         let socket = dir.join("admin.sock");
         let config = dir.join("ferry.toml");
         let pin_root = PathBuf::from("/sys/fs/bpf/ferry-test");
+        let run = Ferry::new(socket.clone(), dir.join("ferry.log"));
         let lab = Self {
             ap,
             ac,
@@ -114,7 +119,7 @@ impl Lab {
             config,
             socket,
             pin_root,
-            ferry: std::sync::Mutex::new(None),
+            run,
             peers,
             ap0_mac,
             fap0_mac,
@@ -168,34 +173,7 @@ impl Lab {
 
     /// [`Lab::start`] with extra `ferry run` arguments.
     pub fn start_with(&self, extra: &[&str]) {
-        assert!(self.child().is_none(), "ferry already running");
-        let log = File::create(self.dir.join("ferry.log")).unwrap();
-        let _ = std::fs::remove_file(&self.socket);
-        let mut cmd = self.run_command(extra);
-        cmd.env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd.spawn().expect("spawn ferry run");
-        *self.child() = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.socket.exists() && self.try_ferry(&["status"]).status.success() {
-                return;
-            }
-            let exited = self
-                .child()
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(st) = exited {
-                panic!("ferry run exited with {st}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferry run not ready:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.run.start(self.run_command(extra));
     }
 
     /// Runs a second `ferry run` with this lab's arguments (and `extra`),
@@ -269,16 +247,7 @@ impl Lab {
     /// The metrics page (default listener 127.0.0.1:9847 in the AC
     /// namespace), scraped as Prometheus does, status line included.
     pub fn scrape(&self) -> String {
-        self.ac
-            .enter(|| {
-                use std::io::{Read as _, Write as _};
-                let mut s = std::net::TcpStream::connect("127.0.0.1:9847")?;
-                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-                let mut t = String::new();
-                s.read_to_string(&mut t)?;
-                Ok::<_, anyhow::Error>(t)
-            })
-            .unwrap()
+        process::scrape(&self.ac)
     }
 
     /// The value of the first metrics sample whose line starts with `start`.
@@ -304,69 +273,42 @@ impl Lab {
 
     /// Kills ferry with SIGKILL (no cleanup of any kind).
     pub fn kill9(&self) {
-        let c = self.child().take();
-        if let Some(mut c) = c {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.run.kill9();
     }
 
     /// Stops ferry with SIGTERM and waits for it.
     pub fn stop(&self) -> std::process::ExitStatus {
-        let mut c = self.child().take().expect("ferry running");
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        c.wait().unwrap()
+        self.run.stop()
     }
 
     /// Sends a signal to the running ferry.
     pub fn signal(&self, sig: i32) {
-        let pid = self.child().as_ref().expect("ferry running").id();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid as i32, sig) };
+        self.run.signal(sig);
     }
 
     /// The running ferry's pid.
     pub fn pid(&self) -> u32 {
-        self.child().as_ref().expect("ferry running").id()
-    }
-
-    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
-        self.ferry.lock().unwrap_or_else(|e| e.into_inner())
+        self.run.pid()
     }
 
     /// ferry's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("ferry.log")).unwrap_or_default()
+        self.run.log()
     }
 
     /// Runs a `ferry` CLI subcommand against this lab's ferry.
     pub fn try_ferry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .output()
-            .unwrap()
+        self.run.try_ferry(args)
     }
 
     /// Runs a CLI subcommand that must succeed; returns stdout.
     pub fn ferry(&self, args: &[&str]) -> String {
-        let o = self.try_ferry(args);
-        assert!(
-            o.status.success(),
-            "ferry {args:?} failed: {}\nlog:\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            self.log()
-        );
-        String::from_utf8(o.stdout).unwrap()
+        self.run.ferry(args)
     }
 
     /// A CLI subcommand's `--json` output.
     pub fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ferry(&a)).unwrap()
+        self.run.json(args)
     }
 
     /// The live generation.

@@ -15,12 +15,13 @@
 //! everything is removed on drop, panics included.
 #![allow(dead_code)]
 
+#[path = "../lab/process.rs"]
+pub mod process;
+
 use std::{
-    fs::File,
     net::{IpAddr, Ipv4Addr},
     os::unix::fs::PermissionsExt as _,
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -62,11 +63,18 @@ pub struct Node {
     pub name: String,
     pub dir: PathBuf,
     pub config: PathBuf,
-    pub socket: PathBuf,
     /// Its CAPWAP data address.
     pub addr: Ipv4Addr,
     pub fap0_mac: [u8; 6],
-    ferry: std::sync::Mutex<Option<Child>>,
+    /// The `ferry run` and the CLI against it (a `Node` derefs to it).
+    pub run: process::Ferry,
+}
+
+impl std::ops::Deref for Node {
+    type Target = process::Ferry;
+    fn deref(&self) -> &process::Ferry {
+        &self.run
+    }
 }
 
 /// The pair, the AP, the client side and the core.
@@ -178,14 +186,13 @@ impl Pair {
             std::fs::create_dir_all(&dir).unwrap();
             let fap0_mac = ns.mac("fap0").unwrap();
             Node {
-                socket: dir.join("admin.sock"),
+                run: process::Ferry::new(dir.join("admin.sock"), dir.join("ferry.log")),
                 config: dir.join("ferry.toml"),
                 addr: Ipv4Addr::new(198, 18, 0, i as u8 + 1),
                 fap0_mac,
                 ns,
                 name,
                 dir,
-                ferry: std::sync::Mutex::new(None),
             }
         });
         let pair = Self {
@@ -220,7 +227,7 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
             node.addr,
             format_mac(&self.ap0_mac),
             format_mac(&node.fap0_mac),
-            node.socket.display(),
+            node.run.socket.display(),
             key.display(),
             h.extra,
             h.priority,
@@ -232,44 +239,14 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
     /// Starts `ferry run` on node `i` and waits for its admin socket.
     pub fn start(&self, i: usize) {
         let node = &self.nodes[i];
-        assert!(node.child().is_none(), "ferry already running");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(node.dir.join("ferry.log"))
-            .unwrap();
-        let _ = std::fs::remove_file(&node.socket);
         let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
         cmd.args(["run", "--config"])
             .arg(&node.config)
             .arg("--pin-root")
             .arg(&self.pin_root)
             .arg("--state-dir")
-            .arg(node.dir.join("state"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        *node.child() = Some(cmd.spawn().expect("spawn ferry run"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if node.socket.exists() && node.try_ferry(&["status"]).status.success() {
-                return;
-            }
-            let exited = node
-                .child()
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(st) = exited {
-                panic!("ferry run {} exited with {st}:\n{}", i + 1, node.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferry run {} not ready:\n{}",
-                i + 1,
-                node.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .arg(node.dir.join("state"));
+        node.run.start(cmd);
     }
 
     /// Polls `f` every 10 ms for up to `secs` seconds; panics with `what`
@@ -404,55 +381,9 @@ fn parse(f: &[u8], upstream: bool) -> Option<(u32, Option<Ipv4Addr>)> {
 }
 
 impl Node {
-    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
-        self.ferry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Kills ferry with SIGKILL.
-    pub fn kill9(&self) {
-        if let Some(mut c) = self.child().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Sends a signal to the running ferry.
-    pub fn signal(&self, sig: i32) {
-        let pid = self.child().as_ref().expect("ferry running").id();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid as i32, sig) };
-    }
-
-    /// ferry's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("ferry.log")).unwrap_or_default()
-    }
-
-    /// Runs a `ferry` CLI subcommand against this node.
-    pub fn try_ferry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .output()
-            .unwrap()
-    }
-
-    /// A subcommand that must succeed; its stdout.
-    pub fn ferry(&self, args: &[&str]) -> String {
-        let o = self.try_ferry(args);
-        assert!(
-            o.status.success(),
-            "ferry {args:?} failed: {}\nlog:\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            self.log()
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
     /// `ferry cluster status --json`.
     pub fn cluster(&self) -> Value {
-        serde_json::from_str(&self.ferry(&["cluster", "status", "--json"])).unwrap()
+        self.json(&["cluster", "status"])
     }
 
     /// Group 1's role here, and what the data plane does for it.
@@ -467,16 +398,7 @@ impl Node {
 
     /// The metrics page (127.0.0.1:9847 in the node's namespace).
     pub fn scrape(&self) -> String {
-        self.ns
-            .enter(|| {
-                use std::io::{Read as _, Write as _};
-                let mut s = std::net::TcpStream::connect("127.0.0.1:9847")?;
-                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-                let mut t = String::new();
-                s.read_to_string(&mut t)?;
-                Ok::<_, anyhow::Error>(t)
-            })
-            .unwrap()
+        process::scrape(&self.ns)
     }
 
     /// Directory of the node's pinned objects.
