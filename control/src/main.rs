@@ -182,7 +182,37 @@ EXAMPLE\n  ferry replay --config deploy/examples/ferry.toml \\\n      --in deplo
         #[command(subcommand)]
         op: ClusterOp,
     },
+    /// Hand HA groups to the peer, make-before-break (planned switchover).
+    #[command(long_about = FAILOVER_HELP)]
+    Failover {
+        #[command(flatten)]
+        target: Target,
+        /// Only this group (default: every group this node masters).
+        #[arg(long)]
+        group: Option<String>,
+        /// The APs have left once no data of the group arrived here for
+        /// this long (ms).
+        #[arg(long, default_value_t = 300)]
+        quiet_ms: u64,
+        /// Stand by after this long (ms) even if the group's data still
+        /// arrives here.
+        #[arg(long, default_value_t = 10_000)]
+        max_drain_ms: u64,
+    },
 }
+
+const FAILOVER_HELP: &str = "Hand HA groups to the peer, make-before-break (a planned switchover).\n\n\
+Run it on the group's master. For each group: every station change so far goes to the peer \
+ahead of the order (the sync barrier); the peer takes the group (its data plane forwards it) \
+and announces the stations; this node then keeps forwarding beside it while it leaves the \
+group's keepalives unanswered, so dual-link APs move their data to the new master; once no \
+data of the group has arrived here for --quiet-ms (or after --max-drain-ms), the peer \
+announces the stations again and this node stands by. Nothing is lost on the way when the \
+APs move within --max-drain-ms.\n\n\
+Refused, before anything moves, unless ha.election = \"builtin\", the peer is up and a synced \
+backup of the group, and the sync stream is up. Prints the progress, then per group the \
+peer's role write, the drain, and what each node forwarded meanwhile (--json for all of it). \
+With preempt on a higher-priority node here, the group comes back after its preempt_delay.";
 
 /// `ferry cluster` views and orders.
 #[derive(Subcommand)]
@@ -195,6 +225,9 @@ pub enum ClusterOp {
     /// Events with timestamps and reasons: peer and paths up/down, role
     /// changes and why, preemption, bulk syncs, refused messages.
     History,
+    /// Send a bulk snapshot of this node's stations to the peer and ask
+    /// it for one of its own.
+    Resync,
     /// With ha.election = "external" only: take ROLE for GROUP (for sites
     /// where keepalived or pacemaker decides; see the README's recipe).
     Role {
@@ -384,6 +417,19 @@ fn main() -> ExitCode {
         } => cli::reload(&target, dry_run, force),
         Command::Tunnel { target, op } => cli::tunnel(&target, op),
         Command::Cluster { target, op } => cluster(&target, op),
+        Command::Failover {
+            target,
+            group,
+            quiet_ms,
+            max_drain_ms,
+        } => cli::failover::run(
+            &target,
+            group,
+            ferry::ha::handover::Options {
+                quiet_ms,
+                max_drain_ms,
+            },
+        ),
         Command::Check {
             config,
             table: None,
@@ -429,6 +475,7 @@ fn cluster(target: &Target, op: ClusterOp) -> anyhow::Result<()> {
         ClusterOp::Status => cli::cluster::status(target),
         ClusterOp::Members => cli::cluster::members(target),
         ClusterOp::History => cli::cluster::history(target),
+        ClusterOp::Resync => cli::cluster::resync(target),
         ClusterOp::Role { group, role } => cli::cluster::set_role(
             target,
             &group,

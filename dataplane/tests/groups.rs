@@ -110,6 +110,16 @@ fn a_group_forwards_only_while_this_node_masters_it() {
         Reason::DropStandby,
         Reason::DownDropStandby,
     );
+    // The group's own line: 4 upstream frames matched its tunnel, 2
+    // forwarded; 2 downstream encapsulated; 2 standby drops each way.
+    let g = dp.group_stats(GROUP).unwrap();
+    assert_eq!(
+        (g.rx_packets, g.up_packets, g.down_packets, g.standby_drops),
+        (4, 2, 2, 4),
+        "{g:?}"
+    );
+    let other = dp.group_stats(GROUP + 1).unwrap();
+    assert_eq!(other, ferry_ebpf::abi::GroupStats::default());
 }
 
 #[test]

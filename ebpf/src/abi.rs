@@ -31,10 +31,13 @@ pub const MAP_STATION_CACHE: &str = "STATION_CACHE";
 /// Name of the HA group roles: one `u64` lease per group index (see
 /// [`MAX_GROUPS`]).
 pub const MAP_GROUP_ROLES: &str = "GROUP_ROLES";
+/// Name of the per-CPU per-group statistics ([`GroupStats`], by group
+/// index; group 0 is never counted).
+pub const MAP_GROUP_STATS: &str = "GROUP_STATS";
 
 /// The maps `ferry run` pins, so a restarted control process (or a newer
 /// program) keeps using the same state. Everything but the lab map.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     MAP_TUNNEL_TABLES,
     MAP_COUNTERS,
     MAP_TUNNEL_STATS,
@@ -47,6 +50,7 @@ pub const PINNED_MAPS: [&str; 12] = [
     MAP_CLIENT_VLANS,
     MAP_STATION_CACHE,
     MAP_GROUP_ROLES,
+    MAP_GROUP_STATS,
 ];
 
 /// Name of the upstream (AP side) XDP program.
@@ -280,6 +284,25 @@ pub struct TunnelStats {
     pub port_hint: u64,
 }
 
+/// Per-group statistics of an HA group (one per CPU; user space sums
+/// them). One line per group, beside the per-tunnel ones, so that a
+/// handover can watch whether an AP group's traffic still reaches this
+/// node, and a backup can see an AP's data arrive (the AP witness), with
+/// one lookup instead of one per tunnel of the group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GroupStats {
+    /// Data packets of the group's tunnels (any verdict after lookup,
+    /// standby drops included).
+    pub rx_packets: u64,
+    /// Client frames forwarded upstream.
+    pub up_packets: u64,
+    /// Client frames encapsulated downstream.
+    pub down_packets: u64,
+    /// Frames dropped because the group stands by here (both directions).
+    pub standby_drops: u64,
+}
+
 /// Egress for forwarded frames: the client side is the AP-side interface.
 pub const EGRESS_TX: u8 = 0;
 /// Egress for forwarded frames: redirect through [`MAP_EGRESS`].
@@ -331,7 +354,7 @@ pub struct Settings {
 /// meaning of their flags. Bump it with any change that makes pinned maps of
 /// an older build unreadable or misread by this one; a `ferry run` refuses
 /// to adopt pins written under another version (see `Settings::abi_version`).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Slots of the per-CPU learning cache (direct-mapped by client MAC).
 pub const STATION_CACHE_SLOTS: u32 = 1024;
@@ -391,6 +414,7 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelKey {}
     unsafe impl aya::Pod for super::TunnelInfo {}
     unsafe impl aya::Pod for super::TunnelStats {}
+    unsafe impl aya::Pod for super::GroupStats {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::CounterBlock {}
     unsafe impl aya::Pod for super::TunnelDown {}

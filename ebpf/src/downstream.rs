@@ -20,8 +20,8 @@ use ferry_ebpf::{
 
 use crate::{
     maps::{
-        CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN, group_active, settings,
-        verdict,
+        CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN, group_active,
+        group_stats, settings, verdict,
     },
     packet,
 };
@@ -64,6 +64,11 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::DownDropNoTunnel);
     }
     if t.flags & DOWN_STANDBY != 0 || !group_active(t.group) {
+        let g = group_stats(t.group);
+        if !g.is_null() {
+            // SAFETY: a non-null per-CPU slot.
+            unsafe { (*g).standby_drops += 1 };
+        }
         return Err(Reason::DownDropStandby);
     }
     if t.port == 0 {
@@ -128,6 +133,13 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
             (*stats).down_packets += 1;
             (*stats).down_bytes += (eth::HLEN + ip_len) as u64;
         }
+    }
+    // Looked up here, not held from the standby check: one pointer less
+    // live across the encapsulation.
+    let g = group_stats(t.group);
+    if !g.is_null() {
+        // SAFETY: a non-null per-CPU slot.
+        unsafe { (*g).down_packets += 1 };
     }
     Ok(action)
 }

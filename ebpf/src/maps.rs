@@ -8,9 +8,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ferry_ebpf::abi::{
-    Action, Addr, CounterBlock, EVENT_SLOTS, Event, MAX_GROUPS, MAX_LOCAL_ADDRS, MAX_TUNNELS,
-    REASON_SLOTS, Reason, STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings, StationHint,
-    StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
+    Action, Addr, CounterBlock, EVENT_SLOTS, Event, GroupStats, MAX_GROUPS, MAX_LOCAL_ADDRS,
+    MAX_TUNNELS, REASON_SLOTS, Reason, STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings,
+    StationHint, StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
 };
 
 /// The live tunnel table sits behind one outer slot so user space can replace
@@ -89,6 +89,25 @@ pub fn group_active(group: u16) -> bool {
         }
         None => false,
     }
+}
+
+/// Per-CPU statistics of HA groups by group index (see
+/// `abi::MAP_GROUP_STATS`).
+#[btf_map]
+pub static GROUP_STATS: PerCpuArray<GroupStats, { MAX_GROUPS as usize }> = PerCpuArray::new();
+
+/// This CPU's statistics line of HA group `group`; null for group 0 (no
+/// HA: a single node pays no lookup). A nullable pointer, not an
+/// `Option`: an `Option<*mut _>` carries an undefined payload when `None`,
+/// and a spill of it is refused by the verifier (`!read_ok`).
+#[inline(always)]
+pub fn group_stats(group: u16) -> *mut GroupStats {
+    if group == 0 {
+        return core::ptr::null_mut();
+    }
+    GROUP_STATS
+        .get_ptr_mut(u32::from(group))
+        .unwrap_or(core::ptr::null_mut())
 }
 
 /// Redirect targets: slot 0 client side, slot 1 AP side.

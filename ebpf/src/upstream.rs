@@ -23,7 +23,8 @@ use ferry_ebpf::{
 use crate::{
     maps::{
         EGRESS, LOCAL_ADDRS, STATION_CACHE, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES,
-        TUNNELS_DOWN, event, group_active, settings, station_count, station_count_add, verdict,
+        TUNNELS_DOWN, event, group_active, group_stats, settings, station_count, station_count_add,
+        verdict,
     },
     packet,
 };
@@ -223,7 +224,16 @@ pub(crate) fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
             (*st).rx_bytes += packet::len(ctx) as u64;
         }
     }
+    let gstats = group_stats(info.group);
+    if !gstats.is_null() {
+        // SAFETY: a non-null per-CPU slot.
+        unsafe { (*gstats).rx_packets += 1 };
+    }
     if info.flags & TUNNEL_STANDBY != 0 || !group_active(info.group) {
+        if !gstats.is_null() {
+            // SAFETY: a non-null per-CPU slot.
+            unsafe { (*gstats).standby_drops += 1 };
+        }
         return Err(Reason::DropStandby);
     }
     if h.fragment {
@@ -257,6 +267,10 @@ pub(crate) fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
             (*st).up_packets += 1;
             (*st).up_bytes += (end - inner.start) as u64;
         }
+    }
+    if !gstats.is_null() {
+        // SAFETY: a non-null per-CPU slot.
+        unsafe { (*gstats).up_packets += 1 };
     }
     let mut sa = [0u8; 6];
     sa.copy_from_slice(&inner.dst_src[6..]);

@@ -111,6 +111,24 @@ pub enum Request {
         /// "master" or "backup".
         role: crate::ha::election::Role,
     },
+    /// `ferry cluster resync`: a bulk snapshot both ways.
+    ClusterResync,
+    /// `ferry failover`: hand `group` (or every group mastered here) to
+    /// the peer, make-before-break; answers the handover ids.
+    Failover {
+        /// The group; every group this node masters when absent.
+        #[serde(default)]
+        group: Option<String>,
+        /// The drain's timing (defaults when absent).
+        #[serde(default)]
+        options: Option<crate::ha::handover::Options>,
+    },
+    /// The handovers with these ids (every recent one when empty).
+    Handovers {
+        /// Ids from [`Request::Failover`].
+        #[serde(default)]
+        ids: Vec<u64>,
+    },
 }
 
 /// A request on the wire.

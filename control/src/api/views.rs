@@ -213,6 +213,10 @@ pub struct KeepaliveCounts {
     /// keepalive is a few dozen bytes).
     #[serde(default)]
     pub oversized: u64,
+    /// Not answered: the tunnel's HA group is being handed to the peer
+    /// (`ferry failover`), so its APs move their data to the new master.
+    #[serde(default)]
+    pub handing_over: u64,
     /// Dropped by the kernel before ferry read them (socket receive
     /// queue full, SO_RXQ_OVFL).
     #[serde(default)]

@@ -210,6 +210,18 @@ pub fn history(t: &Target) -> Result<()> {
     Ok(())
 }
 
+/// `ferry cluster resync`.
+pub fn resync(t: &Target) -> Result<()> {
+    let v: ClusterStatus = call(t, Request::ClusterResync)?;
+    if json(t, &v)? {
+        return Ok(());
+    }
+    println!(
+        "bulk snapshot sent to the peer and asked of it; `ferry cluster history` shows both ends"
+    );
+    Ok(())
+}
+
 /// `ferry cluster role GROUP master|backup`.
 pub fn set_role(t: &Target, group: &str, r: Role) -> Result<()> {
     let v: ClusterStatus = call(

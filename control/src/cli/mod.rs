@@ -19,6 +19,7 @@ use crate::{Target, TunnelOp};
 
 pub mod check;
 pub mod cluster;
+pub mod failover;
 pub mod replay;
 
 /// Long enough for a swap of a full table with a station flush.
@@ -132,7 +133,7 @@ pub fn status(t: &Target) -> Result<()> {
     );
     let k = &v.keepalive;
     println!(
-        "keepalives: {} answered, {} unknown session, {} rate-limited, {} malformed, {} damped, {} oversized, {} unanswered without a data plane, {} dropped by the kernel; tunnels {} alive, {} dead, {} never heard (dead after {} s)",
+        "keepalives: {} answered, {} unknown session, {} rate-limited, {} malformed, {} damped, {} oversized, {} unanswered without a data plane, {} unanswered during a handover, {} dropped by the kernel; tunnels {} alive, {} dead, {} never heard (dead after {} s)",
         k.counts.answered,
         k.counts.unknown,
         k.counts.refused,
@@ -140,6 +141,7 @@ pub fn status(t: &Target) -> Result<()> {
         k.counts.damped,
         k.counts.oversized,
         k.counts.no_dataplane,
+        k.counts.handing_over,
         k.counts.kernel_drops,
         k.alive,
         k.dead,

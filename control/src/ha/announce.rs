@@ -37,9 +37,13 @@ pub const RATE: u32 = 50_000;
 /// Frames sent between two pacing checks.
 const BURST: u32 = 500;
 
+/// One announcement: the group index, its name, and who to tell
+/// `(sent, of)` when it is out.
+type Job = (u16, String, Option<mpsc::Sender<(u64, u64)>>);
+
 /// The announcing thread.
 pub struct Announcer {
-    tx: Option<mpsc::Sender<(u16, String)>>,
+    tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -48,13 +52,16 @@ impl Announcer {
     /// of `iface` (the client-side interface).
     pub fn start(pin_dir: PathBuf, iface: String, shared: Arc<Mutex<Shared>>) -> Result<Self> {
         let roles = GroupRoles::open_pinned(&pin_dir)?;
-        let (tx, rx) = mpsc::channel::<(u16, String)>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("ferry-announce".into())
             .spawn(move || {
-                for (group, name) in rx {
+                for (group, name, done) in rx {
                     let t0 = Instant::now();
                     let r = announce(&pin_dir, &iface, &roles, group);
+                    if let Some(done) = done {
+                        let _ = done.send(*r.as_ref().unwrap_or(&(0, 0)));
+                    }
                     let e = match r {
                         Ok((sent, of)) => {
                             let ms = t0.elapsed().as_millis();
@@ -84,8 +91,13 @@ impl Announcer {
 
     /// Announces the stations of group `index` (named `name`).
     pub fn announce(&self, index: u16, name: &str) {
+        self.announce_then(index, name, None);
+    }
+
+    /// Announces, then tells `done` how many of how many were sent.
+    pub fn announce_then(&self, index: u16, name: &str, done: Option<mpsc::Sender<(u64, u64)>>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send((index, name.to_string()));
+            let _ = tx.send((index, name.to_string(), done));
         }
     }
 }

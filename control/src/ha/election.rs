@@ -28,7 +28,14 @@
 //!   heard, own copy complete) and at most once per `hold_down` per group;
 //!   the handover itself is the planned make-before-break path, so the
 //!   machine only says [`Reason::Preempt`] and leaves the role to the
-//!   handover.
+//!   handover. The delay counts from the moment the node became backup
+//!   (a planned handover away from a preempting node is undone only after
+//!   the delay, not at once).
+//! - **Planned handover.** The master marks the group *yielding*
+//!   ([`Election::yield_group`]) before it asks the peer to take it; while
+//!   one side yields, both being master is the handover under way, not a
+//!   split brain, and neither side's rule acts on it. The roles then move
+//!   by [`Election::force`] with [`Reason::Handover`] on each side.
 
 use std::{
     net::IpAddr,
@@ -68,8 +75,11 @@ pub enum Reason {
     Witness,
     /// A higher-priority backup, healthy and synced for the delay.
     Preempt,
-    /// `ferry cluster role` (external election) or a planned handover.
+    /// `ferry cluster role` (external election).
     Operator,
+    /// A planned make-before-break handover (`ferry failover`, or a
+    /// preemption carried out).
+    Handover,
     /// The data plane already forwarded the group when this process
     /// started (a restart of `ferry run` over running maps).
     Adopted,
@@ -120,6 +130,12 @@ pub struct PeerGroup {
     pub role: Role,
     /// How long the peer has been master (0 when it is not).
     pub master_for_ms: u64,
+    /// The peer's copy of the group's state is complete.
+    #[serde(default)]
+    pub synced: bool,
+    /// The peer is master and handing the group over to us.
+    #[serde(default)]
+    pub yielding: bool,
 }
 
 /// A role change (or a handover asked for) that the runtime carries out.
@@ -149,6 +165,8 @@ pub struct Group {
     pub peer_held: bool,
     /// Would be master now, but its copy is incomplete.
     pub blocked: bool,
+    /// Master, handing the group over to the peer (planned).
+    pub yielding: bool,
     /// Peer heard and own copy complete, continuously since.
     healthy_since: Option<Instant>,
     /// Last preemption asked for.
@@ -189,6 +207,7 @@ impl Election {
                     synced: false,
                     peer_held: false,
                     blocked: false,
+                    yielding: false,
                     healthy_since: None,
                     preempted_at: None,
                 })
@@ -232,6 +251,8 @@ impl Election {
             let we_win =
                 (mine, std::cmp::Reverse(local)) > (p.priority, std::cmp::Reverse(peer_addr));
             let next = match (g.role, p.role) {
+                // A handover under way: its own steps move the roles.
+                (Role::Master, Role::Master) if g.yielding || p.yielding => None,
                 (Role::Master, Role::Master) => {
                     let ours = now.saturating_duration_since(g.since).as_millis() as u64;
                     let keep = (mine, ours, std::cmp::Reverse(local))
@@ -338,6 +359,32 @@ impl Election {
         Ok(out)
     }
 
+    /// Starts a planned handover of `group` to the peer: this node must
+    /// master it and not be yielding it already.
+    pub fn yield_group(&mut self, group: &str) -> Result<(), String> {
+        let Some(g) = self.groups.iter_mut().find(|g| g.config.name == group) else {
+            return Err(format!("no group {group:?}"));
+        };
+        if g.role != Role::Master {
+            return Err(format!(
+                "group {group:?} is {:?} here: only its master hands it over",
+                g.role
+            ));
+        }
+        if g.yielding {
+            return Err(format!("group {group:?} is already being handed over"));
+        }
+        g.yielding = true;
+        Ok(())
+    }
+
+    /// The handover of `group` did not happen: this node keeps it.
+    pub fn unyield(&mut self, group: &str) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.config.name == group) {
+            g.yielding = false;
+        }
+    }
+
     /// CAPWAP traffic of one of `group`'s tunnels arrived here at `now`.
     pub fn witness(&mut self, group: &str, now: Instant) -> Vec<Decision> {
         let missed = self
@@ -368,6 +415,8 @@ impl Election {
                         priority: g.config.priority,
                         role: g.role,
                         master_for_ms,
+                        synced: g.synced,
+                        yielding: g.yielding,
                     },
                 )
             })
@@ -389,6 +438,11 @@ fn apply(g: &mut Group, role: Role, reason: Reason, now: Instant, out: &mut Vec<
     }
     g.role = role;
     g.since = now;
+    g.yielding = false;
+    if role == Role::Backup {
+        // Preemption counts its delay from here.
+        g.healthy_since = None;
+    }
     out.push(Decision {
         group: g.config.name.clone(),
         role,

@@ -98,6 +98,13 @@ pub(super) struct Link {
     /// Per group: the role the data plane was last set to (`None`: the
     /// write failed, retried next round).
     pub(super) installed: Vec<Option<bool>>,
+    /// Per group: released to the peer by a handover but still forwarding
+    /// until the drain ends ([`Control::Stand`]).
+    pub(super) draining: Vec<bool>,
+    /// Per group: its data packets here at the last round (the AP
+    /// witness looks for new ones while the peer is silent).
+    pub(super) last_rx: Vec<Option<u64>>,
+    pub(super) inbox: super::handover::Inbox,
     pub(super) reasons: Vec<Option<Reason>>,
     pub(super) peer_view: Option<Advert>,
     pub(super) peer_up: Option<bool>,
@@ -151,7 +158,7 @@ impl Link {
         // Renew the lease of every group mastered here first: the data
         // plane forwards a group only while its lease runs.
         for i in 0..self.installed.len() {
-            if self.election.groups[i].role == Role::Master {
+            if self.forwards(i) {
                 self.install(i, true);
             }
         }
@@ -245,22 +252,53 @@ impl Link {
         }
     }
 
+    /// Whether group `i` forwards here: mastered, or released to the peer
+    /// and still draining.
+    fn forwards(&self, i: usize) -> bool {
+        self.election.groups[i].role == Role::Master || self.draining[i]
+    }
+
     fn decide(&mut self, now: Instant) {
         if self.ha.election == ElectionMode::Builtin {
+            self.witness(now);
             let d = self.election.tick(now);
             self.carry_out(d);
         }
         // A write that failed earlier is retried until it lands.
         for i in 0..self.installed.len() {
-            let want = self.election.groups[i].role == Role::Master;
+            let want = self.forwards(i);
             if self.installed[i] != Some(want) {
                 self.install(i, want);
             }
         }
     }
 
-    /// Writes each decision's role into the data plane at once.
-    fn carry_out(&mut self, decisions: Vec<Decision>) {
+    /// The AP witness: data of a group this node backs up arrived here
+    /// since the last round (the per-group counter counts it before the
+    /// standby drop). The election promotes the group only if the peer
+    /// has also missed heartbeats; keepalives are no witness, since a
+    /// dual-link AP sends them to its backup AC all along.
+    fn witness(&mut self, now: Instant) {
+        for i in 0..self.last_rx.len() {
+            let Ok(s) = self.roles.stats(i as u16 + 1) else {
+                continue;
+            };
+            let before = self.last_rx[i].replace(s.rx_packets);
+            let name = &self.election.groups[i].config.name;
+            if before.is_some_and(|b| b != s.rx_packets)
+                && self.election.groups[i].role != Role::Master
+            {
+                let name = name.clone();
+                let d = self.election.witness(&name, now);
+                self.carry_out(d);
+            }
+        }
+    }
+
+    /// Writes each decision's role into the data plane at once; the
+    /// longest write, µs.
+    fn carry_out(&mut self, decisions: Vec<Decision>) -> u64 {
+        let mut longest = 0;
         for d in decisions {
             let Some(i) = self
                 .election
@@ -271,19 +309,26 @@ impl Link {
                 continue;
             };
             if d.reason == Reason::Preempt {
+                // Carried out by the master as a planned handover: ask it.
+                self.inbox.push(super::handover::Order::Ask {
+                    group: d.group.clone(),
+                });
                 let e = Event {
                     group: Some(d.group.clone()),
                     ..Event::now(
                         EventKind::Preempt,
-                        "higher priority, healthy and synced for preempt_delay: handover wanted",
+                        "higher priority, healthy and synced for preempt_delay: asked the peer to hand the group over",
                     )
                 };
                 lock(&self.shared).history.push(e);
                 continue;
             }
             let t0 = Instant::now();
-            self.install(i, d.role == Role::Master);
+            // A master forwards; a backup stands by unless still draining.
+            let forwards = d.role == Role::Master || self.draining[i];
+            self.install(i, forwards);
             let flip_us = t0.elapsed().as_micros();
+            longest = longest.max(flip_us as u64);
             if d.role == Role::Master {
                 self.announcer.announce(i as u16 + 1, &d.group);
             }
@@ -300,6 +345,7 @@ impl Link {
             };
             lock(&self.shared).history.push(e);
         }
+        longest
     }
 
     /// Writes group `i`'s role: a lease of `heartbeat x dead_after` from
@@ -345,12 +391,81 @@ impl Link {
                     return;
                 }
                 let r = self.election.force(&group, role, Reason::Operator, now);
-                let r = r.map(|d| self.carry_out(d));
+                let r = r.map(|d| {
+                    self.carry_out(d);
+                });
                 // The answer shows the new role: publish before replying.
                 self.publish(Instant::now());
                 let _ = reply.send(r);
             }
             Control::Event(e) => lock(&self.shared).history.push(e),
+            c => self.handover(c, now),
+        }
+    }
+
+    /// The steps of a planned handover (see [`super::handover`]).
+    fn handover(&mut self, c: Control, now: Instant) {
+        let index = |l: &Self, g: &str| {
+            l.election
+                .groups
+                .iter()
+                .position(|x| x.config.name == g)
+                .ok_or_else(|| format!("no group {g:?}"))
+        };
+        match c {
+            Control::Yield { group, reply } => {
+                let _ = reply.send(self.election.yield_group(&group));
+            }
+            Control::Unyield { group } => self.election.unyield(&group),
+            Control::Take { group, reply } => {
+                let r = self
+                    .election
+                    .force(&group, Role::Master, Reason::Handover, now)
+                    .map(|d| self.carry_out(d));
+                self.publish(Instant::now());
+                let _ = reply.send(r);
+            }
+            Control::Release { group, reply } => {
+                let r = index(self, &group).and_then(|i| {
+                    self.draining[i] = true;
+                    let d = self
+                        .election
+                        .force(&group, Role::Backup, Reason::Handover, now)?;
+                    self.carry_out(d);
+                    Ok(())
+                });
+                self.publish(Instant::now());
+                let _ = reply.send(r);
+            }
+            Control::Stand { group } => {
+                if let Ok(i) = index(self, &group) {
+                    self.draining[i] = false;
+                    let forwards = self.forwards(i);
+                    self.install(i, forwards);
+                    let e = Event {
+                        group: Some(group),
+                        ..Event::now(
+                            EventKind::Handover,
+                            if forwards {
+                                "drain over: still master here"
+                            } else {
+                                "drain over: standby in the data plane"
+                            },
+                        )
+                    };
+                    lock(&self.shared).history.push(e);
+                    self.publish(Instant::now());
+                }
+            }
+            Control::Announce { group, done } => match index(self, &group) {
+                Ok(i) => self
+                    .announcer
+                    .announce_then(i as u16 + 1, &group, Some(done)),
+                Err(_) => {
+                    let _ = done.send((0, 0));
+                }
+            },
+            _ => {}
         }
     }
 
@@ -407,6 +522,7 @@ impl Link {
                         .map(|(_, p)| *p)
                 });
                 let index = i as u16 + 1;
+                let stats = self.roles.stats(index).unwrap_or_default();
                 let dataplane = match self.roles.active(index) {
                     Ok(true) => "active".to_string(),
                     Ok(false) => "standby".to_string(),
@@ -426,6 +542,10 @@ impl Link {
                     preempt_delay_s: g.config.preempt_delay.as_secs(),
                     synced: g.synced,
                     blocked: g.blocked,
+                    peer_synced: peer.map(|p| p.synced),
+                    up_packets: stats.up_packets,
+                    down_packets: stats.down_packets,
+                    standby_drops: stats.standby_drops,
                 }
             })
             .collect();

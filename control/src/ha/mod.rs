@@ -15,14 +15,17 @@
 //!   into the peer's live station table;
 //! - [`announce`]: a new master's gratuitous frames, one per station, so
 //!   the switches move the stations' MACs to it;
+//! - [`handover`]: the planned make-before-break handover of a group to
+//!   the peer (`ferry failover`, preemption), over the sync stream;
 //! - [`view`]: what the thread publishes: `ferry cluster status`, members
 //!   and history.
 //!
 //! Not yet: learned AP ports and session bindings on the sync stream,
-//! table revisions across the pair, planned failover, licences.
+//! table revisions across the pair, licences.
 
 pub mod announce;
 pub mod election;
+pub mod handover;
 pub mod heartbeat;
 pub mod key;
 pub mod stream;
@@ -33,9 +36,13 @@ pub mod wire;
 use std::{
     net::UdpSocket,
     path::Path,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -43,12 +50,13 @@ use ferry_dataplane::datapath::GroupRoles;
 
 use self::{
     election::{Election, Reason, Role},
+    handover::{HandoverStatus, Inbox, Options, Order},
     heartbeat::{Link, lock},
     key::Key,
     view::{ClusterStatus, Event, History},
     wire::{Opener, Sealer},
 };
-use crate::config::HaConfig;
+use crate::config::{ElectionMode, HaConfig};
 
 /// What the HA thread shares with the event loop.
 #[derive(Debug, Default)]
@@ -57,7 +65,14 @@ pub struct Shared {
     pub status: ClusterStatus,
     /// Events, oldest first.
     pub history: History,
+    /// Recent handovers this node gave, newest last.
+    pub handovers: Vec<HandoverStatus>,
+    /// The last handover id handed out.
+    pub handover_id: u64,
 }
+
+/// Handovers kept for `ferry failover` to read.
+const HANDOVERS_KEPT: usize = 64;
 
 /// Orders for the HA thread.
 #[derive(Debug)]
@@ -85,6 +100,45 @@ pub enum Control {
     },
     /// An event for the history (from the sync stream).
     Event(Event),
+    /// A planned handover of `group` begins here: hold the election still.
+    Yield {
+        /// The group.
+        group: String,
+        /// Refused (not master, already handing over).
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    /// The handover of `group` did not happen: keep it.
+    Unyield {
+        /// The group.
+        group: String,
+    },
+    /// The peer hands `group` over: take it now.
+    Take {
+        /// The group.
+        group: String,
+        /// The role write's time, µs, or the refusal.
+        reply: mpsc::Sender<Result<u64, String>>,
+    },
+    /// The peer took `group`: back up in the election, keep forwarding
+    /// (the drain) until [`Control::Stand`].
+    Release {
+        /// The group.
+        group: String,
+        /// Done.
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    /// The drain of `group` is over: stand by in the data plane.
+    Stand {
+        /// The group.
+        group: String,
+    },
+    /// Announce `group`'s stations again; `(sent, of)` on `done`.
+    Announce {
+        /// The group.
+        group: String,
+        /// Told when the announcements are out.
+        done: mpsc::Sender<(u64, u64)>,
+    },
     /// End the thread.
     Stop,
 }
@@ -95,6 +149,10 @@ pub struct Ha {
     tx: mpsc::Sender<Control>,
     waker: mio::Waker,
     thread: Option<JoinHandle<()>>,
+    /// Per group index: keepalives of its tunnels go unanswered (a
+    /// handover drains it).
+    withheld: Arc<Vec<AtomicBool>>,
+    inbox: Inbox,
 }
 
 /// The HA sockets, bound before the data plane is touched.
@@ -103,6 +161,7 @@ pub struct Bound {
     key: Key,
     epoch: u64,
     local: std::net::IpAddr,
+    inbox: Inbox,
 }
 
 impl Bound {
@@ -121,13 +180,15 @@ impl Bound {
         let local = heartbeat::local_address(ha.peers[0])?;
         let epoch = epoch();
         let socket = heartbeat::bind(ha)?;
-        let sync = sync::SyncService::bind(ha, key.clone(), epoch, local)?;
+        let inbox = Inbox::default();
+        let sync = sync::SyncService::bind(ha, key.clone(), epoch, local, inbox.clone())?;
         Ok((
             Self {
                 socket,
                 key,
                 epoch,
                 local,
+                inbox,
             },
             sync,
         ))
@@ -168,6 +229,7 @@ impl Ha {
         )?;
         let (tx, rx) = mpsc::channel();
         let n = ha.peers.len();
+        let groups = ha.groups.len();
         let link = Link {
             node: node.to_string(),
             ha: ha.clone(),
@@ -183,7 +245,10 @@ impl Ha {
             heard: vec![(None, 0); n],
             sent: vec![0; n],
             installed,
-            reasons: vec![None; ha.groups.len()],
+            draining: vec![false; groups],
+            last_rx: vec![None; groups],
+            inbox: bound.inbox.clone(),
+            reasons: vec![None; groups],
             peer_view: None,
             peer_up: None,
             path_up: vec![false; n],
@@ -197,7 +262,160 @@ impl Ha {
             tx,
             waker,
             thread: Some(thread),
+            withheld: Arc::new(
+                (0..ferry_ebpf::abi::MAX_GROUPS)
+                    .map(|_| AtomicBool::new(false))
+                    .collect(),
+            ),
+            inbox: bound.inbox,
         })
+    }
+
+    /// Whether keepalives of group `index`'s tunnels go unanswered.
+    pub fn withheld(&self, index: u16) -> bool {
+        self.withheld
+            .get(usize::from(index))
+            .is_some_and(|w| w.load(Ordering::Relaxed))
+    }
+
+    /// Withholds (or answers again) keepalives of group `index`'s tunnels.
+    pub fn withhold(&self, index: u16, on: bool) {
+        if let Some(w) = self.withheld.get(usize::from(index)) {
+            w.store(on, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the order `make` builds around a reply channel and waits for
+    /// the thread's answer (it answers within a poll round).
+    pub fn call<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Control) -> Result<T, String> {
+        let (reply, answer) = mpsc::channel();
+        self.send(make(reply));
+        answer
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "the HA thread did not answer".to_string())
+    }
+
+    /// `ferry failover`: hands `group` (or every group mastered here) to
+    /// the peer; the handovers' ids, to follow with [`Ha::handovers`].
+    /// Refused whole, before anything moves, unless the election is
+    /// builtin, the peer is up, the sync stream is up with our bulk
+    /// installed there, and the peer's copy of each group is complete.
+    pub fn failover(&self, group: Option<&str>, opts: Options) -> Result<Vec<u64>, String> {
+        let st = self.status();
+        if st.election != Some(ElectionMode::Builtin) {
+            return Err(
+                "roles change only by `ferry cluster role` here (ha.election = \"external\")"
+                    .into(),
+            );
+        }
+        let mine: Vec<&view::GroupStatus> = match group {
+            Some(name) => {
+                let g = st
+                    .groups
+                    .iter()
+                    .find(|g| g.name == name)
+                    .ok_or_else(|| format!("no group {name:?} in [[group]]"))?;
+                if g.role != Role::Master {
+                    return Err(format!(
+                        "group {name:?} is {:?} here: run `ferry failover` on its master",
+                        g.role
+                    ));
+                }
+                vec![g]
+            }
+            None => st
+                .groups
+                .iter()
+                .filter(|g| g.role == Role::Master)
+                .collect(),
+        };
+        if mine.is_empty() {
+            return Err("this node masters no group: nothing to hand over".into());
+        }
+        if st.peer.state != "up" {
+            return Err(format!(
+                "the peer is {}: nobody to hand over to",
+                st.peer.state
+            ));
+        }
+        if !st.sync.connected || !st.sync.bulk_sent {
+            return Err("the sync stream is not up with our bulk installed at the peer: its copy may be incomplete".into());
+        }
+        for g in &mine {
+            if g.peer_synced != Some(true) || g.peer_role != Some(Role::Backup) {
+                return Err(format!(
+                    "group {:?}: the peer is not a synced backup of it (role {:?}, synced {:?})",
+                    g.name, g.peer_role, g.peer_synced
+                ));
+            }
+        }
+        let mut s = lock(&self.shared);
+        let mut ids = Vec::with_capacity(mine.len());
+        for g in mine {
+            s.handover_id += 1;
+            let id = s.handover_id;
+            let mut queued = handover::Handovers::refused(id, &g.name, String::new());
+            queued.phase = handover::Phase::Queued;
+            queued.error = None;
+            s.handovers.push(queued);
+            self.inbox.push(Order::Failover {
+                id,
+                group: g.name.clone(),
+                index: g.index,
+                opts,
+            });
+            ids.push(id);
+        }
+        let excess = s.handovers.len().saturating_sub(HANDOVERS_KEPT);
+        s.handovers.drain(..excess);
+        Ok(ids)
+    }
+
+    /// A handover the peer asked for (preemption), as `ferry failover
+    /// --group` would start it; its id.
+    pub fn failover_asked(&self, group: &str, index: u16) -> u64 {
+        let mut s = lock(&self.shared);
+        s.handover_id += 1;
+        let id = s.handover_id;
+        self.inbox.push(Order::Failover {
+            id,
+            group: group.to_string(),
+            index,
+            opts: Options::default(),
+        });
+        id
+    }
+
+    /// The handovers with these ids (all kept ones if `ids` is empty).
+    pub fn handovers(&self, ids: &[u64]) -> Vec<HandoverStatus> {
+        lock(&self.shared)
+            .handovers
+            .iter()
+            .filter(|h| ids.is_empty() || ids.contains(&h.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Records the latest state of handovers (by id).
+    pub fn publish_handovers(&self, v: Vec<HandoverStatus>) {
+        let mut s = lock(&self.shared);
+        for h in v {
+            match s.handovers.iter_mut().find(|x| x.id == h.id) {
+                Some(x) => *x = h,
+                None => s.handovers.push(h),
+            }
+        }
+        let excess = s.handovers.len().saturating_sub(HANDOVERS_KEPT);
+        s.handovers.drain(..excess);
+    }
+
+    /// `ferry cluster resync`: a bulk snapshot both ways.
+    pub fn resync(&self) -> Result<(), String> {
+        if !self.status().sync.connected {
+            return Err("the sync stream is down: a bulk follows when it reconnects".into());
+        }
+        self.inbox.push(Order::Resync);
+        Ok(())
     }
 
     /// The cluster view.
@@ -229,15 +447,11 @@ impl Ha {
 
     /// `ferry cluster role`: the thread's answer.
     pub fn set_role(&self, group: &str, role: Role) -> Result<(), String> {
-        let (reply, answer) = mpsc::channel();
-        self.send(Control::Role {
+        self.call(|reply| Control::Role {
             group: group.to_string(),
             role,
             reply,
-        });
-        answer
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .map_err(|_| "the HA thread did not answer".to_string())?
+        })?
     }
 }
 

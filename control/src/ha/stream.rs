@@ -11,6 +11,8 @@
 //!   2 bulk start
 //!   3 bulk end:   stations sent in the bulk (u64 BE)
 //!   4 bulk ack:   stations received in the bulk (u64 BE)
+//!   5 control:    a [`Handoff`] as JSON (a handful a minute at most:
+//!                 the binary layout is kept for stations, which are many)
 //! ```
 //!
 //! Stations name their tunnel by AP name, not id: ids are per node (the
@@ -26,6 +28,53 @@ const STATIONS: u8 = 1;
 const BULK_START: u8 = 2;
 const BULK_END: u8 = 3;
 const BULK_ACK: u8 = 4;
+const CONTROL: u8 = 5;
+
+/// The planned-handover steps and the other orders between the nodes
+/// (see [`super::handover`] for the sequence).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// Master to backup, after every station change so far (the barrier:
+    /// the stream is ordered): take `group`.
+    Take {
+        /// The handover.
+        id: u64,
+        /// The group.
+        group: String,
+    },
+    /// The group is active here now (or why not).
+    Taken {
+        /// The handover.
+        id: u64,
+        /// Microseconds the role write took, or the refusal.
+        result: Result<u64, String>,
+    },
+    /// The old master saw the group's traffic stop arriving (or gave up
+    /// waiting): announce the stations once more, then say so.
+    Drained {
+        /// The handover.
+        id: u64,
+    },
+    /// The new master's stations are announced: the old one may stand by.
+    Settled {
+        /// The handover.
+        id: u64,
+        /// Stations announced.
+        announced: u64,
+        /// What the new master forwarded since it took the group.
+        up: u64,
+        /// The same, downstream.
+        down: u64,
+    },
+    /// A preempting backup asks the master to hand `group` over.
+    Ask {
+        /// The group.
+        group: String,
+    },
+    /// Send a bulk snapshot again (`ferry cluster resync`).
+    Resync,
+}
 
 /// A station as synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +100,8 @@ pub enum Msg {
     BulkEnd(u64),
     /// The receiver installed the bulk: stations received in it.
     BulkAck(u64),
+    /// A handover step or an order.
+    Control(Handoff),
 }
 
 /// Encodes a marker message ([`Msg::Stations`] goes through
@@ -60,6 +111,11 @@ pub fn marker(m: &Msg) -> Vec<u8> {
         Msg::BulkStart => vec![BULK_START],
         Msg::BulkEnd(n) => [&[BULK_END][..], &n.to_be_bytes()].concat(),
         Msg::BulkAck(n) => [&[BULK_ACK][..], &n.to_be_bytes()].concat(),
+        Msg::Control(h) => {
+            // Serialising a plain enum of strings and integers cannot fail.
+            let json = serde_json::to_vec(h).unwrap_or_default();
+            [&[CONTROL][..], &json].concat()
+        }
         Msg::Stations(v) => {
             let mut b = StationBodies::default();
             for (ap, list) in v {
@@ -141,6 +197,9 @@ pub fn decode(b: &[u8]) -> Result<Msg, &'static str> {
         BULK_START if rest.is_empty() => Ok(Msg::BulkStart),
         BULK_END => Ok(Msg::BulkEnd(word(rest)?)),
         BULK_ACK => Ok(Msg::BulkAck(word(rest)?)),
+        CONTROL => serde_json::from_slice(rest)
+            .map(Msg::Control)
+            .map_err(|_| "undecodable control message"),
         STATIONS => {
             let mut out = Vec::new();
             let mut r = rest;
@@ -196,7 +255,33 @@ mod tests {
 
     #[test]
     fn markers_and_stations_round_trip() {
-        for m in [Msg::BulkStart, Msg::BulkEnd(7), Msg::BulkAck(1 << 40)] {
+        let controls = [
+            Handoff::Take {
+                id: 1,
+                group: "group1".into(),
+            },
+            Handoff::Taken {
+                id: 1,
+                result: Ok(12),
+            },
+            Handoff::Taken {
+                id: 2,
+                result: Err("no".into()),
+            },
+            Handoff::Drained { id: 1 },
+            Handoff::Settled {
+                id: 1,
+                announced: 3,
+                up: 4,
+                down: 5,
+            },
+            Handoff::Ask { group: "g".into() },
+            Handoff::Resync,
+        ];
+        for m in [Msg::BulkStart, Msg::BulkEnd(7), Msg::BulkAck(1 << 40)]
+            .into_iter()
+            .chain(controls.into_iter().map(Msg::Control))
+        {
             assert_eq!(decode(&marker(&m)).unwrap(), m);
         }
         let m = Msg::Stations(vec![
@@ -240,6 +325,7 @@ mod tests {
         }
         assert!(decode(&full[..full.len() - 1]).is_err());
         assert!(decode(&[9]).is_err());
+        assert!(decode(&[CONTROL, b'{']).is_err());
         assert!(decode(&[]).is_err());
     }
 }

@@ -20,8 +20,14 @@
 //!   groups it masters, and ignores synced stations of groups it masters
 //!   (its own learning is newer): no echo, no loop.
 //!
+//! - **Handovers.** The planned handover's steps ([`super::handover`])
+//!   travel on this stream too, behind the station updates they must
+//!   follow ([`handoff`]).
+//!
 //! Messages are sealed like heartbeats ([`super::wire`], channel 0) and
 //! refused by the same classes; a refused message drops the connection.
+
+mod handoff;
 
 use std::{
     collections::HashMap,
@@ -41,6 +47,7 @@ use tracing::{info, warn};
 
 use super::{
     Control,
+    handover::{Handovers, Inbox},
     key::Key,
     stream::{self, Msg, StationBodies},
     view::{Event, EventKind, SyncStatus},
@@ -92,12 +99,18 @@ pub struct SyncService {
     status: SyncStatus,
     /// A node's copy is complete after its first bulk: told once.
     synced_told: bool,
+    /// Orders from the admin socket and the HA thread.
+    inbox: Inbox,
+    /// Handovers under way, both ways.
+    handovers: Handovers,
+    /// When the service was made: a deadline that is always due.
+    bound_at: Instant,
 }
 
 impl SyncService {
     /// Binds the sync listener (before the data plane is touched). `local`
     /// is this node's address towards the first peer path.
-    pub fn bind(ha: &HaConfig, key: Key, epoch: u64, local: IpAddr) -> Result<Self> {
+    pub fn bind(ha: &HaConfig, key: Key, epoch: u64, local: IpAddr, inbox: Inbox) -> Result<Self> {
         let any: IpAddr = if ha.peers[0].is_ipv4() {
             IpAddr::from([0, 0, 0, 0])
         } else {
@@ -119,6 +132,9 @@ impl SyncService {
             sent: HashMap::new(),
             status: SyncStatus::default(),
             synced_told: false,
+            inbox,
+            handovers: Handovers::default(),
+            bound_at: Instant::now(),
         })
     }
 
@@ -153,6 +169,7 @@ impl SyncService {
     }
 
     fn drop_conn(&mut self, node: &Node, reg: &mut Registrar<'_>, why: &str) {
+        self.handovers_lost(node);
         if let Some(mut c) = self.conn.take() {
             reg.deregister(&mut c.stream, c.token);
             if !c.connecting {
@@ -173,6 +190,12 @@ impl SyncService {
             EventKind::Sync,
             format!("sync stream up with {}", self.target.ip()),
         );
+        self.bulk(node);
+    }
+
+    /// Sends a bulk snapshot: every station of the groups mastered here,
+    /// between the markers.
+    fn bulk(&mut self, node: &mut Node) {
         self.sent.clear();
         self.queue(&stream::marker(&Msg::BulkStart));
         let t0 = Instant::now();
@@ -385,6 +408,7 @@ impl SyncService {
                     format!("the peer installed our bulk: {n} stations"),
                 );
             }
+            Msg::Control(h) => self.control(node, h),
         }
         self.publish(node);
     }
@@ -398,7 +422,10 @@ impl SyncService {
                 continue;
             };
             let g = config.group_index(t);
-            if g != 0 && node.dp.group_active(g).unwrap_or(false) {
+            // Mastered here: own learning is newer. A group handed over
+            // and still draining is the peer's already: take its copy.
+            let draining = node.ha.as_ref().is_some_and(|h| h.withheld(g));
+            if g != 0 && !draining && node.dp.group_active(g).unwrap_or(false) {
                 continue;
             }
             for s in list {
@@ -498,30 +525,42 @@ impl Service for SyncService {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        match &self.conn {
+        if !self.inbox.is_empty() {
+            // Due already (a moment the loop's clock has passed).
+            return Some(self.bound_at);
+        }
+        let own = match &self.conn {
             None if self.we_connect => Some(self.next_connect),
             None => None,
             Some(c) if c.connecting => None,
             Some(_) => Some(self.next_scan),
+        };
+        if self.handovers.busy() {
+            let soon = Instant::now() + handoff::STEP;
+            return Some(own.map_or(soon, |d| d.min(soon)));
         }
+        own
     }
 
     fn timer(&mut self, now: Instant, node: &mut Node, reg: &mut Registrar<'_>) {
+        self.orders(node);
+        self.handover_tick(node, now);
         match &self.conn {
-            None => {
+            None if self.we_connect && now >= self.next_connect => {
                 self.next_connect = now + RECONNECT;
                 match TcpStream::connect(self.target) {
                     Ok(s) => self.adopt(s, true, reg),
                     Err(e) => warn!("HA sync: connecting to {}: {e}", self.target),
                 }
             }
-            Some(c) => {
+            Some(c) if !c.connecting && now >= self.next_scan => {
                 self.next_scan = now + SCAN_INTERVAL;
                 if c.out.len() < OUT_HIGH && self.scan(node) > 0 {
-                    self.flush(node, reg);
                     self.publish(node);
                 }
             }
+            _ => {}
         }
+        self.flush(node, reg);
     }
 }

@@ -74,6 +74,19 @@ pub struct GroupStatus {
     pub synced: bool,
     /// Would be master, but the copy is incomplete and the peer held it.
     pub blocked: bool,
+    /// The peer's copy of the group's state is complete (its heartbeat).
+    #[serde(default)]
+    pub peer_synced: Option<bool>,
+    /// Frames of the group forwarded here, upstream (the data plane's
+    /// per-group counters, since the maps were created).
+    #[serde(default)]
+    pub up_packets: u64,
+    /// The same, downstream.
+    #[serde(default)]
+    pub down_packets: u64,
+    /// Frames of the group dropped here because it stands by.
+    #[serde(default)]
+    pub standby_drops: u64,
 }
 
 /// The peer in [`ClusterStatus`].
@@ -141,6 +154,8 @@ pub enum EventKind {
     Role,
     /// A preemption was asked for.
     Preempt,
+    /// A planned handover's step (`ferry failover`, or a preemption).
+    Handover,
     /// A bulk sync began.
     BulkStart,
     /// A bulk sync ended (counts and duration in the detail).

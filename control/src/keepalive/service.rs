@@ -140,6 +140,9 @@ pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
     }
     let now = Instant::now();
     if let Some(ap) = node.sessions.tunnel_of(&k.session_id).map(str::to_string) {
+        if handing_over(node, &ap) {
+            return None;
+        }
         match node.sessions.keepalive(&k.session_id, peer, now) {
             Binding::Damped { bound } => {
                 node.ka.damped += 1;
@@ -175,6 +178,9 @@ pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
         .find(|t| t.port.is_none_or(|p| p == peer.port()))
         .map(|t| t.ap.clone());
     if let Some(ap) = by_addr {
+        if handing_over(node, &ap) {
+            return None;
+        }
         node.sessions.seen(&ap, peer, now);
         node.ka.answered += 1;
         return Some(echo(d));
@@ -187,4 +193,21 @@ pub fn answer(node: &mut Node, d: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
         node.ka.refused += 1;
         None
     }
+}
+
+/// Whether `ap`'s group is being handed to the peer: its keepalives go
+/// unanswered (and are counted), the one signal a data plane can give a
+/// dual-link AP to move its data to the other tunnel, whose AC already
+/// forwards the group.
+fn handing_over(node: &mut Node, ap: &str) -> bool {
+    let (Some(ha), Some(t)) = (&node.ha, node.tables.config.tunnel_named(ap)) else {
+        return false;
+    };
+    let g = node.tables.config.group_index(t);
+    if g != 0 && ha.withheld(g) {
+        node.ka.handing_over += 1;
+        debug!(ap, "keepalive not answered: the group is being handed over");
+        return true;
+    }
+    false
 }

@@ -149,6 +149,7 @@ fn keepalives(node: &Node, e: &mut Exposition) {
         ("damped", k.damped),
         ("no_dataplane", k.no_dataplane),
         ("oversized", k.oversized),
+        ("handing_over", k.handing_over),
     ] {
         e.sample("ferry_keepalives_total", &[("outcome", o)], v as f64);
     }

@@ -114,6 +114,18 @@ fn handle(node: &mut Node, req: Request) -> Result<Box<RawValue>> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             return raw(&node.ha()?.status());
         }
+        Request::ClusterResync => {
+            node.ha()?.resync().map_err(|e| anyhow::anyhow!(e))?;
+            return raw(&node.ha()?.status());
+        }
+        Request::Failover { group, options } => {
+            let ids = node
+                .ha()?
+                .failover(group.as_deref(), options.unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            return raw(&ids);
+        }
+        Request::Handovers { ids } => return raw(&node.ha()?.handovers(&ids)),
         Request::Swap {
             file,
             text,

@@ -18,6 +18,8 @@
 #[path = "../lab/process.rs"]
 pub mod process;
 
+pub mod ap;
+
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::unix::fs::PermissionsExt as _,
@@ -120,6 +122,9 @@ impl Pair {
             .unwrap();
         ap.exec(&["ip", "addr", "add", "198.18.0.10/24", "dev", "ap0"])
             .unwrap();
+        // The AP's CAPWAP address, for its keepalives (see `ap`).
+        ap.exec(&["ip", "addr", "add", &format!("{AP}/32"), "dev", "ap0"])
+            .unwrap();
         for (i, ns) in acs.iter().enumerate() {
             let (pa, pc) = (format!("a{}ap", i + 1), format!("a{}cl", i + 1));
             veth(ns, "fap0", &core, &pa).unwrap();
@@ -137,6 +142,8 @@ impl Pair {
                 "fap0",
             ])
             .unwrap();
+            ns.exec(&["ip", "route", "add", &format!("{AP}/32"), "dev", "fap0"])
+                .unwrap();
             xdp_peers.push((&core, pa));
             xdp_peers.push((&core, pc));
         }
@@ -234,6 +241,55 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
             h.preempt,
         );
         std::fs::write(&node.config, text).unwrap();
+    }
+
+    /// Node 1 (priority 200) and node 2 (100), with these preempt
+    /// settings (delay 0), started, elected and synced.
+    pub fn started(tag: &str, preempt: [bool; 2]) -> Self {
+        let p = Self::new(
+            tag,
+            [
+                NodeHa {
+                    priority: 200,
+                    preempt: preempt[0],
+                    extra: "",
+                },
+                NodeHa {
+                    priority: 100,
+                    preempt: preempt[1],
+                    extra: "",
+                },
+            ],
+        );
+        p.start(0);
+        p.start(1);
+        p.wait_for(10, "node 1 master, node 2 backup, both synced", || {
+            p.is(0, "master")
+                && p.is(1, "backup")
+                && p.nodes[1].cluster()["groups"][0]["synced"] == true
+        });
+        p
+    }
+
+    /// Whether node `i` has group 1 as `role`, with its data plane
+    /// agreeing.
+    pub fn is(&self, i: usize, role: &str) -> bool {
+        let (r, dp) = self.nodes[i].role();
+        let want_dp = if role == "master" {
+            "active"
+        } else {
+            "standby"
+        };
+        r == role && dp == want_dp
+    }
+
+    /// Both nodes' counters, for failure messages.
+    pub fn counters(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.ferry(&["counters"]))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
     }
 
     /// Starts `ferry run` on node `i` and waits for its admin socket.

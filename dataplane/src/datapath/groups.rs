@@ -14,15 +14,16 @@ use std::path::Path;
 
 use std::os::fd::AsFd as _;
 
-use aya::maps::{Array, ArrayOfMaps, Map, MapData};
-use ferry_ebpf::abi::{self, GROUP_FOREVER, MAX_GROUPS, StationKey, TunnelDown};
+use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray};
+use ferry_ebpf::abi::{self, GROUP_FOREVER, GroupStats, MAX_GROUPS, StationKey, TunnelDown};
 
 use super::Datapath;
 use crate::error::{Ctx as _, Error, Result};
 
-/// The group role map, opened from its pin.
+/// The group role map and the group statistics, opened from their pins.
 pub struct GroupRoles {
     map: Array<MapData, u64>,
+    stats: PerCpuArray<MapData, GroupStats>,
 }
 
 impl GroupRoles {
@@ -30,9 +31,18 @@ impl GroupRoles {
     pub fn open_pinned(dir: &Path) -> Result<Self> {
         let path = dir.join(abi::MAP_GROUP_ROLES);
         let data = MapData::from_pin(&path).with_ctx(|| format!("opening {}", path.display()))?;
+        let spath = dir.join(abi::MAP_GROUP_STATS);
+        let sdata =
+            MapData::from_pin(&spath).with_ctx(|| format!("opening {}", spath.display()))?;
         Ok(Self {
             map: Array::try_from(Map::Array(data))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(sdata))?,
         })
+    }
+
+    /// Group `group`'s statistics, summed over the CPUs.
+    pub fn stats(&self, group: u16) -> Result<GroupStats> {
+        sum_stats(&self.stats, group)
     }
 
     /// Makes group `group` (1-255) forward here until `until` (the coarse
@@ -95,6 +105,12 @@ impl Datapath {
         set(&mut m, group, until)
     }
 
+    /// Group `group`'s statistics, summed over the CPUs.
+    pub fn group_stats(&self, group: u16) -> Result<GroupStats> {
+        let m: PerCpuArray<_, GroupStats> = PerCpuArray::try_from(self.map(abi::MAP_GROUP_STATS)?)?;
+        sum_stats(&m, group)
+    }
+
     /// Whether `group` forwards here now, as the kernel has it.
     pub fn group_active(&self, group: u16) -> Result<bool> {
         let m: Array<_, u64> = Array::try_from(self.map(abi::MAP_GROUP_ROLES)?)?;
@@ -122,6 +138,22 @@ fn check(group: u16) -> Result<u32> {
         )));
     }
     Ok(g)
+}
+
+fn sum_stats<T: std::borrow::Borrow<MapData>>(
+    m: &PerCpuArray<T, GroupStats>,
+    group: u16,
+) -> Result<GroupStats> {
+    let g = check(group)?;
+    let v = m
+        .get(&g, 0)
+        .with_ctx(|| format!("reading the statistics of group {group}"))?;
+    Ok(v.iter().fold(GroupStats::default(), |a, s| GroupStats {
+        rx_packets: a.rx_packets + s.rx_packets,
+        up_packets: a.up_packets + s.up_packets,
+        down_packets: a.down_packets + s.down_packets,
+        standby_drops: a.standby_drops + s.standby_drops,
+    }))
 }
 
 fn set<T: std::borrow::BorrowMut<MapData>>(

@@ -317,3 +317,67 @@ fn an_aps_traffic_promotes_the_backup_once_the_peer_missed_a_heartbeat() {
         }]
     );
 }
+
+#[test]
+fn a_planned_handover_is_not_a_split_brain_and_preemption_waits_again() {
+    let mut p = Pair::new(vec![group("g1", 200, true)], vec![group("g1", 100, false)]);
+    p.sync_all();
+    p.run(100);
+    assert_eq!(p.roles("g1"), (Role::Master, Role::Backup));
+    assert!(p.b.yield_group("g1").is_err(), "only the master yields");
+    p.a.yield_group("g1").unwrap();
+    assert!(p.a.yield_group("g1").is_err(), "one handover at a time");
+    let now = p.t;
+    let d =
+        p.b.force("g1", Role::Master, Reason::Handover, now)
+            .unwrap();
+    assert_eq!(d.len(), 1);
+    // Both master across several heartbeats: the handover, not a split
+    // brain; neither side's rule moves the group.
+    let before = p.log.len();
+    p.run(200);
+    assert_eq!(p.roles("g1"), (Role::Master, Role::Master));
+    assert_eq!(p.log.len(), before, "{:?}", &p.log[before..]);
+    let now = p.t;
+    let handed = p.ms();
+    p.a.force("g1", Role::Backup, Reason::Handover, now)
+        .unwrap();
+    assert!(!p.a.groups[0].yielding);
+    p.run(250);
+    assert_eq!(p.roles("g1"), (Role::Backup, Role::Master));
+    // a has preempt and the higher priority: it asks back only after the
+    // delay counted from the handover.
+    let asks: Vec<u64> = p
+        .log
+        .iter()
+        .filter(|(_, n, d)| *n == 'a' && d.reason == Reason::Preempt)
+        .map(|(ms, _, _)| *ms)
+        .collect();
+    assert!(asks.is_empty(), "{asks:?}");
+    p.run(200);
+    let asks: Vec<u64> = p
+        .log
+        .iter()
+        .filter(|(_, n, d)| *n == 'a' && d.reason == Reason::Preempt)
+        .map(|(ms, _, _)| *ms)
+        .collect();
+    assert_eq!(asks.len(), 1, "{asks:?}");
+    assert!(asks[0] >= handed + 300, "{asks:?} handed at {handed}");
+}
+
+#[test]
+fn a_handover_that_did_not_happen_leaves_the_rules_as_they_were() {
+    let mut p = Pair::new(vec![group("g1", 200, false)], vec![group("g1", 100, false)]);
+    p.sync_all();
+    p.run(100);
+    p.a.yield_group("g1").unwrap();
+    p.run(100);
+    p.a.unyield("g1");
+    // Now a split brain is one again: b forced master loses to priority 200.
+    let now = p.t;
+    p.b.force("g1", Role::Master, Reason::Operator, now)
+        .unwrap();
+    p.run(60);
+    assert_eq!(p.roles("g1"), (Role::Master, Role::Backup));
+    assert_eq!(p.last('b', "g1").map(|l| l.2), Some(Reason::SplitBrain));
+}
