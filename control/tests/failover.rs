@@ -150,3 +150,24 @@ fn a_returning_higher_priority_node_preempts_through_a_lossless_handover() {
     );
     assert_eq!(report.moves.len(), 1, "{report:?}");
 }
+
+#[test]
+fn an_aps_data_at_the_backup_promotes_it_before_the_dead_interval() {
+    // A dead interval of 20 heartbeats (1 s): longer than the AP takes to
+    // give up on a silent master (3 keepalives of 100 ms).
+    let ha = |priority| pair::NodeHa {
+        priority,
+        preempt: false,
+        extra: "dead_after = 20",
+    };
+    let p = Pair::started_with("hwi", [ha(200), ha(100)]);
+    let ((), report) = p.with_dual_link_ap(0, 500, |live| {
+        p.nodes[0].signal(libc::SIGSTOP);
+        p.wait_for(5, "node 2 master", || p.is(1, "master"));
+        p.wait_for(5, "the AP on node 2", || live.master() == 1);
+        let st = p.nodes[1].cluster();
+        p.nodes[0].signal(libc::SIGCONT);
+        assert_eq!(st["groups"][0]["reason"], "witness", "{st}");
+    });
+    assert_eq!(report.moves.len(), 1, "{report:?}");
+}

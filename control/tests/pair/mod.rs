@@ -246,7 +246,7 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
     /// Node 1 (priority 200) and node 2 (100), with these preempt
     /// settings (delay 0), started, elected and synced.
     pub fn started(tag: &str, preempt: [bool; 2]) -> Self {
-        let p = Self::new(
+        Self::started_with(
             tag,
             [
                 NodeHa {
@@ -260,7 +260,12 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
                     extra: "",
                 },
             ],
-        );
+        )
+    }
+
+    /// As [`Pair::started`], with any settings (node 1 must win).
+    pub fn started_with(tag: &str, ha: [NodeHa; 2]) -> Self {
+        let p = Self::new(tag, ha);
         p.start(0);
         p.start(1);
         p.wait_for(10, "node 1 master, node 2 backup, both synced", || {
