@@ -151,7 +151,9 @@ impl Pair {
                     .unwrap()
             });
             std::thread::sleep(Duration::from_millis(300));
-            let out = body(l);
+            // A failed assertion in `body` must still stop the threads,
+            // or the scope would wait for them for ever.
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(l)));
             l.sending.store(false, Ordering::Relaxed);
             up_tx.join().unwrap();
             down_tx.join().unwrap();
@@ -162,6 +164,7 @@ impl Pair {
             }
             out
         });
+        let out = out.unwrap_or_else(|e| std::panic::resume_unwind(e));
         let lost = |sent: u32, got: &HashSet<u32>| -> Vec<u32> {
             (0..sent).filter(|s| !got.contains(s)).collect()
         };
