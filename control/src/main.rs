@@ -184,21 +184,25 @@ EXAMPLE\n  ferry replay --config deploy/examples/ferry.toml \\\n      --in deplo
     },
     /// Hand HA groups to the peer, make-before-break (planned switchover).
     #[command(long_about = FAILOVER_HELP)]
-    Failover {
-        #[command(flatten)]
-        target: Target,
-        /// Only this group (default: every group this node masters).
-        #[arg(long)]
-        group: Option<String>,
-        /// The APs have left once no data of the group arrived here for
-        /// this long (ms).
-        #[arg(long, default_value_t = 300)]
-        quiet_ms: u64,
-        /// Stand by after this long (ms) even if the group's data still
-        /// arrives here.
-        #[arg(long, default_value_t = 10_000)]
-        max_drain_ms: u64,
-    },
+    Failover(FailoverArgs),
+}
+
+/// `ferry failover` arguments.
+#[derive(clap::Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Only this group (default: every group this node masters).
+    #[arg(long)]
+    group: Option<String>,
+    /// The APs have left once no data of the group arrived here for this
+    /// long (ms).
+    #[arg(long, default_value_t = 300)]
+    quiet_ms: u64,
+    /// Stand by after this long (ms) even if the group's data still
+    /// arrives here.
+    #[arg(long, default_value_t = 10_000)]
+    max_drain_ms: u64,
 }
 
 const FAILOVER_HELP: &str = "Hand HA groups to the peer, make-before-break (a planned switchover).\n\n\
@@ -417,19 +421,7 @@ fn main() -> ExitCode {
         } => cli::reload(&target, dry_run, force),
         Command::Tunnel { target, op } => cli::tunnel(&target, op),
         Command::Cluster { target, op } => cluster(&target, op),
-        Command::Failover {
-            target,
-            group,
-            quiet_ms,
-            max_drain_ms,
-        } => cli::failover::run(
-            &target,
-            group,
-            ferry::ha::handover::Options {
-                quiet_ms,
-                max_drain_ms,
-            },
-        ),
+        Command::Failover(a) => failover(a),
         Command::Check {
             config,
             table: None,
@@ -467,6 +459,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ferry failover`.
+fn failover(a: FailoverArgs) -> anyhow::Result<()> {
+    let options = ferry::ha::handover::Options {
+        quiet_ms: a.quiet_ms,
+        max_drain_ms: a.max_drain_ms,
+    };
+    cli::failover::run(&a.target, a.group, options)
 }
 
 /// `ferry cluster ...`.

@@ -107,7 +107,7 @@ pub fn group_stats(group: u16) -> *mut GroupStats {
     }
     GROUP_STATS
         .get_ptr_mut(u32::from(group))
-        .unwrap_or(core::ptr::null_mut())
+        .unwrap_or_default()
 }
 
 /// Redirect targets: slot 0 client side, slot 1 AP side.

@@ -491,11 +491,11 @@ mod tests {
         h.started(1, "g", 1, opts, stats(0));
         h.taken(1, Ok(1));
         let t = Instant::now();
-        let mut rx = 0;
         let mut drained = None;
-        for ms in (0..1000).step_by(10) {
-            rx += 1;
-            let (steps, _) = h.tick(t + Duration::from_millis(ms), |_| Some(stats(rx)));
+        for (rx, ms) in (0..1000u64).step_by(10).enumerate() {
+            let (steps, _) = h.tick(t + Duration::from_millis(ms), |_| {
+                Some(stats(rx as u64 + 1))
+            });
             if !steps.is_empty() && drained.is_none() {
                 drained = Some(ms);
             }

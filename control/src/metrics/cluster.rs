@@ -48,6 +48,32 @@ fn groups(v: &ClusterStatus, e: &mut Exposition) {
             e.sample(name, &[("group", &g.name)], flag(f(g)));
         }
     }
+    e.family(
+        "ferry_ha_group_packets_total",
+        Kind::Counter,
+        "Client frames of the group forwarded here, by direction (the data plane's per-group counters).",
+    );
+    for g in &v.groups {
+        for (dir, n) in [("up", g.up_packets), ("down", g.down_packets)] {
+            e.sample(
+                "ferry_ha_group_packets_total",
+                &[("group", &g.name), ("direction", dir)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "ferry_ha_group_standby_drops_total",
+        Kind::Counter,
+        "Frames of the group dropped here because it stands by (both directions).",
+    );
+    for g in &v.groups {
+        e.sample(
+            "ferry_ha_group_standby_drops_total",
+            &[("group", &g.name)],
+            g.standby_drops as f64,
+        );
+    }
 }
 
 fn peer(v: &ClusterStatus, e: &mut Exposition) {

@@ -105,11 +105,7 @@ impl Pair {
             let l = &live;
             let ka = sc.spawn(move || self.ap.enter(|| self.keepalives(l)).unwrap());
             let up_rx = sc.spawn(move || self.cl.enter(|| receive(l, true, "cl0")).unwrap());
-            let down_rx = sc.spawn(move || {
-                self.ap
-                    .enter(|| receive(l, false, "ap0").map(|()| ()))
-                    .unwrap()
-            });
+            let down_rx = sc.spawn(move || self.ap.enter(|| receive(l, false, "ap0")).unwrap());
             let up_tx = sc.spawn(move || {
                 self.ap
                     .enter(|| {

@@ -106,70 +106,8 @@ impl SyncService {
     pub(super) fn control(&mut self, node: &mut Node, h: Handoff) {
         let Some(ha) = &node.ha else { return };
         match h {
-            Handoff::Take { id, group } => {
-                let r = ha
-                    .call(|reply| Control::Take {
-                        group: group.clone(),
-                        reply,
-                    })
-                    .and_then(|r| r);
-                let index = node
-                    .tables
-                    .config
-                    .ha
-                    .as_ref()
-                    .and_then(|h| h.group_index(&group));
-                if let (Ok(us), Some(index)) = (&r, index) {
-                    let base = node.dp.group_stats(index).unwrap_or_default();
-                    self.handovers.taking.insert(
-                        id,
-                        Taking {
-                            group: group.clone(),
-                            index,
-                            base,
-                            done: None,
-                        },
-                    );
-                    Self::group_event(
-                        node,
-                        &group,
-                        format!("took the group from the peer (handover {id}) in {us} µs"),
-                    );
-                } else if let Err(e) = &r {
-                    Self::group_event(node, &group, format!("refused to take the group: {e}"));
-                }
-                self.send_control(Handoff::Taken { id, result: r });
-            }
-            Handoff::Taken { id, result } => {
-                let Some((group, index)) = self.handovers.taking_index(id) else {
-                    return;
-                };
-                let result = result.and_then(|us| {
-                    ha.call(|reply| Control::Release {
-                        group: group.clone(),
-                        reply,
-                    })
-                    .and_then(|r| r)
-                    .map(|()| us)
-                });
-                match &result {
-                    Ok(_) => {
-                        ha.withhold(index, true);
-                        Self::group_event(
-                            node,
-                            &group,
-                            format!("handover {id}: the peer forwards the group; draining here"),
-                        );
-                    }
-                    Err(e) => {
-                        ha.send(Control::Unyield {
-                            group: group.clone(),
-                        });
-                        Self::group_event(node, &group, format!("handover {id} failed: {e}"));
-                    }
-                }
-                self.handovers.taken(id, result);
-            }
+            Handoff::Take { id, group } => self.take(node, id, group),
+            Handoff::Taken { id, result } => self.taken(node, id, result),
             Handoff::Drained { id } => match self.handovers.taking.get_mut(&id) {
                 Some(t) => {
                     let (done, rx) = mpsc::channel();
@@ -223,6 +161,77 @@ impl SyncService {
             Handoff::Resync => self.bulk(node),
         }
         self.publish_handovers(node);
+    }
+
+    /// The peer hands a group over: take it, answer `Taken`.
+    fn take(&mut self, node: &mut Node, id: u64, group: String) {
+        let Some(ha) = &node.ha else { return };
+        let r = ha
+            .call(|reply| Control::Take {
+                group: group.clone(),
+                reply,
+            })
+            .and_then(|r| r);
+        let index = node
+            .tables
+            .config
+            .ha
+            .as_ref()
+            .and_then(|h| h.group_index(&group));
+        if let (Ok(us), Some(index)) = (&r, index) {
+            let base = node.dp.group_stats(index).unwrap_or_default();
+            self.handovers.taking.insert(
+                id,
+                Taking {
+                    group: group.clone(),
+                    index,
+                    base,
+                    done: None,
+                },
+            );
+            Self::group_event(
+                node,
+                &group,
+                format!("took the group from the peer (handover {id}) in {us} µs"),
+            );
+        } else if let Err(e) = &r {
+            Self::group_event(node, &group, format!("refused to take the group: {e}"));
+        }
+        self.send_control(Handoff::Taken { id, result: r });
+    }
+
+    /// The peer's answer to `Take`: release the group here and drain, or
+    /// keep it.
+    fn taken(&mut self, node: &mut Node, id: u64, result: Result<u64, String>) {
+        let Some(ha) = &node.ha else { return };
+        let Some((group, index)) = self.handovers.taking_index(id) else {
+            return;
+        };
+        let result = result.and_then(|us| {
+            ha.call(|reply| Control::Release {
+                group: group.clone(),
+                reply,
+            })
+            .and_then(|r| r)
+            .map(|()| us)
+        });
+        match &result {
+            Ok(_) => {
+                ha.withhold(index, true);
+                Self::group_event(
+                    node,
+                    &group,
+                    format!("handover {id}: the peer forwards the group; draining here"),
+                );
+            }
+            Err(e) => {
+                ha.send(Control::Unyield {
+                    group: group.clone(),
+                });
+                Self::group_event(node, &group, format!("handover {id} failed: {e}"));
+            }
+        }
+        self.handovers.taken(id, result);
     }
 
     /// Handovers the clock moves: announcements finished here (taking
