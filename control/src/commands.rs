@@ -59,6 +59,22 @@ pub enum Command {
         /// The AP's address and port.
         peer: SocketAddr,
     },
+    /// The HA peer's table (a swap, rollback or tunnel edit applied
+    /// there), swapped in whole with the same checks as a file's.
+    PeerTable {
+        /// Its tunnels.
+        tunnels: Vec<crate::config::TunnelEntry>,
+        /// Its static stations.
+        stations: Vec<crate::config::StationEntry>,
+    },
+}
+
+impl Command {
+    /// Whether the command changes the table the HA pair shares (a
+    /// binding is per node; a peer's table is already the pair's).
+    pub fn shared_table(&self) -> bool {
+        !matches!(self, Self::Bind { .. } | Self::PeerTable { .. })
+    }
 }
 
 impl Node {
@@ -117,6 +133,15 @@ impl Node {
                 }
             }
             Command::Bind { ap, peer } => self.tables.bind(&mut self.dp, &ap, peer)?,
+            Command::PeerTable { tunnels, stations } => {
+                let t0 = Instant::now();
+                let next = self
+                    .tables
+                    .config
+                    .with_entries(std::path::Path::new("<HA peer table>"), tunnels, stations)
+                    .map_err(|e| anyhow!("{e} (nothing was changed)"))?;
+                self.swap(next, t0, ChangeKind::Swap)?
+            }
         };
         self.after_change(&c);
         Ok(c)

@@ -310,3 +310,64 @@ fn sigstop_and_a_partition_fail_over_and_heal_to_one_master() {
     p.wait_for(5, "one master after the heal", one_master);
     assert!(is(&p, 0, "master"), "{:?}", roles(&p));
 }
+
+#[test]
+fn a_table_change_on_either_node_reaches_the_other_under_one_revision() {
+    let p = started("hrv");
+    let tunnels = |i: usize| -> Vec<String> {
+        p.nodes[i].json(&["tunnels"])["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["ap"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let revisions = |i: usize| {
+        let st = p.nodes[i].cluster();
+        (
+            st["revision"].as_u64().unwrap(),
+            st["peer_revision"].as_u64(),
+        )
+    };
+    assert_eq!(revisions(0).0, 0);
+    // A tunnel added on the backup reaches the master.
+    p.nodes[1].ferry(&[
+        "tunnel",
+        "add",
+        "ap2",
+        "--address",
+        "198.18.1.20",
+        "--group",
+        "group1",
+    ]);
+    p.wait_for(5, "ap2 on node 1", || {
+        tunnels(0).contains(&"ap2".to_string())
+    });
+    p.wait_for(5, "revision 1 on both, each seen by the other", || {
+        revisions(0) == (1, Some(1)) && revisions(1) == (1, Some(1))
+    });
+    // A removal on the master reaches the backup, as revision 2.
+    p.nodes[0].ferry(&["tunnel", "remove", "ap2"]);
+    p.wait_for(5, "ap2 gone from node 2", || {
+        !tunnels(1).contains(&"ap2".to_string())
+    });
+    p.wait_for(5, "revision 2 on both", || {
+        revisions(0).0 == 2 && revisions(1).0 == 2
+    });
+    let h = p.nodes[1].json(&["cluster", "history"]);
+    let applied = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "table")
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert!(
+        applied
+            .iter()
+            .any(|d| d.starts_with("applied the peer's table revision 2")),
+        "{applied:?}"
+    );
+    // Nothing moved the group.
+    assert!(is(&p, 0, "master") && is(&p, 1, "backup"));
+}

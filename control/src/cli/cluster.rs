@@ -113,6 +113,11 @@ fn print_status(v: &ClusterStatus) {
         s.stations_received,
         s.stations_sent
     );
+    println!(
+        "table revision {} here, {} at the peer",
+        v.revision,
+        opt(v.peer_revision)
+    );
     let r = &v.rejected;
     println!(
         "refused: {} malformed, {} unknown key, {} forged, {} stale, {} replayed; {} from unknown addresses",

@@ -12,6 +12,10 @@
 //!   the peer has not mastered that group since this node started (then
 //!   nobody holds more state than it does). A group it cannot take for
 //!   that reason is reported as blocked, not taken.
+//! - **Newer table first.** While the peer's table revision is newer
+//!   than this node's, its groups count as incomplete too (for the
+//!   election and a handover); a dead or silent peer cannot send its
+//!   table, so a takeover does not wait for it.
 //! - **Cold start.** Until the peer is first heard, groups wait
 //!   `cold_start` (bounded), then the node takes every group.
 //! - **Both alive, nobody master.** The higher priority takes the group;
@@ -184,6 +188,9 @@ pub struct Election {
     pub peer_heard: Option<Instant>,
     local: IpAddr,
     peer: IpAddr,
+    /// The peer has a newer table revision than this node: every group's
+    /// state here counts as incomplete until the table arrives.
+    pub table_behind: bool,
 }
 
 impl Election {
@@ -216,6 +223,7 @@ impl Election {
             peer_heard: None,
             local,
             peer,
+            table_behind: false,
         }
     }
 
@@ -234,6 +242,7 @@ impl Election {
     /// A heartbeat from the peer at `now`, with its view of each group by
     /// name.
     pub fn heartbeat(&mut self, now: Instant, peer: &[(String, PeerGroup)]) -> Vec<Decision> {
+        let behind = self.table_behind;
         self.peer_heard = Some(now);
         let mut out = Vec::new();
         let (local, peer_addr, hold_down) = (self.local, self.peer, self.timers.hold_down);
@@ -284,7 +293,7 @@ impl Election {
                 _ => None,
             };
             if let Some((role, reason)) = next {
-                apply(g, role, reason, now, &mut out);
+                apply(g, behind, role, reason, now, &mut out);
             }
         }
         out
@@ -292,12 +301,15 @@ impl Election {
 
     /// Time passes: the cold-start bound and the dead peer.
     pub fn tick(&mut self, now: Instant) -> Vec<Decision> {
+        // A dead peer cannot send its newer table: forwarding with this
+        // one beats not forwarding.
+        let behind = false;
         let mut out = Vec::new();
         match self.peer_heard {
             None if now.saturating_duration_since(self.started) >= self.timers.cold_start => {
                 for g in &mut self.groups {
                     if g.role == Role::Init {
-                        apply(g, Role::Master, Reason::ColdStart, now, &mut out);
+                        apply(g, behind, Role::Master, Reason::ColdStart, now, &mut out);
                     }
                 }
             }
@@ -308,7 +320,7 @@ impl Election {
                     if silent >= self.timers.master_down(g.config.priority) {
                         g.healthy_since = None;
                         if g.role != Role::Master {
-                            apply(g, Role::Master, Reason::PeerDead, now, &mut out);
+                            apply(g, behind, Role::Master, Reason::PeerDead, now, &mut out);
                         }
                     }
                 }
@@ -346,14 +358,15 @@ impl Election {
         reason: Reason,
         now: Instant,
     ) -> Result<Vec<Decision>, String> {
+        let behind = self.table_behind;
         let Some(g) = self.groups.iter_mut().find(|g| g.config.name == group) else {
             return Err(format!("no group {group:?}"));
         };
         let mut out = Vec::new();
-        apply(g, role, reason, now, &mut out);
+        apply(g, behind, role, reason, now, &mut out);
         if g.blocked {
             return Err(format!(
-                "group {group:?}: this node's copy of its state is incomplete (bulk sync not done) and the peer has held it"
+                "group {group:?}: this node's copy of its state is incomplete (bulk sync not done, or the peer's table revision is newer) and the peer has held it"
             ));
         }
         Ok(out)
@@ -387,6 +400,8 @@ impl Election {
 
     /// CAPWAP traffic of one of `group`'s tunnels arrived here at `now`.
     pub fn witness(&mut self, group: &str, now: Instant) -> Vec<Decision> {
+        // The peer is silent: as for a dead one, see `tick`.
+        let behind = false;
         let missed = self
             .peer_heard
             .is_none_or(|h| now.saturating_duration_since(h) > self.timers.heartbeat * 3 / 2);
@@ -395,7 +410,7 @@ impl Election {
             && missed
             && g.role != Role::Master
         {
-            apply(g, Role::Master, Reason::Witness, now, &mut out);
+            apply(g, behind, Role::Master, Reason::Witness, now, &mut out);
         }
         out
     }
@@ -427,8 +442,15 @@ impl Election {
 /// Takes `role` for `g`, unless it is mastership this node may not take
 /// (its copy is incomplete and the peer has held the group): then the
 /// group is marked blocked and stays as it is.
-fn apply(g: &mut Group, role: Role, reason: Reason, now: Instant, out: &mut Vec<Decision>) {
-    if role == Role::Master && !g.synced && g.peer_held {
+fn apply(
+    g: &mut Group,
+    behind: bool,
+    role: Role,
+    reason: Reason,
+    now: Instant,
+    out: &mut Vec<Decision>,
+) {
+    if role == Role::Master && (!g.synced || behind) && g.peer_held {
         g.blocked = true;
         return;
     }

@@ -148,6 +148,11 @@ pub enum Order {
     },
     /// Send a bulk snapshot, and ask the peer for one.
     Resync,
+    /// Send this node's table, of this revision, to the peer.
+    Table {
+        /// Its revision.
+        revision: u64,
+    },
 }
 
 /// The queue of [`Order`]s, shared by the HA handle, the HA thread and

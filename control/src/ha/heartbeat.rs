@@ -19,7 +19,7 @@
 use std::{
     io::ErrorKind,
     net::{IpAddr, SocketAddr, UdpSocket},
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, Mutex, atomic::Ordering, mpsc},
     time::{Duration, Instant},
 };
 
@@ -32,10 +32,12 @@ use tracing::{info, warn};
 use super::{
     Control, Shared,
     election::{Decision, Election, PeerGroup, Reason, Role},
-    view::{Event, EventKind, GroupStatus, PathStatus},
+    view::{Event, EventKind},
     wire::{Kind, Opener, Sealer},
 };
 use crate::config::{ElectionMode, HaConfig};
+
+mod publish;
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -47,6 +49,9 @@ pub struct Advert {
     pub node: String,
     /// Its view of every group it has.
     pub groups: Vec<(String, PeerGroup)>,
+    /// Its table revision.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// The heartbeat socket, bound before the data plane is touched (a start
@@ -105,6 +110,7 @@ pub(super) struct Link {
     /// witness looks for new ones while the peer is silent).
     pub(super) last_rx: Vec<Option<u64>>,
     pub(super) inbox: super::handover::Inbox,
+    pub(super) revisions: super::Revisions,
     pub(super) reasons: Vec<Option<Reason>>,
     pub(super) peer_view: Option<Advert>,
     pub(super) peer_up: Option<bool>,
@@ -165,6 +171,7 @@ impl Link {
         let advert = Advert {
             node: self.node.clone(),
             groups: self.election.advert(now),
+            revision: self.revisions.own(),
         };
         let body = match serde_json::to_vec(&advert) {
             Ok(b) => b,
@@ -225,6 +232,10 @@ impl Link {
             };
             self.heard[path].0 = Some(now);
             self.heard[path].1 += 1;
+            self.revisions
+                .peer
+                .store(advert.revision, Ordering::Relaxed);
+            self.election.table_behind = advert.revision > self.revisions.own();
             if self.ha.election == ElectionMode::Builtin {
                 let d = self.election.heartbeat(now, &advert.groups);
                 self.carry_out(d);
@@ -467,110 +478,6 @@ impl Link {
             },
             _ => {}
         }
-    }
-
-    /// Copies the state out for readers, and notes path and peer changes.
-    fn publish(&mut self, now: Instant) {
-        let dead = self.ha.heartbeat * self.ha.dead_after;
-        let ms =
-            |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_millis() as u64);
-        let mut events = Vec::new();
-        let mut paths = Vec::with_capacity(self.ha.peers.len());
-        for (i, addr) in self.ha.peers.iter().enumerate() {
-            let (at, received) = self.heard[i];
-            let up = at.is_some_and(|t| now.saturating_duration_since(t) < dead);
-            if up != self.path_up[i] && (up || at.is_some()) {
-                let kind = if up {
-                    EventKind::PathUp
-                } else {
-                    EventKind::PathDown
-                };
-                events.push(Event::now(kind, format!("path {} ({addr})", i + 1)));
-            }
-            self.path_up[i] = up;
-            paths.push(PathStatus {
-                address: *addr,
-                up,
-                last_heard_ms: ms(at),
-                received,
-            });
-        }
-        let any = paths.iter().any(|p| p.up);
-        let heard = self.heard.iter().filter_map(|h| h.0).max();
-        if heard.is_some() && self.peer_up != Some(any) {
-            let kind = if any {
-                EventKind::PeerUp
-            } else {
-                EventKind::PeerDown
-            };
-            let name = self.peer_view.as_ref().map_or("?", |a| a.node.as_str());
-            events.push(Event::now(kind, format!("peer {name}")));
-            self.peer_up = Some(any);
-        }
-        let groups = self
-            .election
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                // The peer's view only while it is heard: a dead peer's
-                // last words are not its role.
-                let peer = self.peer_view.as_ref().filter(|_| any).and_then(|a| {
-                    a.groups
-                        .iter()
-                        .find(|(n, _)| *n == g.config.name)
-                        .map(|(_, p)| *p)
-                });
-                let index = i as u16 + 1;
-                let stats = self.roles.stats(index).unwrap_or_default();
-                let dataplane = match self.roles.active(index) {
-                    Ok(true) => "active".to_string(),
-                    Ok(false) => "standby".to_string(),
-                    Err(e) => format!("unreadable: {e}"),
-                };
-                GroupStatus {
-                    name: g.config.name.clone(),
-                    index,
-                    role: g.role,
-                    dataplane,
-                    reason: self.reasons[i],
-                    for_ms: now.saturating_duration_since(g.since).as_millis() as u64,
-                    priority: g.config.priority,
-                    peer_priority: peer.map(|p| p.priority),
-                    peer_role: peer.map(|p| p.role),
-                    preempt: g.config.preempt,
-                    preempt_delay_s: g.config.preempt_delay.as_secs(),
-                    synced: g.synced,
-                    blocked: g.blocked,
-                    peer_synced: peer.map(|p| p.synced),
-                    up_packets: stats.up_packets,
-                    down_packets: stats.down_packets,
-                    standby_drops: stats.standby_drops,
-                }
-            })
-            .collect();
-        let mut s = lock(&self.shared);
-        for e in events {
-            info!(kind = ?e.kind, detail = %e.detail, "HA");
-            s.history.push(e);
-        }
-        let st = &mut s.status;
-        st.node = self.node.clone();
-        st.address = Some(self.local);
-        st.election = Some(self.ha.election);
-        st.heartbeat_ms = self.ha.heartbeat.as_millis() as u64;
-        st.groups = groups;
-        st.sent = self.sent.clone();
-        st.peer.node = self.peer_view.as_ref().map(|a| a.node.clone());
-        st.peer.state = match (heard, any) {
-            (None, _) => "unknown",
-            (Some(_), true) => "up",
-            (Some(_), false) => "down",
-        }
-        .to_string();
-        st.peer.epoch = self.opener.epoch();
-        st.peer.last_heard_ms = ms(heard);
-        st.peer.paths = paths;
     }
 }
 

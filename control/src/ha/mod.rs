@@ -71,6 +71,38 @@ pub struct Shared {
     pub handover_id: u64,
 }
 
+/// The pair's table revisions: this node's, and the peer's as its last
+/// heartbeat said.
+#[derive(Debug, Clone, Default)]
+pub struct Revisions {
+    own: Arc<std::sync::atomic::AtomicU64>,
+    peer: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Revisions {
+    /// This node's revision.
+    pub fn own(&self) -> u64 {
+        self.own.load(Ordering::Relaxed)
+    }
+
+    /// The peer's, as last heard.
+    pub fn peer(&self) -> u64 {
+        self.peer.load(Ordering::Relaxed)
+    }
+
+    /// The revision for a table change made here: past both nodes'.
+    pub fn next(&self) -> u64 {
+        let r = self.own().max(self.peer()) + 1;
+        self.own.store(r, Ordering::Relaxed);
+        r
+    }
+
+    /// The peer's table of revision `r` is installed here.
+    pub fn set(&self, r: u64) {
+        self.own.store(r, Ordering::Relaxed);
+    }
+}
+
 /// Handovers kept for `ferry failover` to read.
 const HANDOVERS_KEPT: usize = 64;
 
@@ -153,6 +185,8 @@ pub struct Ha {
     /// handover drains it).
     withheld: Arc<Vec<AtomicBool>>,
     inbox: Inbox,
+    /// Table revisions.
+    pub revisions: Revisions,
 }
 
 /// The HA sockets, bound before the data plane is touched.
@@ -162,6 +196,7 @@ pub struct Bound {
     epoch: u64,
     local: std::net::IpAddr,
     inbox: Inbox,
+    revisions: Revisions,
 }
 
 impl Bound {
@@ -181,7 +216,14 @@ impl Bound {
         let epoch = epoch();
         let socket = heartbeat::bind(ha)?;
         let inbox = Inbox::default();
-        let sync = sync::SyncService::bind(ha, key.clone(), epoch, local, inbox.clone())?;
+        let revisions = Revisions::default();
+        let sync = sync::SyncService::bind(
+            ha,
+            key.clone(),
+            epoch,
+            local,
+            (inbox.clone(), revisions.clone()),
+        )?;
         Ok((
             Self {
                 socket,
@@ -189,6 +231,7 @@ impl Bound {
                 epoch,
                 local,
                 inbox,
+                revisions,
             },
             sync,
         ))
@@ -248,6 +291,7 @@ impl Ha {
             draining: vec![false; groups],
             last_rx: vec![None; groups],
             inbox: bound.inbox.clone(),
+            revisions: bound.revisions.clone(),
             reasons: vec![None; groups],
             peer_view: None,
             peer_up: None,
@@ -268,7 +312,16 @@ impl Ha {
                     .collect(),
             ),
             inbox: bound.inbox,
+            revisions: bound.revisions,
         })
+    }
+
+    /// A table change was applied here: give it the next revision and
+    /// send the table to the peer.
+    pub fn replicate(&self) -> u64 {
+        let revision = self.revisions.next();
+        self.inbox.push(Order::Table { revision });
+        revision
     }
 
     /// Whether keepalives of group `index`'s tunnels go unanswered.

@@ -74,6 +74,18 @@ pub enum Handoff {
     },
     /// Send a bulk snapshot again (`ferry cluster resync`).
     Resync,
+    /// One part of the sender's table (its tunnels and static stations
+    /// as JSON, cut in parts that fit the envelope).
+    Table {
+        /// The pair revision it carries.
+        revision: u64,
+        /// This part, from 0.
+        part: u32,
+        /// How many parts.
+        parts: u32,
+        /// The JSON text of this part.
+        data: String,
+    },
 }
 
 /// A station as synced.
@@ -277,6 +289,12 @@ mod tests {
             },
             Handoff::Ask { group: "g".into() },
             Handoff::Resync,
+            Handoff::Table {
+                revision: 3,
+                part: 0,
+                parts: 1,
+                data: "{\"a\": 1}".into(),
+            },
         ];
         for m in [Msg::BulkStart, Msg::BulkEnd(7), Msg::BulkAck(1 << 40)]
             .into_iter()

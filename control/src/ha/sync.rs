@@ -28,6 +28,7 @@
 //! refused by the same classes; a refused message drops the connection.
 
 mod handoff;
+mod table;
 
 use std::{
     collections::HashMap,
@@ -46,7 +47,7 @@ use mio::{
 use tracing::{info, warn};
 
 use super::{
-    Control,
+    Control, Revisions,
     handover::{Handovers, Inbox},
     key::Key,
     stream::{self, Msg, StationBodies},
@@ -105,12 +106,22 @@ pub struct SyncService {
     handovers: Handovers,
     /// When the service was made: a deadline that is always due.
     bound_at: Instant,
+    /// The pair's table revisions.
+    revisions: Revisions,
+    /// A table being received: its revision and the parts so far.
+    table_rx: Option<(u64, Vec<String>)>,
 }
 
 impl SyncService {
     /// Binds the sync listener (before the data plane is touched). `local`
     /// is this node's address towards the first peer path.
-    pub fn bind(ha: &HaConfig, key: Key, epoch: u64, local: IpAddr, inbox: Inbox) -> Result<Self> {
+    pub fn bind(
+        ha: &HaConfig,
+        key: Key,
+        epoch: u64,
+        local: IpAddr,
+        (inbox, revisions): (Inbox, Revisions),
+    ) -> Result<Self> {
         let any: IpAddr = if ha.peers[0].is_ipv4() {
             IpAddr::from([0, 0, 0, 0])
         } else {
@@ -135,6 +146,8 @@ impl SyncService {
             inbox,
             handovers: Handovers::default(),
             bound_at: Instant::now(),
+            revisions,
+            table_rx: None,
         })
     }
 
@@ -191,6 +204,12 @@ impl SyncService {
             format!("sync stream up with {}", self.target.ip()),
         );
         self.bulk(node);
+        // The newer table wins: each side offers its own, the receiver
+        // takes it only if it is newer than what it runs.
+        let own = self.revisions.own();
+        if own > 0 {
+            self.send_table(node, own);
+        }
     }
 
     /// Sends a bulk snapshot: every station of the groups mastered here,

@@ -41,6 +41,14 @@ pub struct ClusterStatus {
     pub sent: Vec<u64>,
     /// Heartbeats that could not be sent (socket errors), all paths.
     pub send_errors: u64,
+    /// This node's table revision (shared by the pair: a table change on
+    /// either node is applied on both under the next revision; 0 until
+    /// the first since this start).
+    #[serde(default)]
+    pub revision: u64,
+    /// The peer's, from its last heartbeat.
+    #[serde(default)]
+    pub peer_revision: Option<u64>,
 }
 
 /// One group in [`ClusterStatus`].
@@ -166,7 +174,9 @@ pub enum EventKind {
     Sync,
     /// A new master announced a group's stations.
     Announce,
-    /// A data plane write failed.
+    /// A table revision sent to or applied from the peer.
+    Table,
+    /// A data plane write failed, or the peer's table was refused.
     Error,
 }
 

@@ -381,3 +381,21 @@ fn a_handover_that_did_not_happen_leaves_the_rules_as_they_were() {
     assert_eq!(p.roles("g1"), (Role::Master, Role::Backup));
     assert_eq!(p.last('b', "g1").map(|l| l.2), Some(Reason::SplitBrain));
 }
+
+#[test]
+fn a_node_behind_the_peers_table_is_not_elected_or_handed_a_group_but_takes_over_a_dead_peer() {
+    let mut p = Pair::new(vec![group("g1", 100, false)], vec![group("g1", 200, false)]);
+    p.sync_all();
+    p.run(100);
+    assert_eq!(p.roles("g1"), (Role::Backup, Role::Master));
+    p.a.table_behind = true;
+    let now = p.t;
+    let refused = p.a.force("g1", Role::Master, Reason::Handover, now);
+    assert!(refused.unwrap_err().contains("table revision"));
+    assert!(p.a.groups[0].blocked);
+    // The peer dies: a takeover does not wait for a table nobody can send.
+    p.b_up = false;
+    p.run(400);
+    assert_eq!(p.roles("g1").0, Role::Master);
+    assert_eq!(p.last('a', "g1").map(|l| l.2), Some(Reason::PeerDead));
+}

@@ -25,11 +25,11 @@ impl SyncService {
         self.conn.as_ref().is_some_and(|c| !c.connecting)
     }
 
-    fn send_control(&mut self, h: Handoff) {
+    pub(super) fn send_control(&mut self, h: Handoff) {
         self.queue(&stream::marker(&Msg::Control(h)));
     }
 
-    fn group_event(node: &Node, group: &str, detail: String) {
+    pub(super) fn group_event(node: &Node, group: &str, detail: String) {
         tracing::info!(group, "HA handover: {detail}");
         if let Some(ha) = &node.ha {
             ha.send(Control::Event(Event {
@@ -62,6 +62,9 @@ impl SyncService {
                     self.send_control(Handoff::Resync);
                 }
                 Order::Resync => {}
+                Order::Table { revision } if self.connected() => self.send_table(node, revision),
+                // Sent when the stream comes back (the newer one wins).
+                Order::Table { .. } => {}
             }
         }
     }
@@ -159,6 +162,12 @@ impl SyncService {
                 }
             }
             Handoff::Resync => self.bulk(node),
+            Handoff::Table {
+                revision,
+                part,
+                parts,
+                data,
+            } => self.table_part(node, revision, (part, parts), data),
         }
         self.publish_handovers(node);
     }
