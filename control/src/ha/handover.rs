@@ -121,6 +121,26 @@ pub struct HandoverStatus {
 }
 
 impl HandoverStatus {
+    /// Handover `id` of `group` at `phase`, nothing measured yet.
+    pub fn new(id: u64, group: &str, phase: Phase) -> Self {
+        Self {
+            id,
+            group: group.to_string(),
+            phase,
+            error: None,
+            elapsed_ms: 0,
+            take_us: None,
+            peer_flip_us: None,
+            drain_ms: None,
+            drained_by: None,
+            announced: None,
+            here_up: 0,
+            here_down: 0,
+            peer_up: None,
+            peer_down: None,
+        }
+    }
+
     /// Whether it is over.
     pub fn finished(&self) -> bool {
         matches!(self.phase, Phase::Done | Phase::Failed)
@@ -234,22 +254,7 @@ impl Handovers {
     pub fn started(&mut self, id: u64, group: &str, index: u16, opts: Options, base: GroupStats) {
         let now = Instant::now();
         self.giving.push(Giving {
-            status: HandoverStatus {
-                id,
-                group: group.to_string(),
-                phase: Phase::Taking,
-                error: None,
-                elapsed_ms: 0,
-                take_us: None,
-                peer_flip_us: None,
-                drain_ms: None,
-                drained_by: None,
-                announced: None,
-                here_up: 0,
-                here_down: 0,
-                peer_up: None,
-                peer_down: None,
-            },
+            status: HandoverStatus::new(id, group, Phase::Taking),
             index,
             opts,
             t0: now,
@@ -263,20 +268,8 @@ impl Handovers {
     /// A status that never started (refused before `Take`).
     pub fn refused(id: u64, group: &str, error: String) -> HandoverStatus {
         HandoverStatus {
-            id,
-            group: group.to_string(),
-            phase: Phase::Failed,
             error: Some(error),
-            elapsed_ms: 0,
-            take_us: None,
-            peer_flip_us: None,
-            drain_ms: None,
-            drained_by: None,
-            announced: None,
-            here_up: 0,
-            here_down: 0,
-            peer_up: None,
-            peer_down: None,
+            ..HandoverStatus::new(id, group, Phase::Failed)
         }
     }
 

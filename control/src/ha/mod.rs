@@ -407,10 +407,8 @@ impl Ha {
         for g in mine {
             s.handover_id += 1;
             let id = s.handover_id;
-            let mut queued = handover::Handovers::refused(id, &g.name, String::new());
-            queued.phase = handover::Phase::Queued;
-            queued.error = None;
-            s.handovers.push(queued);
+            s.handovers
+                .push(HandoverStatus::new(id, &g.name, handover::Phase::Queued));
             self.inbox.push(Order::Failover {
                 id,
                 group: g.name.clone(),
