@@ -52,6 +52,12 @@ impl Pair {
         }
     }
 
+    /// Node a starts afresh now (a restart), with `groups`.
+    fn restart_a(&mut self, groups: Vec<GroupConfig>) {
+        let (x, y): (IpAddr, IpAddr) = ([198, 18, 9, 1].into(), [198, 18, 9, 2].into());
+        self.a = Election::new(timers(), groups, self.t, x, y);
+    }
+
     fn ms(&self) -> u64 {
         (self.t - self.start).as_millis() as u64
     }
@@ -209,13 +215,7 @@ fn a_split_brain_heals_to_one_master_per_group_within_a_heartbeat() {
     p.link = false;
     p.run(1000);
     let now = p.t;
-    p.a = Election::new(
-        timers(),
-        vec![group("g1", 150, false)],
-        now,
-        [198, 18, 9, 1].into(),
-        [198, 18, 9, 2].into(),
-    );
+    p.restart_a(vec![group("g1", 150, false)]);
     p.a.set_synced("g1", true, now);
     p.start = now - Duration::from_millis(p.ms());
     p.run(3000);
@@ -234,14 +234,7 @@ fn preemption_waits_for_the_delay_and_the_hold_down() {
     p.a_up = false;
     p.run(1000);
     assert_eq!(p.roles("g1").1, Role::Master);
-    let now = p.t;
-    p.a = Election::new(
-        timers(),
-        vec![group("g1", 200, true)],
-        now,
-        [198, 18, 9, 1].into(),
-        [198, 18, 9, 2].into(),
-    );
+    p.restart_a(vec![group("g1", 200, true)]);
     p.a_up = true;
     let back = p.ms();
     p.run(200);
@@ -283,13 +276,7 @@ fn without_preempt_a_returning_higher_priority_stays_backup() {
     p.a_up = false;
     p.run(1000);
     let now = p.t;
-    p.a = Election::new(
-        timers(),
-        vec![group("g1", 200, false)],
-        now,
-        [198, 18, 9, 1].into(),
-        [198, 18, 9, 2].into(),
-    );
+    p.restart_a(vec![group("g1", 200, false)]);
     p.a.set_synced("g1", true, now);
     p.a_up = true;
     p.run(5000);

@@ -273,6 +273,12 @@ impl SyncService {
             return;
         }
         let (steps, keep) = self.handovers.tick(now, |i| node.dp.group_stats(i).ok());
+        self.carry_out(node, steps, keep);
+    }
+
+    /// Carries out `steps`, keeps the groups in `keep` (their handover
+    /// did not happen) and publishes the handovers.
+    fn carry_out(&mut self, node: &Node, steps: Vec<Step>, keep: Vec<String>) {
         for s in steps {
             self.step(node, s);
         }
@@ -301,15 +307,7 @@ impl SyncService {
     /// The stream went down under handovers.
     pub(super) fn handovers_lost(&mut self, node: &Node) {
         let (steps, keep) = self.handovers.lost();
-        for s in steps {
-            self.step(node, s);
-        }
-        if let Some(ha) = &node.ha {
-            for group in keep {
-                ha.send(Control::Unyield { group });
-            }
-        }
-        self.publish_handovers(node);
+        self.carry_out(node, steps, keep);
     }
 
     fn publish_handovers(&mut self, node: &Node) {
