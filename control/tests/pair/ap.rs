@@ -38,6 +38,9 @@ pub struct Live {
     down_from: [AtomicU32; 2],
     sending: AtomicBool,
     receiving: AtomicBool,
+    /// Receivers with their socket bound: the senders wait for both, or
+    /// a first frame sent before a receiver listens would count as lost.
+    listening: AtomicUsize,
 }
 
 /// The traffic's outcome.
@@ -72,6 +75,17 @@ impl Live {
         )
     }
 
+    /// Blocks until both receivers listen.
+    fn wait_listening(&self) {
+        while self.listening.load(Ordering::Acquire) < 2 {
+            assert!(
+                self.start.elapsed() < Duration::from_secs(5),
+                "the receivers did not start"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Downstream frames so far by encapsulating node.
     pub fn down_from(&self) -> [u32; 2] {
         [0, 1].map(|i| self.down_from[i].load(Ordering::Relaxed))
@@ -99,6 +113,7 @@ impl Pair {
             down_from: [AtomicU32::new(0), AtomicU32::new(0)],
             sending: AtomicBool::new(true),
             receiving: AtomicBool::new(true),
+            listening: AtomicUsize::new(0),
         };
         let gap = Duration::from_secs(1) / pps;
         let out = std::thread::scope(|sc| {
@@ -110,6 +125,7 @@ impl Pair {
                 self.ap
                     .enter(|| {
                         let s = PacketSocket::bind("ap0")?;
+                        l.wait_listening();
                         let mut seq = 0;
                         while l.sending.load(Ordering::Relaxed) {
                             s.send(&self.up_frame(l.master(), STATION, seq))?;
@@ -234,6 +250,7 @@ impl Pair {
 fn receive(l: &Live, upstream: bool, ifname: &str) -> anyhow::Result<()> {
     let s = PacketSocket::bind(ifname)?;
     s.set_rcvbuf(4 << 20)?;
+    l.listening.fetch_add(1, Ordering::Release);
     let node_of = |src: std::net::Ipv4Addr| usize::from(src.octets()[3] == 2);
     while l.receiving.load(Ordering::Relaxed) {
         let Some(f) = s.recv(Duration::from_millis(20))? else {
