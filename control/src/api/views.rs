@@ -411,8 +411,12 @@ pub struct TunnelRow {
     pub session_id: Option<String>,
     /// Whether the tunnel has entries in the live table.
     pub installed: bool,
-    /// Active or standby.
+    /// Active or standby, as configured.
     pub state: crate::config::TunnelState,
+    /// Configured active, but installed standby: the HA pair's licence
+    /// pool does not cover it (read from the live entry).
+    #[serde(default)]
+    pub unlicensed: bool,
     /// Client VLAN.
     pub vlan: u16,
     /// Frame format.

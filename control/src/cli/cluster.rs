@@ -6,7 +6,7 @@ use ferry::{
     api::protocol::Request,
     ha::{
         election::Role,
-        view::{ClusterStatus, Event},
+        view::{ClusterStatus, Event, LicenceStatus},
     },
 };
 use serde::Serialize;
@@ -118,11 +118,36 @@ fn print_status(v: &ClusterStatus) {
         v.revision,
         opt(v.peer_revision)
     );
+    if let Some(l) = &v.licences {
+        print_licences(l);
+    }
     let r = &v.rejected;
     println!(
         "refused: {} malformed, {} unknown key, {} forged, {} stale, {} replayed; {} from unknown addresses",
         r.malformed, r.unknown_key, r.forged, r.stale, r.replayed, v.foreign
     );
+}
+
+/// The licence lines of `ferry cluster status`.
+fn print_licences(l: &LicenceStatus) {
+    let grace = match (l.grace_left_s, l.grace_expired) {
+        (Some(s), _) => format!(
+            ", peer lost: its licences count {} more days",
+            s.div_ceil(86_400)
+        ),
+        (None, true) => ", peer lost: grace over".to_string(),
+        (None, false) => String::new(),
+    };
+    println!(
+        "licences: {} used ({} here) of pool {} ({} local + {} peer){grace}",
+        l.used, l.used_here, l.pool, l.local, l.peer
+    );
+    if !l.unlicensed.is_empty() {
+        println!(
+            "  standby for lack of a licence: {}",
+            l.unlicensed.join(", ")
+        );
+    }
 }
 
 /// One row of `ferry cluster members`.

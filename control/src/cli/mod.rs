@@ -195,7 +195,7 @@ pub fn tunnels(t: &Target) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>5} {:<26} {:>6} {:<7} {:>5} {:<6} {:>8} {:>10} {:>10} {:<9}",
+        "{:<16} {:>5} {:<26} {:>6} {:<10} {:>5} {:<6} {:>8} {:>10} {:>10} {:<9}",
         "AP",
         "ID",
         "ADDRESS",
@@ -220,12 +220,16 @@ pub fn tunnels(t: &Target) -> Result<()> {
             (None, None) => "-".to_string(),
         };
         println!(
-            "{:<16} {:>5} {:<26} {:>6} {:<7} {:>5} {:<6} {:>8} {:>10} {:>10} {:<9}",
+            "{:<16} {:>5} {:<26} {:>6} {:<10} {:>5} {:<6} {:>8} {:>10} {:>10} {:<9}",
             r.ap,
             opt(r.id),
             addr,
             port,
-            r.state.as_str(),
+            if r.unlicensed {
+                "unlicensed"
+            } else {
+                r.state.as_str()
+            },
             r.vlan,
             r.format.as_str(),
             opt(r.stations),

@@ -52,6 +52,9 @@ pub struct Advert {
     /// Its table revision.
     #[serde(default)]
     pub revision: u64,
+    /// Its `ha.licenses` (the pair's licence pool is both nodes').
+    #[serde(default)]
+    pub licenses: Option<u32>,
 }
 
 /// The heartbeat socket, bound before the data plane is touched (a start
@@ -172,6 +175,7 @@ impl Link {
             node: self.node.clone(),
             groups: self.election.advert(now),
             revision: self.revisions.own(),
+            licenses: Some(self.ha.licenses),
         };
         let body = match serde_json::to_vec(&advert) {
             Ok(b) => b,

@@ -20,14 +20,17 @@
 //! - [`view`]: what the thread publishes: `ferry cluster status`, members
 //!   and history.
 //!
-//! Not yet: learned AP ports and session bindings on the sync stream,
-//! table revisions across the pair, licences.
+//! - [`licence`]: the pair's licence pool, the peer's grace, and which
+//!   tunnels the pool admits.
+//!
+//! Not yet: learned AP ports and session bindings on the sync stream.
 
 pub mod announce;
 pub mod election;
 pub mod handover;
 pub mod heartbeat;
 pub mod key;
+pub mod licence;
 pub mod stream;
 pub mod sync;
 pub mod view;
@@ -484,6 +487,11 @@ impl Ha {
         if self.tx.send(c).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+
+    /// Adds `e` to the history (events of the event loop's side).
+    pub fn record(&self, e: Event) {
+        lock(&self.shared).history.push(e);
     }
 
     /// Publishes the sync stream's state.

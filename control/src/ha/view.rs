@@ -49,6 +49,34 @@ pub struct ClusterStatus {
     /// The peer's, from its last heartbeat.
     #[serde(default)]
     pub peer_revision: Option<u64>,
+    /// AP licences (filled in by the event loop, which owns the tables).
+    #[serde(default)]
+    pub licences: Option<LicenceStatus>,
+}
+
+/// Licences in [`ClusterStatus`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LicenceStatus {
+    /// Tunnels holding a licence: configured active and admitted (each
+    /// forwards on whichever node masters its group).
+    pub used: u64,
+    /// Of those, the ones whose group this node masters.
+    pub used_here: u64,
+    /// This node's `ha.licenses`.
+    pub local: u32,
+    /// The peer's licences counted in the pool.
+    pub peer: u32,
+    /// The pair's pool: `local + peer`.
+    pub pool: u32,
+    /// Seconds of grace left while the peer is lost and its licences
+    /// still count.
+    pub grace_left_s: Option<u64>,
+    /// The peer is lost and its licences no longer count.
+    pub grace_expired: bool,
+    /// Tunnels configured active but held standby for lack of a licence.
+    pub unlicensed: Vec<String>,
+    /// Times a tunnel was refused a licence since start.
+    pub refused_total: u64,
 }
 
 /// One group in [`ClusterStatus`].
@@ -111,6 +139,9 @@ pub struct PeerStatus {
     pub last_heard_ms: Option<u64>,
     /// Each path, in `ha.peers` order.
     pub paths: Vec<PathStatus>,
+    /// Its `ha.licenses`, from its last heartbeat.
+    #[serde(default)]
+    pub licenses: Option<u32>,
 }
 
 /// One peer path.
@@ -176,6 +207,8 @@ pub enum EventKind {
     Announce,
     /// A table revision sent to or applied from the peer.
     Table,
+    /// The licence pool changed, or tunnels gained or lost a licence.
+    Licence,
     /// A data plane write failed, or the peer's table was refused.
     Error,
 }

@@ -4,17 +4,68 @@ use super::exposition::{Exposition, Kind};
 use crate::{
     ha::{
         election::Role,
-        view::{ClusterStatus, GroupStatus},
+        view::{ClusterStatus, GroupStatus, LicenceStatus},
     },
     runtime::node::Node,
 };
 
 /// The `ferry_ha_*` families (none on a node without `[ha]`).
 pub fn render(node: &Node, e: &mut Exposition) {
-    let Some(ha) = &node.ha else { return };
-    let v = ha.status();
+    let Ok(v) = node.cluster_status() else { return };
     groups(&v, e);
     peer(&v, e);
+    if let Some(l) = &v.licences {
+        licences(l, e);
+    }
+}
+
+fn licences(l: &LicenceStatus, e: &mut Exposition) {
+    for (name, help, kind, value) in [
+        (
+            "ferry_ha_licences_used",
+            "Tunnels holding an AP licence (active on whichever node masters their group).",
+            Kind::Gauge,
+            l.used,
+        ),
+        (
+            "ferry_ha_licences_used_here",
+            "Of those, tunnels of groups this node masters.",
+            Kind::Gauge,
+            l.used_here,
+        ),
+        (
+            "ferry_ha_licences_pool",
+            "The pair's licence pool: this node's plus the peer's (while up or in grace).",
+            Kind::Gauge,
+            u64::from(l.pool),
+        ),
+        (
+            "ferry_ha_licences_local",
+            "ha.licenses of this node.",
+            Kind::Gauge,
+            u64::from(l.local),
+        ),
+        (
+            "ferry_ha_licences_grace_seconds",
+            "Seconds the lost peer's licences still count (0 when not in grace).",
+            Kind::Gauge,
+            l.grace_left_s.unwrap_or(0),
+        ),
+        (
+            "ferry_ha_tunnels_unlicensed",
+            "Tunnels configured active but held standby for lack of a licence.",
+            Kind::Gauge,
+            l.unlicensed.len() as u64,
+        ),
+        (
+            "ferry_ha_licence_refusals_total",
+            "Times a tunnel was held standby for lack of a licence.",
+            Kind::Counter,
+            l.refused_total,
+        ),
+    ] {
+        e.family(name, kind, help).sample(name, &[], value as f64);
+    }
 }
 
 /// A per-group family: name, help, and the flag it shows.

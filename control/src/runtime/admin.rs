@@ -106,13 +106,13 @@ fn handle(node: &mut Node, req: Request) -> Result<Box<RawValue>> {
             return raw(&node.stations(ap.as_deref(), limit.unwrap_or(1000))?);
         }
         Request::Counters => return raw(&node.counters()?),
-        Request::ClusterStatus => return raw(&node.ha()?.status()),
+        Request::ClusterStatus => return raw(&node.cluster_status()?),
         Request::ClusterHistory => return raw(&node.ha()?.history()),
         Request::ClusterRole { group, role } => {
             node.ha()?
                 .set_role(&group, role)
                 .map_err(|e| anyhow::anyhow!(e))?;
-            return raw(&node.ha()?.status());
+            return raw(&node.cluster_status()?);
         }
         Request::ClusterResync => {
             node.ha()?.resync().map_err(|e| anyhow::anyhow!(e))?;

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod conn;
 pub mod event_loop;
+pub mod licensing;
 pub mod lock;
 pub mod node;
 pub mod queries;

@@ -51,6 +51,8 @@ pub struct Node {
     pub bindings_dirty: bool,
     /// The HA thread, with `[ha]`.
     pub ha: Option<crate::ha::Ha>,
+    /// Licence accounting, with `[ha]`.
+    pub licensing: Option<super::licensing::Licensing>,
 }
 
 impl Node {
@@ -77,6 +79,7 @@ impl Node {
     /// Once a second: the attachments as the kernel reports them, data
     /// channels that went silent, and a bindings file that owes a binding.
     pub fn tick(&mut self) {
+        self.relicense();
         if self.attachments.check(&mut self.dp).reattached {
             self.retarget_interfaces();
         }

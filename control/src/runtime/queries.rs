@@ -147,6 +147,8 @@ impl Node {
                 session_id: t.session_id.as_ref().map(format_session_id),
                 installed: live.is_some(),
                 state: t.state,
+                unlicensed: t.state == TunnelState::Active
+                    && live.is_some_and(|l| l.info.flags & abi::TUNNEL_STANDBY != 0),
                 vlan: t.vlan,
                 format: t.format,
                 stations: id.and_then(|id| counts.get(id as usize).copied()),

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use super::{
     admin,
     event_loop::{self, Service},
+    licensing::Licensing,
     lock::InstanceLock,
     node::Node,
     signals::{SignalService, TickService},
@@ -40,7 +41,7 @@ use crate::{
     host::{self, AttachMode},
     keepalive::{RateLimit, Sessions, service::KeepaliveService},
     metrics, pins, state,
-    tables::{self, Saved, TableState, lower},
+    tables::{self, Saved, TableState, licensing::Admission, lower},
 };
 
 /// `ferry run` options.
@@ -112,6 +113,13 @@ fn serve(
         }
         None => None,
     };
+    let licensing = match &config.ha {
+        Some(h) => Some(Licensing::load(&opts.state_dir, &config.name, h)?),
+        None => None,
+    };
+    let admission = licensing
+        .as_ref()
+        .map_or_else(Admission::default, Licensing::initial);
     let saved = state::read(state_file)?;
     if let Some(s) = &saved {
         s.check().map_err(|e| refuse_state(state_file, &e))?;
@@ -119,7 +127,11 @@ fn serve(
     let adopted = ferry_dataplane::datapath::pinned_abi(pin_dir)?.is_some();
     std::fs::create_dir_all(pin_dir)
         .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
-    let up = match bring_up(config, saved, adopted, pin_dir, state_file, opts.mode) {
+    let how = How {
+        mode: opts.mode,
+        admission,
+    };
+    let up = match bring_up(config, saved, adopted, pin_dir, state_file, how) {
         Ok(v) => v,
         Err(e) => {
             if !adopted {
@@ -143,6 +155,7 @@ fn serve(
         ),
     }
     let mut node = node(opts, up, adopted, pin_dir, state_file);
+    node.licensing = licensing;
     if let (Some(bound), Some(h)) = (ha, node.tables.config.ha.clone()) {
         let ha = crate::ha::Ha::start(
             &node.tables.config.name,
@@ -181,6 +194,14 @@ fn serve(
     r
 }
 
+/// How [`bring_up`] installs and attaches.
+struct How {
+    /// Attach mode.
+    mode: AttachMode,
+    /// Licence admission of the first table (HA).
+    admission: Admission,
+}
+
 /// The node over what [`bring_up`] made.
 fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path) -> Node {
     let config = &up.tables.config;
@@ -209,6 +230,7 @@ fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path
         last_reload: None,
         bindings_dirty: false,
         ha: None,
+        licensing: None,
     }
 }
 
@@ -310,7 +332,7 @@ fn bring_up(
     adopted: bool,
     pin_dir: &Path,
     state_file: &Path,
-    mode: AttachMode,
+    how: How,
 ) -> Result<Up> {
     let mut dp = Datapath::load_pinned(pin_dir)?;
     let ap_ifindex = host::ifindex(&config.ap_side)?;
@@ -331,15 +353,16 @@ fn bring_up(
         lowered.settings.ap_ifindex = ap_ifindex;
         dp.set_local_addrs(&lowered.local_addrs)?;
         dp.set_settings(with_local4(lowered.settings, &lowered.local_addrs))?;
-        let (t, c) = TableState::adopt(&mut dp, config, saved, ap_ifindex)
+        let (t, c) = TableState::adopt_with(&mut dp, config, saved, ap_ifindex, how.admission)
             .context("adopting the running tables")?;
         (t, Some(c))
     } else {
-        (TableState::install(&mut dp, config, ap_ifindex)?, None)
+        let t = TableState::install_with(&mut dp, config, ap_ifindex, how.admission)?;
+        (t, None)
     };
     dp.set_client_egress(client_ifindex)?;
     dp.set_ap_egress(ap_ifindex)?;
-    let attachments = Attachments::attach(&mut dp, &tables.config, pin_dir, mode)?;
+    let attachments = Attachments::attach(&mut dp, &tables.config, pin_dir, how.mode)?;
     Ok(Up {
         dp,
         tables,

@@ -339,7 +339,7 @@ impl<M: TableMaps> TableState<M> {
 /// (each update atomic on its own): downstream entries are written before
 /// the upstream keys that lead to them, and cleared after the keys are gone.
 /// A learned port stays: it is live state, not configuration.
-fn edit_entries<M: TableMaps>(
+pub(super) fn edit_entries<M: TableMaps>(
     maps: &mut M,
     live: &mut M::Table,
     old: &[Tunnel],

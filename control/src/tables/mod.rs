@@ -33,6 +33,7 @@ use crate::{
 mod bind;
 mod change;
 pub mod ids;
+pub mod licensing;
 pub mod lower;
 pub mod maps;
 mod plan;
@@ -82,6 +83,8 @@ pub struct TableState<M: TableMaps> {
     ap_ifindex: u32,
     /// Lookups for session bindings; dropped by every table change.
     bind_index: Option<bind::BindIndex>,
+    /// Which tunnels the licence pool covers (HA; no limit without).
+    admission: licensing::Admission,
 }
 
 /// The running table as structured data (the state file's form).
@@ -179,7 +182,19 @@ impl Saved {
 impl<M: TableMaps> TableState<M> {
     /// Installs `config` on a freshly loaded data plane.
     pub fn install(maps: &mut M, config: Config, ap_ifindex: u32) -> Result<Self> {
+        Self::install_with(maps, config, ap_ifindex, licensing::Admission::default())
+    }
+
+    /// [`Self::install`] under licence admission `admission` from the
+    /// first entry written.
+    pub fn install_with(
+        maps: &mut M,
+        config: Config,
+        ap_ifindex: u32,
+        admission: licensing::Admission,
+    ) -> Result<Self> {
         let mut s = Self::empty(config, ap_ifindex);
+        s.admission = admission;
         // A fresh data plane: every slot starts at zero already.
         s.ids
             .assign(s.config.tunnels.iter().map(|t| t.ap.as_str()), []);
@@ -202,7 +217,26 @@ impl<M: TableMaps> TableState<M> {
         saved: Option<Saved>,
         ap_ifindex: u32,
     ) -> Result<(Self, Change)> {
+        Self::adopt_with(
+            maps,
+            config,
+            saved,
+            ap_ifindex,
+            licensing::Admission::default(),
+        )
+    }
+
+    /// [`Self::adopt`] under licence admission `admission` from the first
+    /// entry written.
+    pub fn adopt_with(
+        maps: &mut M,
+        config: Config,
+        saved: Option<Saved>,
+        ap_ifindex: u32,
+        admission: licensing::Admission,
+    ) -> Result<(Self, Change)> {
         let mut s = Self::empty(config.clone(), ap_ifindex);
+        s.admission = admission;
         let live = maps.live().context("reading the running tunnel table")?;
         let live_keys: BTreeMap<_, _> = maps
             .entries(&live)?
@@ -291,6 +325,7 @@ impl<M: TableMaps> TableState<M> {
             last: None,
             last_swap: None,
             bind_index: None,
+            admission: licensing::Admission::default(),
         }
     }
 
@@ -348,6 +383,8 @@ impl<M: TableMaps> TableState<M> {
 
     /// The lowered tables of `config` with this node's ids and `bound`.
     fn build_tables_with(&self, config: &Config, bound: &BTreeMap<String, SocketAddr>) -> Tables {
+        let admitted = self.admitted(config);
+        let config = admitted.as_ref().unwrap_or(config);
         let ids = &self.ids;
         let mut t = lower::lower(config, &|i, t| ids.get(&t.ap).unwrap_or(i as u32), &|t| {
             bound.get(&t.ap).copied()

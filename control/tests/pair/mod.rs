@@ -299,8 +299,14 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
 
     /// Starts `ferry run` on node `i` and waits for its admin socket.
     pub fn start(&self, i: usize) {
+        self.start_env(i, &[]);
+    }
+
+    /// The same with environment variables `env` set.
+    pub fn start_env(&self, i: usize, env: &[(&str, &str)]) {
         let node = &self.nodes[i];
         let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
+        cmd.envs(env.iter().copied());
         cmd.args(["run", "--config"])
             .arg(&node.config)
             .arg("--pin-root")

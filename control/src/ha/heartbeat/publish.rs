@@ -70,6 +70,7 @@ impl Link {
         .to_string();
         st.peer.epoch = self.opener.epoch();
         st.peer.last_heard_ms = ms(heard);
+        st.peer.licenses = self.peer_view.as_ref().and_then(|a| a.licenses);
         st.peer.paths = paths;
         st.revision = self.revisions.own();
         st.peer_revision = self
