@@ -371,3 +371,64 @@ fn a_table_change_on_either_node_reaches_the_other_under_one_revision() {
     // Nothing moved the group.
     assert!(is(&p, 0, "master") && is(&p, 1, "backup"));
 }
+
+#[test]
+fn a_learned_ap_port_reaches_the_backup_and_serves_downstream_after_a_takeover() {
+    let p = started("hlp");
+    // An any-port tunnel at the AP's address: its port is learned from
+    // the AP's first frame, at the master only.
+    p.nodes[0].ferry(&[
+        "tunnel",
+        "add",
+        "ap2",
+        "--address",
+        "198.18.1.10",
+        "--group",
+        "group1",
+    ]);
+    p.wait_for(5, "ap2 on node 2", || {
+        p.nodes[1].json(&["tunnels"])["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["ap"] == "ap2" && t["installed"] == true)
+    });
+    let got = p.exchange(
+        true,
+        &[p.up_frame_from(12_300, 0, 2, 1)],
+        Duration::from_millis(400),
+    );
+    assert_eq!(got, vec![(1, None)], "upstream through ap2 at the master");
+    let learned = |i: usize| -> Option<u64> {
+        p.nodes[i].json(&["tunnels"])["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["ap"] == "ap2")
+            .and_then(|t| t["learned_port"].as_u64())
+    };
+    assert_eq!(learned(0), Some(12_300));
+    p.wait_for(5, "the learned port synced to node 2", || {
+        learned(1) == Some(12_300)
+    });
+    let st = p.nodes[1].cluster();
+    assert!(st["sync"]["learned_received"].as_u64() >= Some(1), "{st}");
+    assert!(p.nodes[0].cluster()["sync"]["learned_sent"].as_u64() >= Some(1));
+
+    // The master dies; the AP has never sent through node 2, which
+    // encapsulates to the port it knows only through sync.
+    p.nodes[0].kill9();
+    p.wait_for(5, "node 2 master", || is(&p, 1, "master"));
+    p.wait_for(5, "the stations announced", || {
+        p.nodes[1]
+            .ferry(&["cluster", "history"])
+            .contains("stations announced")
+    });
+    let got = p.exchange(false, &[Pair::down_frame(2, 2)], Duration::from_millis(400));
+    assert_eq!(
+        got,
+        vec![(2, Some(p.nodes[1].addr))],
+        "downstream through ap2 at node 2\n{}",
+        counters(&p)
+    );
+}

@@ -74,6 +74,14 @@ pub enum Handoff {
     },
     /// Send a bulk snapshot again (`ferry cluster resync`).
     Resync,
+    /// Learned AP ports of any-port tunnels and Session ID bindings, by
+    /// AP name (see `sync::learned`).
+    Learned {
+        /// (AP, the port its frames come from).
+        ports: Vec<(String, u16)>,
+        /// (AP, the address and port its keepalives come from).
+        bindings: Vec<(String, std::net::SocketAddr)>,
+    },
     /// One part of the sender's table (its tunnels and static stations
     /// as JSON, cut in parts that fit the envelope).
     Table {

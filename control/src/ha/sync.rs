@@ -28,6 +28,7 @@
 //! refused by the same classes; a refused message drops the connection.
 
 mod handoff;
+mod learned;
 mod table;
 
 use std::{
@@ -110,6 +111,8 @@ pub struct SyncService {
     revisions: Revisions,
     /// A table being received: its revision and the parts so far.
     table_rx: Option<(u64, Vec<String>)>,
+    /// Learned ports and bindings last sent.
+    learned: learned::Sent,
 }
 
 impl SyncService {
@@ -148,6 +151,7 @@ impl SyncService {
             bound_at: Instant::now(),
             revisions,
             table_rx: None,
+            learned: learned::Sent::default(),
         })
     }
 
@@ -216,9 +220,11 @@ impl SyncService {
     /// between the markers.
     fn bulk(&mut self, node: &mut Node) {
         self.sent.clear();
+        self.learned_reset();
         self.queue(&stream::marker(&Msg::BulkStart));
         let t0 = Instant::now();
         let n = self.scan(node);
+        self.scan_learned(node);
         self.queue(&stream::marker(&Msg::BulkEnd(n)));
         Self::event(
             node,
@@ -244,12 +250,8 @@ impl SyncService {
     /// Sends the stations of groups this node masters that changed since
     /// they were last sent; returns how many.
     fn scan(&mut self, node: &mut Node) -> u64 {
+        let active = active_groups(node);
         let config = &node.tables.config;
-        let Some(ha) = &config.ha else { return 0 };
-        // Which groups forward here, as the kernel has it.
-        let active: Vec<bool> = (0..=ha.groups.len())
-            .map(|g| g > 0 && node.dp.group_active(g as u16).unwrap_or(false))
-            .collect();
         let mut by_id: HashMap<u32, &str> = HashMap::new();
         for t in &config.tunnels {
             let g = usize::from(config.group_index(t));
@@ -574,7 +576,7 @@ impl Service for SyncService {
             }
             Some(c) if !c.connecting && now >= self.next_scan => {
                 self.next_scan = now + SCAN_INTERVAL;
-                if c.out.len() < OUT_HIGH && self.scan(node) > 0 {
+                if c.out.len() < OUT_HIGH && self.scan(node) + self.scan_learned(node) as u64 > 0 {
                     self.publish(node);
                 }
             }
@@ -582,4 +584,16 @@ impl Service for SyncService {
         }
         self.flush(node, reg);
     }
+}
+
+/// Which groups forward here, as the kernel has it, by data plane index
+/// (index 0, no group, is never one; empty without `[ha]`).
+fn active_groups(node: &Node) -> Vec<bool> {
+    let n = node.tables.config.ha.as_ref().map_or(0, |h| h.groups.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    (0..=n)
+        .map(|g| g > 0 && node.dp.group_active(g as u16).unwrap_or(false))
+        .collect()
 }

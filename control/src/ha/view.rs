@@ -170,6 +170,13 @@ pub struct SyncStatus {
     pub stations_received: u64,
     /// Stations sent to the peer.
     pub stations_sent: u64,
+    /// Learned AP ports and session bindings sent to the peer.
+    #[serde(default)]
+    pub learned_sent: u64,
+    /// The peer's learned AP ports and session bindings installed here
+    /// (not counted: those this node had learned itself).
+    #[serde(default)]
+    pub learned_received: u64,
     /// The last bulk received: stations and milliseconds.
     pub last_bulk: Option<(u64, u64)>,
     /// Connections closed at once: not from an address in `ha.peers`, or

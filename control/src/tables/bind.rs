@@ -29,7 +29,7 @@ use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use ferry_dataplane::{datapath::table_entries, tables::Tunnel};
-use ferry_ebpf::abi::{Addr, TunnelDown, TunnelInfo, TunnelKey};
+use ferry_ebpf::abi::{self, Addr, TunnelDown, TunnelInfo, TunnelKey};
 use tracing::warn;
 
 use super::{TableMaps, TableState, lower};
@@ -301,5 +301,27 @@ impl<M: TableMaps> Writer<'_, M> {
                 warn!("undoing a failed binding: {e}");
             }
         }
+    }
+}
+
+impl<M: TableMaps> TableState<M> {
+    /// Writes `port` as the learned port of any-port tunnel `ap` (the HA
+    /// peer learned it), unless this node has learned one itself: the port
+    /// the AP uses towards this node wins. Whether it was written.
+    pub fn learn_port(&mut self, maps: &mut M, ap: &str, port: u16) -> Result<bool> {
+        let Some(t) = self.config.tunnel_named(ap) else {
+            return Ok(false);
+        };
+        let (Some(_), None, Some(id)) = (t.address, t.port, self.ids.get(ap)) else {
+            return Ok(false);
+        };
+        let mut live = maps.live()?;
+        let mut d = maps.down(&live, id)?;
+        if d.flags & abi::DOWN_VALID == 0 || d.flags & abi::DOWN_FIXED_PORT != 0 || d.port != 0 {
+            return Ok(false);
+        }
+        d.port = port;
+        maps.set_down(&mut live, id, d)?;
+        Ok(true)
     }
 }

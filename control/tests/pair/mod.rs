@@ -334,9 +334,14 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
 
     /// The upstream frame from the AP to node `to`, from station `sta`.
     pub fn up_frame(&self, to: usize, sta: u32, seq: u32) -> Vec<u8> {
+        self.up_frame_from(AP_PORT, to, sta, seq)
+    }
+
+    /// The same from the AP's UDP port `sport`.
+    pub fn up_frame_from(&self, sport: u16, to: usize, sta: u32, seq: u32) -> Vec<u8> {
         let node = &self.nodes[to];
         let mut t = Transport::new(IpAddr::V4(AP), IpAddr::V4(node.addr));
-        t.sport = AP_PORT;
+        t.sport = sport;
         t.src_mac = self.ap0_mac;
         t.dst_mac = node.fap0_mac;
         let inner = craft::ethernet(GW, station(sta), None, ETHERTYPE, &payload(seq));

@@ -162,6 +162,7 @@ impl SyncService {
                 }
             }
             Handoff::Resync => self.bulk(node),
+            Handoff::Learned { ports, bindings } => self.learned_in(node, ports, bindings),
             Handoff::Table {
                 revision,
                 part,
