@@ -415,6 +415,52 @@ fn a_learned_ap_port_reaches_the_backup_and_serves_downstream_after_a_takeover()
     assert!(st["sync"]["learned_received"].as_u64() >= Some(1), "{st}");
     assert!(p.nodes[0].cluster()["sync"]["learned_sent"].as_u64() >= Some(1));
 
+    // A session tunnel bound by a keepalive at the master only: the
+    // binding reaches node 2 too.
+    p.nodes[0].ferry(&[
+        "tunnel",
+        "add",
+        "ap3",
+        "--session-id",
+        "00112233445566778899aabbccddeeff",
+        "--group",
+        "group1",
+    ]);
+    p.wait_for(5, "ap3 on node 2", || {
+        p.nodes[1].ferry(&["tunnels"]).contains("ap3")
+    });
+    // From another address of the AP's namespace (ap2 takes any port at
+    // 198.18.1.10); the echo has no route back, the binding needs none.
+    p.ap.exec(&["ip", "addr", "add", "198.18.1.11/32", "dev", "ap0"])
+        .unwrap();
+    let to = std::net::SocketAddr::from((p.nodes[0].addr, 5247));
+    p.ap.enter(|| {
+        let s = std::net::UdpSocket::bind("198.18.1.11:12301")?;
+        s.send_to(
+            &ferry_dataplane::craft::keepalive(&[
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff,
+            ]),
+            to,
+        )?;
+        Ok::<_, anyhow::Error>(())
+    })
+    .unwrap();
+    let address = |i: usize| -> Option<String> {
+        p.nodes[i].json(&["tunnels"])["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["ap"] == "ap3")
+            .and_then(|t| t["address"].as_str().map(str::to_string))
+    };
+    p.wait_for(5, "ap3 bound at node 1", || {
+        address(0).as_deref() == Some("198.18.1.11")
+    });
+    p.wait_for(5, "ap3's binding synced to node 2", || {
+        address(1).as_deref() == Some("198.18.1.11")
+    });
+
     // The master dies; the AP has never sent through node 2, which
     // encapsulates to the port it knows only through sync.
     p.nodes[0].kill9();
