@@ -11,8 +11,8 @@
 //!   runs the election and writes each decision into the data plane's
 //!   group role map (`GROUP_ROLES`) in the same step;
 //! - [`stream`] and [`sync`]: the sync stream (TCP, an event-loop
-//!   service): bulk snapshots and updates of learned stations, installed
-//!   into the peer's live station table;
+//!   service): bulk snapshots and updates of learned stations, AP ports
+//!   and session bindings, installed into the peer's live tables;
 //! - [`announce`]: a new master's gratuitous frames, one per station, so
 //!   the switches move the stations' MACs to it;
 //! - [`handover`]: the planned make-before-break handover of a group to
@@ -22,8 +22,7 @@
 //!
 //! - [`licence`]: the pair's licence pool, the peer's grace, and which
 //!   tunnels the pool admits.
-//!
-//! Not yet: learned AP ports and session bindings on the sync stream.
+
 
 pub mod announce;
 pub mod election;

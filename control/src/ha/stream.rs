@@ -297,6 +297,10 @@ mod tests {
             },
             Handoff::Ask { group: "g".into() },
             Handoff::Resync,
+            Handoff::Learned {
+                ports: vec![("ap1".into(), 12_222)],
+                bindings: vec![("ap2".into(), "198.18.1.11:12301".parse().unwrap())],
+            },
             Handoff::Table {
                 revision: 3,
                 part: 0,
