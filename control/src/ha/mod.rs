@@ -23,7 +23,6 @@
 //! - [`licence`]: the pair's licence pool, the peer's grace, and which
 //!   tunnels the pool admits.
 
-
 pub mod announce;
 pub mod election;
 pub mod handover;
