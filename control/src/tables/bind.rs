@@ -43,6 +43,7 @@ impl<M: TableMaps> TableState<M> {
     /// its entries in the live table move to `peer`, nothing else changes.
     pub fn bind(&mut self, maps: &mut M, ap: &str, peer: SocketAddr) -> Result<Change> {
         let t0 = Instant::now();
+        let beyond_pool = self.unadmitted(ap);
         let index = self
             .bind_index
             .get_or_insert_with(|| BindIndex::build(&self.config.tunnels, &self.tables.tunnels));
@@ -71,8 +72,14 @@ impl<M: TableMaps> TableState<M> {
             .ids
             .get(ap)
             .with_context(|| format!("tunnel {ap:?} has no id"))?;
-        let new = lower::tunnel(&self.config, id, t, Some(peer))
+        let mut new = lower::tunnel(&self.config, id, t, Some(peer))
             .with_context(|| format!("tunnel {ap:?}: no local address for {peer}"))?;
+        if beyond_pool {
+            // Beyond the licence pool: bound, but installed standby, as a
+            // whole-table build would have it.
+            new.info.flags |= abi::TUNNEL_STANDBY;
+            new.down.flags |= abi::DOWN_STANDBY;
+        }
         let row = index.rows.get(&id).copied();
         let old = row.map(|r| self.tables.tunnels[r]);
         let around = index.around(&self.tables.tunnels, id, new.key, old.map(|o| o.key));

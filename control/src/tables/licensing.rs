@@ -83,6 +83,17 @@ impl<M: TableMaps> TableState<M> {
         Some(c)
     }
 
+    /// Whether configured-active tunnel `ap` is outside the licence pool
+    /// (free when the pool covers every tunnel, the usual case, so a
+    /// binding keeps its constant cost).
+    pub(super) fn unadmitted(&self, ap: &str) -> bool {
+        self.admitted(&self.config).is_some_and(|c| {
+            c.tunnels.iter().zip(&self.config.tunnels).any(|(a, t)| {
+                t.ap == ap && t.state == TunnelState::Active && a.state == TunnelState::Standby
+            })
+        })
+    }
+
     /// Ids of the live tunnels not in standby.
     fn forwarding_ids(&self) -> BTreeSet<u32> {
         self.tables
@@ -228,5 +239,26 @@ mod tests {
         s.rollback(&mut m).unwrap();
         assert!(s.unlicensed().is_empty());
         assert_eq!(m.model.upstream(&up(10, 2)).reason, Reason::Forwarded);
+    }
+
+    #[test]
+    fn a_session_tunnel_beyond_the_pool_is_bound_standby() {
+        let c = Config::parse(
+            std::path::Path::new("t.toml"),
+            &format!(
+                "{CONFIG}{}[[tunnel]]\nap = \"nat\"\nsession_id = \"00112233445566778899aabbccddeeff\"\n",
+                tunnel("ap1", 10)
+            ),
+        )
+        .unwrap();
+        let mut m = ModelMaps::new(&lower::by_position(&c)).unwrap();
+        let mut s = TableState::install_with(&mut m, c, 0, pool(1, &[])).unwrap();
+        let peer: std::net::SocketAddr = "198.18.1.20:5000".parse().unwrap();
+        s.bind(&mut m, "nat", peer).unwrap();
+        assert_eq!(s.unlicensed(), ["nat"]);
+        assert_eq!(m.model.upstream(&up(20, 3)).reason, Reason::DropStandby);
+        let r = s.readmit(&mut m, pool(2, &[])).unwrap().unwrap();
+        assert_eq!(r.licensed, ["nat"]);
+        assert_eq!(m.model.upstream(&up(20, 3)).reason, Reason::Forwarded);
     }
 }
