@@ -165,7 +165,7 @@ impl Node {
             mastered,
         };
         let readmitted = match self.tables.readmit(&mut self.dp, a) {
-            Ok(r) => r.is_some(),
+            Ok(changed) => changed,
             Err(e) => {
                 warn!("licences: re-admitting the table (retried next second): {e:#}");
                 false

@@ -38,15 +38,6 @@ impl Default for Admission {
     }
 }
 
-/// What a re-admission changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Readmitted {
-    /// Tunnels that got a licence.
-    pub licensed: Vec<String>,
-    /// Tunnels that lost theirs (standby now).
-    pub unlicensed: Vec<String>,
-}
-
 impl<M: TableMaps> TableState<M> {
     /// `config` with every tunnel the pool does not cover set to standby,
     /// or `None` when it covers them all.
@@ -135,16 +126,16 @@ impl<M: TableMaps> TableState<M> {
 
     /// Applies new admission rules to the live table, rewriting only the
     /// entries whose standby flag changes (each write atomic on its own;
-    /// the tables' generation stays: this is not a table change).
-    pub fn readmit(&mut self, maps: &mut M, a: Admission) -> Result<Option<Readmitted>> {
+    /// the tables' generation stays: this is not a table change); whether
+    /// any entry changed.
+    pub fn readmit(&mut self, maps: &mut M, a: Admission) -> Result<bool> {
         if a == self.admission {
-            return Ok(None);
+            return Ok(false);
         }
-        let before: BTreeSet<String> = self.unlicensed().into_iter().collect();
         let old_admission = std::mem::replace(&mut self.admission, a);
         let tables = self.build_tables(&self.config);
         if tables.tunnels == self.tables.tunnels {
-            return Ok(None);
+            return Ok(false);
         }
         let r = (|| -> Result<()> {
             let mut live = maps.live()?;
@@ -159,11 +150,7 @@ impl<M: TableMaps> TableState<M> {
             return Err(e);
         }
         self.tables = tables;
-        let after: BTreeSet<String> = self.unlicensed().into_iter().collect();
-        Ok(Some(Readmitted {
-            licensed: before.difference(&after).cloned().collect(),
-            unlicensed: after.difference(&before).cloned().collect(),
-        }))
+        Ok(true)
     }
 }
 
@@ -201,13 +188,12 @@ mod tests {
                 .all(|t| t.state == TunnelState::Active)
         );
         let generation = s.generation;
-        let r = s.readmit(&mut m, pool(3, &[])).unwrap().unwrap();
-        assert_eq!(r.licensed, ["ap3"]);
+        assert!(s.readmit(&mut m, pool(3, &[])).unwrap());
         assert!(s.unlicensed().is_empty());
         assert_eq!(s.generation, generation);
         assert_eq!(m.model.upstream(&up(12, 2)).reason, Reason::Forwarded);
         // The same rules again: nothing to do.
-        assert_eq!(s.readmit(&mut m, pool(3, &[])).unwrap(), None);
+        assert!(!s.readmit(&mut m, pool(3, &[])).unwrap());
         // The station learned before stays: entries were edited in place.
         assert_eq!(down(&m, 1), Ok([198, 18, 1, 10]));
     }
@@ -216,12 +202,12 @@ mod tests {
     fn forwarding_tunnels_keep_their_licence_when_the_pool_shrinks() {
         let (mut m, mut s) = start(&[("ap1", 10), ("ap2", 11), ("ap3", 12)]);
         // Group 0 (no HA group) stands for a group mastered here.
-        let r = s.readmit(&mut m, pool(1, &[0])).unwrap();
-        assert_eq!(r, None, "all three forward here: they stay");
+        let changed = s.readmit(&mut m, pool(1, &[0])).unwrap();
+        assert!(!changed, "all three forward here: they stay");
         assert!(s.unlicensed().is_empty());
         // Not mastered here: only the first is admitted.
-        let r = s.readmit(&mut m, pool(1, &[])).unwrap().unwrap();
-        assert_eq!(r.unlicensed, ["ap2", "ap3"]);
+        assert!(s.readmit(&mut m, pool(1, &[])).unwrap());
+        assert_eq!(s.unlicensed(), ["ap2", "ap3"]);
         assert_eq!(m.model.upstream(&up(11, 2)).reason, Reason::DropStandby);
         assert_eq!(m.model.upstream(&up(10, 2)).reason, Reason::Forwarded);
     }
@@ -257,8 +243,8 @@ mod tests {
         s.bind(&mut m, "nat", peer).unwrap();
         assert_eq!(s.unlicensed(), ["nat"]);
         assert_eq!(m.model.upstream(&up(20, 3)).reason, Reason::DropStandby);
-        let r = s.readmit(&mut m, pool(2, &[])).unwrap().unwrap();
-        assert_eq!(r.licensed, ["nat"]);
+        assert!(s.readmit(&mut m, pool(2, &[])).unwrap());
+        assert!(s.unlicensed().is_empty());
         assert_eq!(m.model.upstream(&up(20, 3)).reason, Reason::Forwarded);
     }
 }

@@ -138,12 +138,7 @@ impl SyncService {
                 }
             }
             Handoff::Ask { group } => {
-                let index = node
-                    .tables
-                    .config
-                    .ha
-                    .as_ref()
-                    .and_then(|h| h.group_index(&group));
+                let index = group_index(node, &group);
                 let mastered = index.is_some_and(|i| node.dp.group_active(i).unwrap_or(false));
                 match index {
                     Some(i) if mastered => {
@@ -182,12 +177,7 @@ impl SyncService {
                 reply,
             })
             .and_then(|r| r);
-        let index = node
-            .tables
-            .config
-            .ha
-            .as_ref()
-            .and_then(|h| h.group_index(&group));
+        let index = group_index(node, &group);
         if let (Ok(us), Some(index)) = (&r, index) {
             let base = node.dp.group_stats(index).unwrap_or_default();
             self.handovers.taking.insert(
@@ -319,4 +309,9 @@ impl SyncService {
             ha.publish_handovers(v);
         }
     }
+}
+
+/// The data plane index of group `name` here, if it is one of ours.
+fn group_index(node: &Node, name: &str) -> Option<u16> {
+    node.tables.config.ha.as_ref()?.group_index(name)
 }
