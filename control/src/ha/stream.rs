@@ -17,11 +17,13 @@
 //!
 //! Stations name their tunnel by AP name, not id: ids are per node (the
 //! same table can carry different ids on the two nodes after different
-//! histories). Bodies stay under [`BODY_TARGET`], well inside the
-//! envelope's 1 MiB, so a million stations are ~16 messages of ~1 MiB.
+//! histories). Bodies never pass [`BODY_TARGET`], a quarter of the
+//! envelope's 1 MiB, so a million stations are ~64 messages of 256 KiB.
 
-/// A body is closed once it passes this many bytes.
-pub const BODY_TARGET: usize = 1 << 20;
+/// No station body is longer than this: a body at the envelope's limit
+/// could not be sealed, and its stations would be lost.
+pub const BODY_TARGET: usize = 1 << 18;
+const _: () = assert!(BODY_TARGET <= super::wire::MAX_BODY);
 const STATION_LEN: usize = 16;
 
 const STATIONS: u8 = 1;
@@ -162,7 +164,15 @@ impl StationBodies {
     /// Adds station `s` of tunnel `ap` (names longer than 255 bytes cannot
     /// be tunnels: validation caps them at 64).
     pub fn push(&mut self, ap: &str, s: &Station) {
-        if self.cur.len() + STATION_LEN > BODY_TARGET {
+        let name = &ap.as_bytes()[..ap.len().min(255)];
+        let new_record = self.open.as_ref().is_none_or(|(_, a)| a != ap);
+        // Type byte, name length, name and count, when a record opens.
+        let header = if new_record {
+            1 + 1 + name.len() + 4
+        } else {
+            0
+        };
+        if self.cur.len() + header + STATION_LEN > BODY_TARGET {
             self.close_body();
         }
         if self.open.as_ref().is_none_or(|(_, a)| a != ap) {
@@ -170,7 +180,6 @@ impl StationBodies {
             if self.cur.is_empty() {
                 self.cur.push(STATIONS);
             }
-            let name = &ap.as_bytes()[..ap.len().min(255)];
             self.cur.push(name.len() as u8);
             self.cur.extend_from_slice(name);
             self.open = Some((self.cur.len(), ap.to_string()));
@@ -329,8 +338,14 @@ mod tests {
             b.push(&format!("ap{}", i / 40), &sta(i));
         }
         let bodies = b.finish();
-        assert!(bodies.iter().all(|b| b.len() <= BODY_TARGET + 300));
-        assert!(bodies.len() >= 16, "{} bodies", bodies.len());
+        // Every body fits the envelope: one that did not was refused by
+        // the sealer and its stations never reached the peer.
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b.len() <= BODY_TARGET && b.len() <= crate::ha::wire::MAX_BODY)
+        );
+        assert!(bodies.len() >= 61, "{} bodies", bodies.len());
         let mut i = 0u32;
         for body in &bodies {
             let Msg::Stations(recs) = decode(body).unwrap() else {
