@@ -201,7 +201,7 @@ pub fn run(
 
 /// Writes `n` learned stations into the pinned live station table, spread
 /// over the tunnels, as if they had been learned.
-fn fill_stations(pin_dir: &Path, n: u32, ids: &[u32], progress: &impl Fn(&str)) -> Result<()> {
+pub fn fill_stations(pin_dir: &Path, n: u32, ids: &[u32], progress: &impl Fn(&str)) -> Result<()> {
     use aya::maps::{ArrayOfMaps, HashMap as BpfHash, Map, MapData};
     let outer = MapData::from_pin(pin_dir.join(abi::MAP_STATION_TABLES))
         .context("opening the pinned station table")?;

@@ -8,7 +8,11 @@ use std::{fs::File, io::BufWriter, path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use ferry::config::Config;
-use ferry_bench::{control, micro, rebind, traffic};
+use ferry_bench::{
+    control,
+    failover::{self, Phase},
+    micro, rebind, traffic,
+};
 
 #[derive(Parser)]
 #[command(
@@ -132,6 +136,55 @@ EXAMPLE\n  ferry-bench rebind --tunnels 25600 --flappers 400 --rebind-interval 0
         #[arg(long)]
         json: bool,
     },
+    /// The HA pair: takeovers, planned failovers, keepalived, load.
+    #[command(
+        long_about = "Run the HA pair's benchmark on the two-node namespace lab of the HA tests \
+(two `ferry run` nodes, a dual-link AP sending 500 frames a second each way, a client side, a \
+core bridge), default timers:\n\n\
+  unplanned   RUNS x kill -9 of the master: takeover (SIGKILL to the backup's group active in \
+its data plane), decision to flip, frames lost per direction\n\
+  planned     RUNS x `ferry failover` under traffic: its phases and frames lost\n\
+  keepalived  RUNS x kill -9 of keepalived's master (VRRPv3, same advert interval, same \
+namespaces): the comparator for takeover\n\
+  load        heartbeat gaps on the peer path (captured at each receiver) and any false \
+failover while TUNNELS-tunnel tables are swapped on the master and STATIONS learned stations \
+are streamed and bulk-synced to the backup, with the time each takes\n\n\
+Prints each figure as min / median / p95 / max and the issue's targets. Needs root; the \
+keepalived phase needs keepalived (deploy/bootstrap.sh installs it). About 4 minutes with \
+the defaults.\n\n\
+EXAMPLE\n  ferry-bench failover\n  ferry-bench failover --phases load --stations 1000000 --json"
+    )]
+    Failover {
+        /// The ferry binary (default: next to ferry-bench).
+        #[arg(long, value_name = "PATH")]
+        ferry: Option<PathBuf>,
+        /// Which parts to run, in this order.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "unplanned,planned,keepalived,load"
+        )]
+        phases: Vec<Phase>,
+        /// Runs of each takeover kind.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Tunnels in the swapped table.
+        #[arg(long, default_value_t = 25_600)]
+        tunnels: u32,
+        /// Learned stations streamed and bulk-synced.
+        #[arg(long, default_value_t = 1_000_000)]
+        stations: u32,
+        /// Whole-table swaps.
+        #[arg(long, default_value_t = 6)]
+        swaps: u32,
+        /// Forced bulks.
+        #[arg(long, default_value_t = 3)]
+        bulks: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The ferry binary: `given`, else the one next to ferry-bench.
@@ -157,6 +210,36 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Failover {
+            ferry,
+            phases,
+            runs,
+            tunnels,
+            stations,
+            swaps,
+            bulks,
+            json,
+        } => {
+            let ferry = ferry_binary(ferry)?;
+            // SAFETY: no other thread runs yet. The lab shared with the
+            // tests finds the ferry binary through this variable.
+            unsafe { std::env::set_var("FERRY_BIN", &ferry) };
+            let o = failover::Options {
+                phases,
+                runs: runs.max(1),
+                tunnels,
+                stations: stations.max(1),
+                swaps,
+                bulks,
+            };
+            let r = failover::run(&o, |l| eprintln!("{l}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                failover::print(&r);
+            }
+            Ok(())
+        }
         Command::Control {
             ferry,
             tunnels,

@@ -200,6 +200,34 @@ fn synced_stations_are_counted_like_learned_ones_and_forward_downstream() {
         (dp.station_count(2).unwrap(), dp.station_count(4).unwrap()),
         (0, 1)
     );
+    // One batch mixing known and new stations, whichever comes first
+    // (the installer guesses from the one before): each counted once.
+    let other = |i: u8| StationKey {
+        mac: [0x02, 0x5c, 0, 0, 0, i],
+        vlan: 201,
+    };
+    let r = dp
+        .install_synced(&[
+            (key, on(4)),
+            (other(1), on(2)),
+            (other(2), on(2)),
+            (key, on(2)),
+            (other(1), on(2)),
+            (other(3), on(4)),
+        ])
+        .unwrap();
+    assert_eq!(
+        r,
+        Installed {
+            added: 3,
+            moved: 1,
+            kept: 2,
+        }
+    );
+    assert_eq!(
+        (dp.station_count(2).unwrap(), dp.station_count(4).unwrap()),
+        (3, 1)
+    );
     // A static station is never replaced by sync.
     let mut t2 = tables();
     t2.stations = vec![Station::new(STA, 201, 2, 0, None)];

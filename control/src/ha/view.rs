@@ -179,6 +179,10 @@ pub struct SyncStatus {
     pub learned_received: u64,
     /// The last bulk received: stations and milliseconds.
     pub last_bulk: Option<(u64, u64)>,
+    /// How long the last walk of the station table for changes took, µs
+    /// (the walks pause four times as long when this passes 50 ms).
+    #[serde(default)]
+    pub scan_us: u64,
     /// Connections closed at once: not from an address in `ha.peers`, or
     /// not the side that accepts, or a second connection.
     pub refused_connections: u64,

@@ -12,6 +12,20 @@ use std::{
 use ferry_dataplane::netns::Netns;
 use serde_json::Value;
 
+/// The `ferry` binary: cargo's for an integration test of the `ferry`
+/// package; otherwise (`ferry-bench failover`, which shares the HA lab)
+/// `FERRY_BIN`, else the `ferry` next to the running program.
+pub fn ferry_exe() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_ferry") {
+        return p.into();
+    }
+    if let Some(p) = std::env::var_os("FERRY_BIN") {
+        return p.into();
+    }
+    let me = std::env::current_exe().unwrap();
+    me.with_file_name("ferry")
+}
+
 /// A lab's `ferry run`.
 pub struct Ferry {
     child: Mutex<Option<Child>>,
@@ -101,7 +115,7 @@ impl Ferry {
 
     /// Runs a `ferry` CLI subcommand against this ferry.
     pub fn try_ferry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        Command::new(ferry_exe())
             .args(args)
             .arg("--socket")
             .arg(&self.socket)

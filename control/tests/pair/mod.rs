@@ -100,6 +100,12 @@ pub struct NodeHa {
 impl Pair {
     /// Builds the lab and writes both configurations; nothing runs yet.
     pub fn new(tag: &str, ha: [NodeHa; 2]) -> Self {
+        Self::new_with(tag, ha, "")
+    }
+
+    /// The same with `forwarding` (lines of `[forwarding]`, such as a
+    /// station capacity) in both configurations.
+    pub fn new_with(tag: &str, ha: [NodeHa; 2], forwarding: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let core = Netns::new(&format!("{tag}core")).unwrap();
         let ap = Netns::new(&format!("{tag}ap")).unwrap();
@@ -212,18 +218,18 @@ impl Pair {
             _xdp: xdp,
         };
         for (i, h) in ha.iter().enumerate() {
-            pair.write_config(i, h, &key);
+            pair.write_config(i, h, &key, forwarding);
         }
         pair
     }
 
-    fn write_config(&self, i: usize, h: &NodeHa, key: &std::path::Path) {
+    fn write_config(&self, i: usize, h: &NodeHa, key: &std::path::Path, forwarding: &str) {
         let node = &self.nodes[i];
         let peer = 2 - i;
         let text = format!(
             "[node]\nname = \"{}\"\naddresses = [\"{}\"]\n\
 [interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
-[forwarding]\nclient_vlans = [{VLAN}]\n\
+[forwarding]\nclient_vlans = [{VLAN}]\n{forwarding}\
 [downstream]\nnext_hop_mac = \"{}\"\nsource_mac = \"{}\"\n\
 [admin]\nsocket = \"{}\"\n\
 [ha]\npeers = [\"198.18.9.{peer}\", \"198.18.10.{peer}\"]\nkey_file = \"{}\"\n\
@@ -305,7 +311,7 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
     /// The same with environment variables `env` set.
     pub fn start_env(&self, i: usize, env: &[(&str, &str)]) {
         let node = &self.nodes[i];
-        let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_ferry")).unwrap();
+        let mut cmd = node.ns.command(process::ferry_exe()).unwrap();
         cmd.envs(env.iter().copied());
         cmd.args(["run", "--config"])
             .arg(&node.config)
@@ -485,8 +491,13 @@ impl Drop for Pair {
             n.kill9();
             let _ = ferry::pins::remove(&n.pin_dir(&self.pin_root));
         }
+        // FERRY_LAB_KEEP keeps the configurations and logs to look at.
         if let Some(dir) = self.nodes[0].dir.parent() {
-            let _ = std::fs::remove_dir_all(dir);
+            if std::env::var_os("FERRY_LAB_KEEP").is_some() {
+                eprintln!("lab files kept in {}", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }

@@ -168,12 +168,25 @@ impl Datapath {
             .get(&abi::TABLE_SLOT, 0)
             .ctx("reading station table slot")?;
         let mut out = Installed::default();
+        // Whether the next station is likely new here: a bulk into an
+        // empty table is all new stations, a resync or a bulk after a
+        // link flap all known ones. Trying the likely case first costs
+        // one syscall per station instead of two (measured with
+        // `ferry-bench failover --phases load`: 1,000,000 stations).
+        let mut expect_new = true;
         for (k, v) in stations {
             let info = StationInfo {
                 flags: v.flags & !abi::STATION_STATIC,
                 last_seen: now,
                 ..*v
             };
+            // BPF_NOEXIST: if the program learned it meanwhile, its entry
+            // (and count) stands.
+            if expect_new && inner.insert(k, info, 1).is_ok() {
+                counts.add(info.tunnel, 1);
+                out.added += 1;
+                continue;
+            }
             match inner.get(k, 0) {
                 Ok(cur) if cur.flags & abi::STATION_STATIC != 0 => out.kept += 1,
                 Ok(cur)
@@ -194,14 +207,15 @@ impl Datapath {
                     }
                 }
                 Err(_) => {
-                    // BPF_NOEXIST: if the program learned it meanwhile,
-                    // its entry (and count) stands.
                     if inner.insert(k, info, 1).is_ok() {
                         counts.add(info.tunnel, 1);
                         out.added += 1;
                     }
+                    expect_new = true;
+                    continue;
                 }
             }
+            expect_new = false;
         }
         Ok(out)
     }
