@@ -17,7 +17,8 @@ die() { echo "bootstrap: error: $*" >&2; exit 1; }
 
 # --- Debian packages -------------------------------------------------------
 PKGS=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev build-essential pkg-config
-      iproute2 ethtool procps tshark tcpdump ca-certificates)
+      iproute2 ethtool procps tshark tcpdump ca-certificates
+      keepalived)  # the comparator of `ferry-bench failover`; its service starts only with a config
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -50,8 +50,12 @@ pub struct Load {
     /// first, then asks for the master's) until the master's bulk was
     /// installed, as the bench saw it, ms.
     pub resync_ms: Summary,
-    /// Heartbeat gaps per phase and direction.
+    /// Heartbeat gaps per phase and direction (captured on the second
+    /// path).
     pub gaps: Vec<Gaps>,
+    /// Heartbeats sent and received over all the phases, per direction
+    /// and path, from the nodes' own counters.
+    pub heartbeats: Vec<Heard>,
     /// Peer or path losses and role changes either node recorded during
     /// the loaded phases (each one a false failover or near miss).
     pub false_events: Vec<String>,
@@ -109,6 +113,53 @@ fn received(p: &Pair, b: usize) -> u64 {
         .unwrap_or(0)
 }
 
+/// Heartbeats one node sent on one path and the other accepted.
+#[derive(Debug, Serialize)]
+pub struct Heard {
+    /// "node 1 -> node 2".
+    pub direction: String,
+    /// The path, 1 or 2.
+    pub path: usize,
+    /// Sent (the sender's counter).
+    pub sent: u64,
+    /// Accepted (the receiver's counter). Counters are read one node
+    /// after the other, so one heartbeat in flight at either end can
+    /// show as lost or extra.
+    pub received: u64,
+}
+
+/// Per node: heartbeats sent per path, and accepted per path.
+fn heartbeat_counts(p: &Pair) -> [(Vec<u64>, Vec<u64>); 2] {
+    [0, 1].map(|i| {
+        let c = p.nodes[i].cluster();
+        let sent = c["sent"].as_array().into_iter().flatten();
+        let got = c["peer"]["paths"].as_array().into_iter().flatten();
+        (
+            sent.map(|v| v.as_u64().unwrap_or(0)).collect(),
+            got.map(|v| v["received"].as_u64().unwrap_or(0)).collect(),
+        )
+    })
+}
+
+/// What each node sent on each path between `a` and `b`, and what the
+/// other accepted.
+fn heartbeats_lost(a: &[(Vec<u64>, Vec<u64>); 2], b: &[(Vec<u64>, Vec<u64>); 2]) -> Vec<Heard> {
+    let mut out = Vec::new();
+    for (from, to) in [(0, 1), (1, 0)] {
+        for path in 0..a[from].0.len().min(b[from].0.len()) {
+            let at = |v: &[u64]| v.get(path).copied().unwrap_or(0);
+            let delta = |x: &[u64], y: &[u64]| at(y).saturating_sub(at(x));
+            out.push(Heard {
+                direction: format!("node {} -> node {}", from + 1, to + 1),
+                path: path + 1,
+                sent: delta(&a[from].0, &b[from].0),
+                received: delta(&a[to].1, &b[to].1),
+            });
+        }
+    }
+    out
+}
+
 /// The first history event of node `i` at or after `since_ms` whose
 /// detail starts with `prefix`: its time and the detail's two numbers
 /// ("received N stations of M sent, in T ms": N and M; "sending N
@@ -158,11 +209,14 @@ pub fn run(
             && p.is(1, "backup")
             && p.nodes[1].cluster()["groups"][0]["synced"] == true
     });
+    // The second path: it carries heartbeats only (the sync stream's
+    // megabytes on the first would crowd the capture socket).
     let caps = [
-        Capture::start(&p.nodes[1].ns, "h2a", [198, 18, 9, 1].into(), HA_PORT)?,
-        Capture::start(&p.nodes[0].ns, "h1a", [198, 18, 9, 2].into(), HA_PORT)?,
+        Capture::start(&p.nodes[1].ns, "h2b", [198, 18, 10, 1].into(), HA_PORT)?,
+        Capture::start(&p.nodes[0].ns, "h1b", [198, 18, 10, 2].into(), HA_PORT)?,
     ];
     let since = unix_ms();
+    let counted_from = heartbeat_counts(&p);
     let mut phases: Vec<(&str, Instant, Instant)> = Vec::new();
 
     progress("load: quiet");
@@ -260,6 +314,8 @@ pub fn run(
             gaps.push(heartbeats::gaps(&a, *from, *to, phase, name));
         }
     }
+    let counted_to = heartbeat_counts(&p);
+    let heartbeats = heartbeats_lost(&counted_from, &counted_to);
     let false_events = false_events(&p, since);
     if !p.is(0, "master") || !p.is(1, "backup") {
         bail!("the roles moved during the load: {}", p.counters());
@@ -274,6 +330,7 @@ pub fn run(
         bulk_rx_ms: Summary::of(&mut rx_ms),
         resync_ms: Summary::of(&mut resync_ms),
         gaps,
+        heartbeats,
         false_events,
     })
 }

@@ -311,6 +311,12 @@ pub fn print(r: &Report) {
                 g.phase, g.direction, g.heartbeats, g.gap_ms.median, g.p99_ms, g.gap_ms.max
             );
         }
+        for h in &l.heartbeats {
+            println!(
+                "  heartbeats {} on path {}: {} sent, {} accepted",
+                h.direction, h.path, h.sent, h.received
+            );
+        }
         for e in &l.false_events {
             println!("  FALSE FAILOVER EVENT: {e}");
         }
