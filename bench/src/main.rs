@@ -150,7 +150,7 @@ namespaces): the comparator for takeover\n\
 failover while TUNNELS-tunnel tables are swapped on the master and STATIONS learned stations \
 are streamed and bulk-synced to the backup, with the time each takes\n\n\
 Prints each figure as min / median / p95 / max and the issue's targets. Needs root; the \
-keepalived phase needs keepalived (deploy/bootstrap.sh installs it). About 4 minutes with \
+keepalived phase needs keepalived (deploy/bootstrap.sh installs it). About 5 minutes with \
 the defaults.\n\n\
 EXAMPLE\n  ferry-bench failover\n  ferry-bench failover --phases load --stations 1000000 --json"
     )]

@@ -25,6 +25,9 @@ use serde::Serialize;
 
 use super::{Summary, pair::Pair};
 
+/// The pair's virtual address (on the first peer path's subnet).
+const VIP: &str = "198.18.9.100/32";
+
 /// What the comparator measured.
 #[derive(Debug, Serialize)]
 pub struct Keepalived {
@@ -42,6 +45,7 @@ struct Instance {
     dir: PathBuf,
     fifo: PathBuf,
     lines: Receiver<(Instant, String)>,
+    killed: bool,
 }
 
 impl Instance {
@@ -84,29 +88,38 @@ impl Instance {
                 "global_defs {{\n  router_id ferrybench{me}\n  notify_fifo {}\n  vrrp_version 3\n}}\n\
 vrrp_instance VI_1 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id 51\n  priority {prio}\n\
   advert_int {:.2}\n  unicast_src_ip 198.18.9.{me}\n  unicast_peer {{\n    198.18.9.{peer}\n  }}\n\
-  virtual_ipaddress {{\n    198.18.9.100/32\n  }}\n}}\n",
+  virtual_ipaddress {{\n    {VIP}\n  }}\n}}\n",
                 fifo.display(),
                 advert_ms as f64 / 1000.0
             ),
         )?;
         let log = File::create(dir.join("keepalived.log"))?;
         let mut cmd = node.ns.command("keepalived")?;
-        cmd.args(["--dont-fork", "--log-console", "--vrrp", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join("keepalived.pid"))
-            .arg("-r")
-            .arg(dir.join("vrrp.pid"))
-            .arg("-c")
-            .arg(dir.join("checkers.pid"))
-            .stdout(Stdio::null())
-            .stderr(log);
+        // No respawn: the parent must not restart the VRRP process
+        // between the two kills.
+        cmd.args([
+            "--dont-fork",
+            "--dont-respawn",
+            "--log-console",
+            "--vrrp",
+            "-f",
+        ])
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.join("keepalived.pid"))
+        .arg("-r")
+        .arg(dir.join("vrrp.pid"))
+        .arg("-c")
+        .arg(dir.join("checkers.pid"))
+        .stdout(Stdio::null())
+        .stderr(log);
         let child = cmd.spawn().context("starting keepalived")?;
         Ok(Self {
             child,
             dir,
             fifo,
             lines,
+            killed: false,
         })
     }
 
@@ -142,8 +155,12 @@ vrrp_instance VI_1 {{\n  state BACKUP\n  interface {ifname}\n  virtual_router_id
         std::fs::read_to_string(self.dir.join("keepalived.log")).unwrap_or_default()
     }
 
-    /// SIGKILL to the VRRP process, then the parent.
+    /// SIGKILL to the VRRP process, then the parent; once (the VRRP
+    /// process's pid could belong to another process afterwards).
     fn kill9(&mut self) {
+        if std::mem::replace(&mut self.killed, true) {
+            return;
+        }
         let vrrp = std::fs::read_to_string(self.dir.join("vrrp.pid")).unwrap_or_default();
         if let Ok(pid) = vrrp.trim().parse::<i32>() {
             // SAFETY: signalling a process keepalived started for us.
@@ -204,8 +221,16 @@ pub fn run(p: &Pair, runs: usize, advert_ms: u64, progress: &impl Fn(&str)) -> R
             run + 1,
             ms[run]
         ));
-        drop(b);
-        let _ = std::fs::remove_dir_all(&a.dir);
+        let dirs = [a.dir.clone(), b.dir.clone()];
+        drop((a, b));
+        for (i, ifname) in [(0, "h1a"), (1, "h2a")] {
+            // SIGKILL left the virtual address behind; the next run starts
+            // clean.
+            let _ = p.nodes[i]
+                .ns
+                .exec(&["ip", "addr", "del", VIP, "dev", ifname]);
+            let _ = std::fs::remove_dir_all(&dirs[i]);
+        }
     }
     Ok(Keepalived {
         version,

@@ -34,8 +34,10 @@ pub struct Load {
     /// `ferry swap` of the whole table on the master until the backup
     /// runs the same revision, ms.
     pub swap_ms: Summary,
-    /// The stations written into the master's live table (as if learned)
-    /// until the backup had installed them all, s.
+    /// Writing the stations into the master's live table (as if
+    /// learned), s.
+    pub write_s: f64,
+    /// The last write until the backup had installed them all, s.
     pub stream_s: f64,
     /// A bulk: the master starting to read its table until the backup
     /// had installed every station (the end marker), ms, from both
@@ -271,6 +273,7 @@ pub fn run(
         received(&p, 1) >= before + u64::from(stations)
     });
     let stream_s = filled.elapsed().as_secs_f64();
+    let write_s = (filled - t).as_secs_f64();
     phases.push(("stations streaming", t, Instant::now()));
     std::thread::sleep(QUIET);
 
@@ -324,6 +327,7 @@ pub fn run(
         tunnels,
         stations,
         swap_ms: Summary::of(&mut swap_ms),
+        write_s,
         stream_s,
         bulk_ms: Summary::of(&mut bulk_ms),
         bulk_read_ms: Summary::of(&mut read_ms),

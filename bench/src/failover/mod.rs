@@ -198,8 +198,8 @@ fn targets(r: &Report) -> Vec<(String, bool)> {
     if let Some(p) = &r.planned {
         t.push((
             format!(
-                "planned failover loses nothing in {} of {} runs (lost up {}, down {})",
-                p.elapsed_ms.n, p.elapsed_ms.n, p.lost[0], p.lost[1]
+                "planned failover loses nothing over {} runs (lost up {} of {}, down {} of {})",
+                p.elapsed_ms.n, p.lost[0], p.sent[0], p.lost[1], p.sent[1]
             ),
             p.lost == [0, 0],
         ));
@@ -284,8 +284,8 @@ pub fn print(r: &Report) {
             l.swap_ms.line("ms")
         );
         println!(
-            "  stations written on the master until all installed on the backup: {:.2} s",
-            l.stream_s
+            "  {} stations written on the master in {:.2} s; all installed on the backup {:.2} s after the last",
+            l.stations, l.write_s, l.stream_s
         );
         for (what, v) in [
             (

@@ -17,8 +17,9 @@
 //!   table (batch reads) and sends what changed since it last sent it:
 //!   learned stations reach the peer within one interval plus the link.
 //!   A table so large that its walk takes more than a quarter of the
-//!   interval is walked less often ([`scan_pause`]), so the walk never
-//!   takes more than a fifth of the event loop.
+//!   interval is walked less often ([`scan_pause`]), so the periodic
+//!   walks take at most about a fifth of the event loop. A node that
+//!   masters no group does not walk at all.
 //! - **Only masters speak for a group.** A node sends the stations of the
 //!   groups it masters, and ignores synced stations of groups it masters
 //!   (its own learning is newer): no echo, no loop.
@@ -228,6 +229,8 @@ impl SyncService {
         let t0 = Instant::now();
         let n = self.scan(node);
         self.scan_learned(node);
+        // Paced like the periodic walks: a bulk is one.
+        self.next_scan = Instant::now() + scan_pause(t0.elapsed());
         self.queue(&stream::marker(&Msg::BulkEnd(n)));
         Self::event(
             node,
@@ -262,6 +265,12 @@ impl SyncService {
                 by_id.insert(id, t.ap.as_str());
             }
         }
+        if by_id.is_empty() {
+            // Nothing mastered here (a backup): nothing of ours to send,
+            // and no walk of a table that may hold a million stations.
+            return 0;
+        }
+        let walk = Instant::now();
         let mut changed: Vec<(&str, StationKey, SentAs)> = Vec::new();
         let sent = &self.sent;
         let r = node.dp.for_each_station(|k: &StationKey, v: &StationInfo| {
@@ -302,6 +311,7 @@ impl SyncService {
         }
         self.sent.extend(fresh);
         self.status.stations_sent += n;
+        self.status.scan_us = walk.elapsed().as_micros() as u64;
         n
     }
 
@@ -594,15 +604,14 @@ impl Service for SyncService {
             }
             Some(c) if !c.connecting && now >= self.next_scan => {
                 let t0 = Instant::now();
+                let before = self.status.scan_us;
                 let sent = if c.out.len() < OUT_HIGH {
                     self.scan(node) + self.scan_learned(node) as u64
                 } else {
                     0
                 };
-                let took = t0.elapsed();
-                self.next_scan = Instant::now() + scan_pause(took);
-                self.status.scan_us = took.as_micros() as u64;
-                if sent > 0 {
+                self.next_scan = Instant::now() + scan_pause(t0.elapsed());
+                if sent > 0 || self.status.scan_us != before {
                     self.publish(node);
                 }
             }

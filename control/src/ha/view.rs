@@ -180,7 +180,8 @@ pub struct SyncStatus {
     /// The last bulk received: stations and milliseconds.
     pub last_bulk: Option<(u64, u64)>,
     /// How long the last walk of the station table for changes took, µs
-    /// (the walks pause four times as long when this passes 50 ms).
+    /// (the walks pause four times as long when this passes 50 ms; a
+    /// node that masters no group does not walk).
     #[serde(default)]
     pub scan_us: u64,
     /// Connections closed at once: not from an address in `ha.peers`, or
