@@ -148,8 +148,13 @@ fn forged_replayed_stale_wrong_key_and_foreign_heartbeats_are_refused_and_counte
                 let Some(f) = s.recv(Duration::from_secs(2))? else {
                     anyhow::bail!("no heartbeat seen");
                 };
-                // IPv4/UDP to port 5250: the payload after 14 + 20 + 8.
-                if f.len() > 42 && f[12..14] == [8, 0] && f[36..38] == 5250u16.to_be_bytes() {
+                // IPv4/UDP to port 5250 (the sync stream is TCP to the
+                // same port): the payload after 14 + 20 + 8.
+                if f.len() > 42
+                    && f[12..14] == [8, 0]
+                    && f[23] == 17
+                    && f[36..38] == 5250u16.to_be_bytes()
+                {
                     return Ok(f[42..].to_vec());
                 }
             }

@@ -204,13 +204,7 @@ pub fn run(
         [ha(200), ha(100)],
         &format!("station_capacity = {capacity}\n"),
     );
-    p.start(0);
-    p.start(1);
-    p.wait_for(10, "node 1 master, node 2 backup, both synced", || {
-        p.is(0, "master")
-            && p.is(1, "backup")
-            && p.nodes[1].cluster()["groups"][0]["synced"] == true
-    });
+    p.start_both();
     // The second path: it carries heartbeats only (the sync stream's
     // megabytes on the first would crowd the capture socket).
     let caps = [

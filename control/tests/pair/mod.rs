@@ -272,14 +272,20 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
     /// As [`Pair::started`], with any settings (node 1 must win).
     pub fn started_with(tag: &str, ha: [NodeHa; 2]) -> Self {
         let p = Self::new(tag, ha);
-        p.start(0);
-        p.start(1);
-        p.wait_for(10, "node 1 master, node 2 backup, both synced", || {
-            p.is(0, "master")
-                && p.is(1, "backup")
-                && p.nodes[1].cluster()["groups"][0]["synced"] == true
-        });
+        p.start_both();
         p
+    }
+
+    /// Starts both nodes and waits until node 1 is master and node 2 a
+    /// synced backup.
+    pub fn start_both(&self) {
+        self.start(0);
+        self.start(1);
+        self.wait_for(10, "node 1 master, node 2 backup, both synced", || {
+            self.is(0, "master")
+                && self.is(1, "backup")
+                && self.nodes[1].cluster()["groups"][0]["synced"] == true
+        });
     }
 
     /// Whether node `i` has group 1 as `role`, with its data plane
