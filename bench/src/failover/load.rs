@@ -7,10 +7,11 @@
 
 use std::{
     path::PathBuf,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use ferry::ha::view::unix_ms;
 use serde::Serialize;
 
 use super::{
@@ -61,12 +62,6 @@ pub struct Load {
     /// Peer or path losses and role changes either node recorded during
     /// the loaded phases (each one a false failover or near miss).
     pub false_events: Vec<String>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The table: the lab's AP and `n - 1` more, all in the group; every
