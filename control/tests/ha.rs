@@ -483,3 +483,69 @@ fn a_learned_ap_port_reaches_the_backup_and_serves_downstream_after_a_takeover()
         counters(&p)
     );
 }
+
+#[test]
+fn cutting_the_sync_streams_path_moves_it_to_the_next_and_back_when_healed() {
+    let p = started("hsp");
+    let via = |i: usize| p.nodes[i].cluster()["sync"]["path"].clone();
+    assert_eq!(via(1), "198.18.9.1", "the stream starts on the first path");
+    assert_eq!(via(0), "198.18.9.2");
+    assert!(
+        p.nodes[1].scrape().contains("ferry_ha_sync_path 1"),
+        "{}",
+        p.nodes[1].scrape()
+    );
+
+    // The first path cut: TCP would retransmit into it for minutes while
+    // path 2 keeps the peer alive. The stream moves to path 2.
+    p.nodes[0]
+        .ns
+        .exec(&["ip", "link", "set", "h1a", "down"])
+        .unwrap();
+    p.wait_for(10, "the stream on path 2 at both nodes", || {
+        via(0) == "198.18.10.2"
+            && via(1) == "198.18.10.1"
+            && p.nodes[1].cluster()["sync"]["connected"] == true
+    });
+    // A station learned now reaches the backup over it; nobody failed
+    // over.
+    let got = p.exchange(true, &[p.up_frame(0, 7, 1)], Duration::from_millis(400));
+    assert_eq!(got, vec![(1, None)], "upstream through the master");
+    p.wait_for(5, "the new station synced to node 2 over path 2", || {
+        p.nodes[1]
+            .json(&["stations"])
+            .to_string()
+            .contains(&ferry_dataplane::tables::format_mac(&pair::station(7)))
+    });
+    assert!(
+        is(&p, 0, "master") && is(&p, 1, "backup"),
+        "{:?}",
+        roles(&p)
+    );
+    let h = p.nodes[0].ferry(&["cluster", "history"]);
+    assert!(
+        h.contains("sync stream down: no heartbeat on path 1 (198.18.9.2) for 1 s")
+            && h.contains("sync stream up with 198.18.10.2 (path 2)"),
+        "{h}"
+    );
+    assert!(p.nodes[1].scrape().contains("ferry_ha_sync_path 2"));
+
+    // Healed: after its hold the stream goes back to the first path.
+    p.nodes[0]
+        .ns
+        .exec(&["ip", "link", "set", "h1a", "up"])
+        .unwrap();
+    p.wait_for(20, "the stream back on path 1", || {
+        via(0) == "198.18.9.2" && via(1) == "198.18.9.1"
+    });
+    assert!(
+        p.nodes[0]
+            .ferry(&["cluster", "history"])
+            .contains("path 1 (198.18.9.2) is back for 10 s")
+    );
+    assert!(
+        is(&p, 0, "master") && is(&p, 1, "backup"),
+        "{:?}",
+        roles(&p)
+    );
+}

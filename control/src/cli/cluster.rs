@@ -103,10 +103,10 @@ fn print_status(v: &ClusterStatus) {
     let s = &v.sync;
     println!(
         "sync: {}, bulk received {}, bulk sent {}, {} stations in, {} out",
-        if s.connected {
-            "connected"
-        } else {
-            "not connected"
+        match (s.connected, s.path) {
+            (true, Some(a)) => format!("connected via {a}"),
+            (true, None) => "connected".to_string(),
+            (false, _) => "not connected".to_string(),
         },
         if s.bulk_received { "yes" } else { "no" },
         if s.bulk_sent { "yes" } else { "no" },

@@ -492,6 +492,18 @@ impl Ha {
         lock(&self.shared).history.push(e);
     }
 
+    /// Which peer paths carry heartbeats, in `ha.peers` order, as of the
+    /// thread's last round.
+    pub fn paths_up(&self) -> Vec<bool> {
+        lock(&self.shared)
+            .status
+            .peer
+            .paths
+            .iter()
+            .map(|p| p.up)
+            .collect()
+    }
+
     /// Publishes the sync stream's state.
     pub fn set_sync(&self, s: view::SyncStatus) {
         lock(&self.shared).status.sync = s;

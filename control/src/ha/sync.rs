@@ -5,7 +5,11 @@
 //! - **Who connects.** The node with the lower address on the first path
 //!   connects (and reconnects every second while down); the other only
 //!   accepts, and only from an address in `ha.peers` (anything else is
-//!   closed at once and counted).
+//!   closed at once and counted). A new connection from the peer replaces
+//!   the one it had: the peer connects only after giving that one up.
+//! - **Which path.** The first path that carries heartbeats; a path
+//!   silent for a second is left for the next, and the stream returns to
+//!   an earlier path once it has been up for ten seconds ([`path`]).
 //! - **Bulk.** On every (re)connect each side sends a snapshot of the
 //!   stations of the groups it masters, between a start marker and an end
 //!   marker carrying the count; the receiver installs them as they come
@@ -34,6 +38,7 @@
 
 mod handoff;
 mod learned;
+mod path;
 mod stations;
 mod table;
 
@@ -75,6 +80,12 @@ use crate::{
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(200);
 /// How long to wait between connection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// How often a node that connects looks for a path carrying heartbeats
+/// while none does.
+const HEARD_POLL: Duration = Duration::from_millis(100);
+/// How long a connection attempt may take before the next path is tried
+/// (a SYN into a cut link is retried for minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Stop scanning while this much is still queued for the peer.
 const OUT_HIGH: usize = 64 << 20;
 
@@ -84,6 +95,10 @@ struct Conn {
     token: Token,
     /// A connect still under way (wait for writable).
     connecting: bool,
+    /// The peer path (index into `ha.peers`) it runs on.
+    path: usize,
+    /// When it was made.
+    since: Instant,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     /// Bulk being received: when it started and stations so far.
@@ -95,7 +110,9 @@ pub struct SyncService {
     listener: TcpListener,
     listen_token: Token,
     peers: Vec<IpAddr>,
-    target: SocketAddr,
+    port: u16,
+    /// Which paths carry heartbeats, and where the stream goes.
+    paths: path::Paths,
     we_connect: bool,
     sealer: Sealer,
     opener: Opener,
@@ -141,7 +158,8 @@ impl SyncService {
             listener,
             listen_token: Token(usize::MAX),
             peers: ha.peers.clone(),
-            target: SocketAddr::new(ha.peers[0], ha.port),
+            port: ha.port,
+            paths: path::Paths::new(ha.peers.len(), Instant::now()),
             we_connect: local < ha.peers[0],
             sealer: Sealer::new(key.clone(), epoch),
             opener: Opener::new(key),
@@ -173,7 +191,12 @@ impl SyncService {
         }
     }
 
-    fn adopt(&mut self, mut stream: TcpStream, connecting: bool, reg: &mut Registrar<'_>) {
+    fn adopt(
+        &mut self,
+        mut stream: TcpStream,
+        (connecting, path): (bool, usize),
+        reg: &mut Registrar<'_>,
+    ) {
         let _ = stream.set_nodelay(true);
         match reg.register(&mut stream, Interest::READABLE | Interest::WRITABLE) {
             Ok(token) => {
@@ -181,6 +204,8 @@ impl SyncService {
                     stream,
                     token,
                     connecting,
+                    path,
+                    since: Instant::now(),
                     inbuf: Vec::new(),
                     out: Vec::new(),
                     bulk_rx: None,
@@ -199,6 +224,7 @@ impl SyncService {
             }
         }
         self.status.connected = false;
+        self.status.path = None;
         self.status.bulk_sent = false;
         self.next_connect = Instant::now() + RECONNECT;
         self.publish(node);
@@ -206,11 +232,16 @@ impl SyncService {
 
     /// The connection is up: send the bulk snapshot.
     fn established(&mut self, node: &mut Node) {
+        let Some(on) = self.conn.as_ref().map(|c| c.path) else {
+            return;
+        };
+        self.paths.connected(on, Instant::now());
         self.status.connected = true;
+        self.status.path = Some(self.peers[on]);
         Self::event(
             node,
             EventKind::Sync,
-            format!("sync stream up with {}", self.target.ip()),
+            format!("sync stream up with {} (path {})", self.peers[on], on + 1),
         );
         self.bulk(node);
         // The newer table wins: each side offers its own, the receiver
@@ -407,17 +438,22 @@ impl Service for SyncService {
             loop {
                 match self.listener.accept() {
                     Ok((stream, from)) => {
-                        if !self.peers.contains(&from.ip())
-                            || self.we_connect
-                            || self.conn.is_some()
-                        {
-                            // Not the peer, or not the connection this
-                            // side takes: closed at once.
+                        let Some(on) = self.peers.iter().position(|p| *p == from.ip()) else {
+                            // Not the peer: closed at once.
                             self.status.refused_connections += 1;
-                            drop(stream);
+                            continue;
+                        };
+                        if self.we_connect {
+                            // Not the connection this side takes.
+                            self.status.refused_connections += 1;
                             continue;
                         }
-                        self.adopt(stream, false, reg);
+                        if self.conn.is_some() {
+                            // The peer gave its connection up (a path
+                            // went silent there first, or it moved back).
+                            self.drop_conn(node, reg, "the peer connected again");
+                        }
+                        self.adopt(stream, (false, on), reg);
                         self.established(node);
                         self.flush(node, reg);
                     }
@@ -440,6 +476,7 @@ impl Service for SyncService {
         }
         if c.connecting {
             if ev.is_error() || c.stream.take_error().ok().flatten().is_some() {
+                self.paths.failed();
                 self.drop_conn(node, reg, "connect failed");
                 return Ok(Flow::Continue);
             }
@@ -464,7 +501,7 @@ impl Service for SyncService {
         let own = match &self.conn {
             None if self.we_connect => Some(self.next_connect),
             None => None,
-            Some(c) if c.connecting => None,
+            Some(c) if c.connecting => Some(c.since + CONNECT_TIMEOUT),
             Some(_) => Some(self.next_scan),
         };
         if self.handovers.busy() {
@@ -477,13 +514,12 @@ impl Service for SyncService {
     fn timer(&mut self, now: Instant, node: &mut Node, reg: &mut Registrar<'_>) {
         self.orders(node);
         self.handover_tick(node, now);
+        self.follow_paths(node, now, reg);
         match &self.conn {
-            None if self.we_connect && now >= self.next_connect => {
-                self.next_connect = now + RECONNECT;
-                match TcpStream::connect(self.target) {
-                    Ok(s) => self.adopt(s, true, reg),
-                    Err(e) => warn!("HA sync: connecting to {}: {e}", self.target),
-                }
+            None if self.we_connect && now >= self.next_connect => self.connect(now, reg),
+            Some(c) if c.connecting && now >= c.since + CONNECT_TIMEOUT => {
+                self.paths.failed();
+                self.drop_conn(node, reg, "connect timed out");
             }
             Some(c) if !c.connecting && now >= self.next_scan => {
                 let t0 = Instant::now();

@@ -162,6 +162,9 @@ pub struct PathStatus {
 pub struct SyncStatus {
     /// The TCP stream is up.
     pub connected: bool,
+    /// The peer address (a path of `ha.peers`) it runs on.
+    #[serde(default)]
+    pub path: Option<IpAddr>,
     /// A bulk snapshot from the peer has completed on this connection.
     pub bulk_received: bool,
     /// Our bulk snapshot reached the peer (its marker acknowledged).

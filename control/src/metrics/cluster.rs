@@ -189,6 +189,16 @@ fn peer(v: &ClusterStatus, e: &mut Exposition) {
         "1 while the sync stream is up.",
     )
     .sample("ferry_ha_sync_connected", &[], flag(s.connected));
+    let on = s
+        .path
+        .and_then(|a| v.peer.paths.iter().position(|p| p.address == a))
+        .map_or(0.0, |i| (i + 1) as f64);
+    e.family(
+        "ferry_ha_sync_path",
+        Kind::Gauge,
+        "The peer path the sync stream runs on (as in ferry_ha_path_up; 0 while down).",
+    )
+    .sample("ferry_ha_sync_path", &[], on);
     e.family(
         "ferry_ha_sync_stations_total",
         Kind::Counter,
