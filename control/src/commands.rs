@@ -78,8 +78,11 @@ impl Command {
 }
 
 impl Node {
-    /// Applies `cmd`; on success the change is logged and saved.
+    /// Applies `cmd`; on success the change is logged and saved and, in
+    /// an HA pair, a change of the shared table goes to the peer under
+    /// the next revision (from the admin socket and SIGHUP alike).
     pub fn execute(&mut self, cmd: Command) -> Result<Change> {
+        let shared = cmd.shared_table();
         let c = match cmd {
             Command::Swap { file, text, force } => {
                 let t0 = Instant::now();
@@ -144,6 +147,10 @@ impl Node {
             }
         };
         self.after_change(&c);
+        if let (Some(ha), true) = (&self.ha, shared && c.old_generation != c.new_generation) {
+            ha.replicate();
+            crate::ha::revision::save(self);
+        }
         Ok(c)
     }
 

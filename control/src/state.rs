@@ -12,6 +12,10 @@
 //! first, so it is never older than the state file, and [`read`] lays it
 //! over the state file's bindings. After a restart over running maps, the
 //! bindings the maps forward with win over both (`TableState::adopt`).
+//!
+//! With `[ha]`, a third small file (`<node>.revision.json`) keeps the
+//! pair's table revision and the digest of the table it names
+//! ([`crate::ha::revision`]).
 
 use std::{
     collections::BTreeMap,
@@ -144,10 +148,49 @@ pub fn write_bindings(file: &Path, bound: &BTreeMap<String, SocketAddr>) -> Resu
     )
 }
 
-/// Removes state file `file` and its bindings file.
+/// Removes state file `file`, its bindings file and its revision file
+/// (a node that starts clean takes the peer's table).
 pub fn remove(file: &Path) {
     let _ = std::fs::remove_file(bindings_path(file));
+    let _ = std::fs::remove_file(revision_path(file));
     let _ = std::fs::remove_file(file);
+}
+
+/// The revision file that goes with state file `file` (with `[ha]`).
+pub fn revision_path(file: &Path) -> PathBuf {
+    file.with_extension("revision.json")
+}
+
+/// The pair's table revision as last run here, and the digest of the
+/// table it names ([`crate::ha::revision`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionFile {
+    /// The revision.
+    pub revision: u64,
+    /// The table's digest.
+    pub digest: String,
+}
+
+/// Reads the revision file of state file `file`: `None` when there is
+/// none; an unreadable one refuses the start.
+pub fn read_revision(file: &Path) -> Result<Option<RevisionFile>> {
+    let r = revision_path(file);
+    let Some(text) = read_text(&r)? else {
+        return Ok(None);
+    };
+    let f = serde_json::from_str(&text).map_err(|e| {
+        Refused(format!(
+            "{} is not a ferry revision file ({e}); nothing was changed. Remove it to start at table revision 0 (the peer's table wins if it changed its own)",
+            r.display()
+        ))
+    })?;
+    Ok(Some(f))
+}
+
+/// Writes the revision file of state file `file`.
+pub fn write_revision(file: &Path, f: &RevisionFile) -> Result<()> {
+    write_json(&revision_path(file), f)
 }
 
 /// Writes `body` to `file` atomically (a temporary file renamed over it),

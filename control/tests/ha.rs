@@ -373,6 +373,14 @@ fn a_table_change_on_either_node_reaches_the_other_under_one_revision() {
             .any(|d| d.starts_with("applied the peer's table revision 2")),
         "{applied:?}"
     );
+    // A SIGHUP reload of an edited file is a table change like any other.
+    let mut text = std::fs::read_to_string(&p.nodes[1].config).unwrap();
+    text.push_str("[[tunnel]]\nap = \"ap3\"\naddress = \"198.18.1.30\"\ngroup = \"group1\"\n");
+    std::fs::write(&p.nodes[1].config, text).unwrap();
+    p.nodes[1].signal(libc::SIGHUP);
+    p.wait_for(5, "ap3 of node 2's reload on node 1, as revision 3", || {
+        tunnels(0).contains(&"ap3".to_string()) && revisions(0).0 == 3
+    });
     // Nothing moved the group.
     assert!(is(&p, 0, "master") && is(&p, 1, "backup"));
 }
@@ -548,4 +556,71 @@ fn cutting_the_sync_streams_path_moves_it_to_the_next_and_back_when_healed() {
         "{:?}",
         roles(&p)
     );
+}
+
+#[test]
+fn tables_changed_apart_converge_on_the_heal_and_a_restart_keeps_the_revision() {
+    let p = started("hrt");
+    let tunnels = |i: usize| -> Vec<String> {
+        let mut v: Vec<String> = p.nodes[i].json(&["tunnels"])["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["ap"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let revision = |i: usize| p.nodes[i].cluster()["revision"].as_u64().unwrap();
+    // A partition; each side adds its own tunnel: both reach revision 1
+    // with different tables.
+    for dev in ["h1a", "h1b"] {
+        p.nodes[0]
+            .ns
+            .exec(&["ip", "link", "set", dev, "down"])
+            .unwrap();
+    }
+    p.wait_for(5, "the peer down on both sides", || {
+        p.nodes[0].cluster()["peer"]["state"] == "down"
+            && p.nodes[1].cluster()["peer"]["state"] == "down"
+    });
+    for (i, ap, addr) in [(0, "apa", "198.18.1.21"), (1, "apb", "198.18.1.22")] {
+        p.nodes[i].ferry(&["tunnel", "add", ap, "--address", addr, "--group", "group1"]);
+        assert_eq!(revision(i), 1);
+    }
+    assert_ne!(tunnels(0), tunnels(1));
+
+    // The heal: equal revisions, different tables. The node with the lower
+    // address (node 1) keeps its table and node 2 takes it.
+    for dev in ["h1a", "h1b"] {
+        p.nodes[0]
+            .ns
+            .exec(&["ip", "link", "set", dev, "up"])
+            .unwrap();
+    }
+    p.wait_for(10, "one table for the pair", || {
+        tunnels(0) == ["ap1", "apa"] && tunnels(1) == ["ap1", "apa"]
+    });
+    assert_eq!((revision(0), revision(1)), (1, 1));
+    let h = p.nodes[1].ferry(&["cluster", "history"]);
+    assert!(
+        h.contains("the tables differ at equal revision 1: taking the peer's (the peer has the lower address)"),
+        "{h}"
+    );
+    assert!(
+        p.nodes[0]
+            .ferry(&["cluster", "history"])
+            .contains("the tables differ at equal revision 1: keeping ours")
+    );
+
+    // A restart over the running maps keeps the revision with the table
+    // it names (it was 0 after every start).
+    p.nodes[1].stop();
+    p.start(1);
+    assert_eq!(revision(1), 1, "{}", p.nodes[1].log());
+    p.wait_for(10, "node 2 a synced backup again", || {
+        is(&p, 1, "backup") && p.nodes[1].cluster()["groups"][0]["synced"] == true
+    });
+    assert_eq!(tunnels(1), ["ap1", "apa"]);
+    assert_eq!(revision(1), 1);
 }

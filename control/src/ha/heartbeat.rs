@@ -19,7 +19,7 @@
 use std::{
     io::ErrorKind,
     net::{IpAddr, SocketAddr, UdpSocket},
-    sync::{Arc, Mutex, atomic::Ordering, mpsc},
+    sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
 
@@ -236,9 +236,7 @@ impl Link {
             };
             self.heard[path].0 = Some(now);
             self.heard[path].1 += 1;
-            self.revisions
-                .peer
-                .store(advert.revision, Ordering::Relaxed);
+            self.revisions.heard(advert.revision);
             self.election.table_behind = advert.revision > self.revisions.own();
             if self.ha.election == ElectionMode::Builtin {
                 let d = self.election.heartbeat(now, &advert.groups);

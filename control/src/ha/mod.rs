@@ -20,6 +20,7 @@
 //! - [`view`]: what the thread publishes: `ferry cluster status`, members
 //!   and history.
 //!
+//! - [`revision`]: the pair's table revision, kept across restarts;
 //! - [`licence`]: the pair's licence pool, the peer's grace, and which
 //!   tunnels the pool admits.
 
@@ -29,6 +30,7 @@ pub mod handover;
 pub mod heartbeat;
 pub mod key;
 pub mod licence;
+pub mod revision;
 pub mod stream;
 pub mod sync;
 pub mod view;
@@ -49,6 +51,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use ferry_dataplane::datapath::GroupRoles;
 
+pub use self::revision::Revisions;
 use self::{
     election::{Election, Reason, Role},
     handover::{HandoverStatus, Inbox, Options, Order},
@@ -70,38 +73,6 @@ pub struct Shared {
     pub handovers: Vec<HandoverStatus>,
     /// The last handover id handed out.
     pub handover_id: u64,
-}
-
-/// The pair's table revisions: this node's, and the peer's as its last
-/// heartbeat said.
-#[derive(Debug, Clone, Default)]
-pub struct Revisions {
-    own: Arc<std::sync::atomic::AtomicU64>,
-    peer: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Revisions {
-    /// This node's revision.
-    pub fn own(&self) -> u64 {
-        self.own.load(Ordering::Relaxed)
-    }
-
-    /// The peer's, as last heard.
-    pub fn peer(&self) -> u64 {
-        self.peer.load(Ordering::Relaxed)
-    }
-
-    /// The revision for a table change made here: past both nodes'.
-    pub fn next(&self) -> u64 {
-        let r = self.own().max(self.peer()) + 1;
-        self.own.store(r, Ordering::Relaxed);
-        r
-    }
-
-    /// The peer's table of revision `r` is installed here.
-    pub fn set(&self, r: u64) {
-        self.own.store(r, Ordering::Relaxed);
-    }
 }
 
 /// Handovers kept for `ferry failover` to read.
@@ -201,6 +172,11 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// The pair's table revisions (set from the revision file at start).
+    pub fn revisions(&self) -> &Revisions {
+        &self.revisions
+    }
+
     /// Loads the key, finds this node's address towards the peer and binds
     /// the heartbeat socket and the sync listener: everything that can
     /// refuse a start, before anything changes. The sync stream is the

@@ -244,12 +244,10 @@ impl SyncService {
             format!("sync stream up with {} (path {})", self.peers[on], on + 1),
         );
         self.bulk(node);
-        // The newer table wins: each side offers its own, the receiver
-        // takes it only if it is newer than what it runs.
-        let own = self.revisions.own();
-        if own > 0 {
-            self.send_table(node, own);
-        }
+        // One table for the pair: each side offers its own, the receiver
+        // takes it if newer (or, at an equal revision, by the tie rule of
+        // `revision`), so tables changed apart converge.
+        self.send_table(node, self.revisions.own());
     }
 
     /// Sends a bulk snapshot: every station of the groups mastered here,

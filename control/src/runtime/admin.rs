@@ -163,12 +163,7 @@ fn handle(node: &mut Node, req: Request) -> Result<Box<RawValue>> {
             state: TunnelState::Standby,
         },
     };
-    let shared = cmd.shared_table();
+    // The pair runs one table: `execute` sends a change to the peer.
     let c = node.execute(cmd)?;
-    // The pair runs one table: what changed here goes to the peer, under
-    // the next revision.
-    if let (Some(ha), true) = (&node.ha, shared && c.old_generation != c.new_generation) {
-        ha.replicate();
-    }
     raw(&c)
 }

@@ -121,6 +121,11 @@ fn serve(
         .as_ref()
         .map_or_else(Admission::default, Licensing::initial);
     let saved = state::read(state_file)?;
+    // Read before anything changes: an unreadable file refuses the start.
+    let revision_file = match &config.ha {
+        Some(_) => state::read_revision(state_file)?,
+        None => None,
+    };
     if let Some(s) = &saved {
         s.check().map_err(|e| refuse_state(state_file, &e))?;
     }
@@ -156,21 +161,8 @@ fn serve(
     }
     let mut node = node(opts, up, adopted, pin_dir, state_file);
     node.licensing = licensing;
-    if let (Some(bound), Some(h)) = (ha, node.tables.config.ha.clone()) {
-        let ha = crate::ha::Ha::start(
-            &node.tables.config.name,
-            &h,
-            bound,
-            pin_dir,
-            &node.tables.config.client_side,
-        )?;
-        info!(
-            peers = ?h.peers,
-            groups = h.groups.len(),
-            election = ?h.election,
-            "HA thread started: groups stand by until elected"
-        );
-        node.ha = Some(ha);
+    if let Some(bound) = ha {
+        start_ha(&mut node, bound, revision_file.as_ref(), pin_dir)?;
     }
     node.save_state();
     host::trim_heap();
@@ -192,6 +184,43 @@ fn serve(
         info!("exiting; the pinned programs keep forwarding with the last tables");
     }
     r
+}
+
+/// Starts the HA thread on `node`, at the table revision its revision
+/// file gives the table that runs ([`crate::ha::revision`]).
+fn start_ha(
+    node: &mut Node,
+    bound: crate::ha::Bound,
+    revision_file: Option<&state::RevisionFile>,
+    pin_dir: &Path,
+) -> Result<()> {
+    let Some(h) = node.tables.config.ha.clone() else {
+        return Ok(());
+    };
+    let digest = crate::ha::revision::digest_of(&node.tables.config);
+    let revision = crate::ha::revision::at_start(revision_file, &digest);
+    bound.revisions().set(revision);
+    info!(
+        revision,
+        kept = revision_file.map(|f| f.digest == digest),
+        "table revision at start"
+    );
+    let ha = crate::ha::Ha::start(
+        &node.tables.config.name,
+        &h,
+        bound,
+        pin_dir,
+        &node.tables.config.client_side,
+    )?;
+    info!(
+        peers = ?h.peers,
+        groups = h.groups.len(),
+        election = ?h.election,
+        "HA thread started: groups stand by until elected"
+    );
+    node.ha = Some(ha);
+    crate::ha::revision::save(node);
+    Ok(())
 }
 
 /// How [`bring_up`] installs and attaches.

@@ -2,7 +2,7 @@
 //! `ferry cluster status` and the metrics, and path and peer changes for
 //! the history.
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::time::Instant;
 
 use tracing::info;
 
@@ -73,10 +73,7 @@ impl Link {
         st.peer.licenses = self.peer_view.as_ref().and_then(|a| a.licenses);
         st.peer.paths = paths;
         st.revision = self.revisions.own();
-        st.peer_revision = self
-            .peer_view
-            .as_ref()
-            .map(|_| self.revisions.peer.load(Ordering::Relaxed));
+        st.peer_revision = self.peer_view.as_ref().map(|_| self.revisions.peer());
     }
 
     /// Each group as this node and its data plane have it; the peer's view

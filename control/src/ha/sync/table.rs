@@ -5,12 +5,15 @@
 //! several MiB). The peer swaps it in through its own command path, with
 //! the same validation as a file (refused whole, with the reason in its
 //! history), and takes the revision. On every (re)connect each side offers
-//! its table; the receiver takes it only if it is newer than its own.
+//! its table; the receiver takes it if it is newer than its own, or, at
+//! an equal revision, if it differs and the peer has the lower address
+//! ([`crate::ha::revision`]).
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::{Control, Event, EventKind, SyncService};
+use crate::ha::revision::digest;
 use crate::{
     commands::Command,
     config::{StationEntry, TunnelEntry},
@@ -100,7 +103,7 @@ impl SyncService {
             return;
         };
         let own = self.revisions.own();
-        if revision <= own {
+        if revision < own {
             return;
         }
         let body: TableBody = match serde_json::from_str(&got.concat()) {
@@ -114,6 +117,9 @@ impl SyncService {
                 return;
             }
         };
+        if revision == own && !self.peer_wins_tie(node, revision, &body) {
+            return;
+        }
         let n = body.tunnels.len();
         let r = node.execute(Command::PeerTable {
             tunnels: body.tunnels,
@@ -122,6 +128,7 @@ impl SyncService {
         match r {
             Ok(c) => {
                 self.revisions.set(revision);
+                super::super::revision::save(node);
                 Self::table_event(
                     node,
                     EventKind::Table,
@@ -137,6 +144,32 @@ impl SyncService {
                 format!("refused the peer's table revision {revision}: {e:#}"),
             ),
         }
+    }
+}
+
+impl SyncService {
+    /// At equal revisions: whether the peer's table replaces ours. Equal
+    /// tables need nothing; different ones (changed on both sides of a
+    /// partition) resolve to the table of the node with the lower
+    /// address on the first path, the side that connects
+    /// ([`super::super::revision`]).
+    fn peer_wins_tie(&self, node: &Node, revision: u64, body: &TableBody) -> bool {
+        let c = &node.tables.config;
+        let ours = digest(&c.tunnel_entries(), &c.station_entries());
+        if digest(&body.tunnels, &body.stations) == ours {
+            return false;
+        }
+        let (winner, why) = if self.we_connect {
+            ("keeping ours", "this node has the lower address")
+        } else {
+            ("taking the peer's", "the peer has the lower address")
+        };
+        Self::table_event(
+            node,
+            EventKind::Table,
+            format!("the tables differ at equal revision {revision}: {winner} ({why})"),
+        );
+        !self.we_connect
     }
 }
 
