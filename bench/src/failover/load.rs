@@ -86,15 +86,21 @@ fn table(n: u32, variant: bool) -> String {
 }
 
 /// Events of either node at or after `since_ms` that a quiet pair never
-/// records: a path or the peer lost, a role changed.
+/// records: a path or the peer lost, a role changed, the sync stream
+/// dropped (a forced bulk keeps it; a drop would be a path left for
+/// silence under load).
 fn false_events(p: &Pair, since_ms: u64) -> Vec<String> {
     let mut out = Vec::new();
     for (i, n) in p.nodes.iter().enumerate() {
         let h = n.json(&["cluster", "history"]);
         for e in h.as_array().into_iter().flatten() {
             let kind = e["kind"].as_str().unwrap_or("");
+            let dropped = kind == "sync"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("sync stream down"));
             if e["at_ms"].as_u64().unwrap_or(0) >= since_ms
-                && matches!(kind, "peer_down" | "path_down" | "role")
+                && (dropped || matches!(kind, "peer_down" | "path_down" | "role"))
             {
                 out.push(format!("node {}: {kind}: {}", i + 1, e["detail"]));
             }
