@@ -146,11 +146,11 @@ impl Node {
                 self.swap(next, t0, ChangeKind::Swap)?
             }
         };
-        self.after_change(&c);
-        if let (Some(ha), true) = (&self.ha, shared && c.old_generation != c.new_generation) {
-            ha.replicate();
-            crate::ha::revision::save(self);
+        if shared && c.old_generation != c.new_generation {
+            // Before the state file (see `ha::revision`).
+            crate::ha::revision::replicate(self);
         }
+        self.after_change(&c);
         Ok(c)
     }
 

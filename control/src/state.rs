@@ -173,19 +173,27 @@ pub struct RevisionFile {
 }
 
 /// Reads the revision file of state file `file`: `None` when there is
-/// none; an unreadable one refuses the start.
-pub fn read_revision(file: &Path) -> Result<Option<RevisionFile>> {
+/// none, or when it cannot be read (logged): without it the node only
+/// yields to the peer's table, which is safe.
+pub fn read_revision(file: &Path) -> Option<RevisionFile> {
     let r = revision_path(file);
-    let Some(text) = read_text(&r)? else {
-        return Ok(None);
+    let text = match read_text(&r) {
+        Ok(t) => t?,
+        Err(e) => {
+            tracing::warn!("{e:#}: starting at table revision 0, the peer's table wins");
+            return None;
+        }
     };
-    let f = serde_json::from_str(&text).map_err(|e| {
-        Refused(format!(
-            "{} is not a ferry revision file ({e}); nothing was changed. Remove it to start at table revision 0 (the peer's table wins if it changed its own)",
-            r.display()
-        ))
-    })?;
-    Ok(Some(f))
+    match serde_json::from_str(&text) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(
+                "{} is not a ferry revision file ({e}): starting at table revision 0, the peer's table wins",
+                r.display()
+            );
+            None
+        }
+    }
 }
 
 /// Writes the revision file of state file `file`.

@@ -379,7 +379,10 @@ fn a_table_change_on_either_node_reaches_the_other_under_one_revision() {
     std::fs::write(&p.nodes[1].config, text).unwrap();
     p.nodes[1].signal(libc::SIGHUP);
     p.wait_for(5, "ap3 of node 2's reload on node 1, as revision 3", || {
-        tunnels(0).contains(&"ap3".to_string()) && revisions(0).0 == 3
+        tunnels(0).contains(&"ap3".to_string()) && revisions(0) == (3, Some(3))
+    });
+    p.wait_for(5, "node 2 sees node 1 at revision 3", || {
+        revisions(1) == (3, Some(3))
     });
     // Nothing moved the group.
     assert!(is(&p, 0, "master") && is(&p, 1, "backup"));
@@ -532,7 +535,7 @@ fn cutting_the_sync_streams_path_moves_it_to_the_next_and_back_when_healed() {
     );
     let h = p.nodes[0].ferry(&["cluster", "history"]);
     assert!(
-        h.contains("sync stream down: no heartbeat on path 1 (198.18.9.2) for 1 s")
+        h.contains("sync stream down: path 1 (198.18.9.2) marked down for 1 s")
             && h.contains("sync stream up with 198.18.10.2 (path 2)"),
         "{h}"
     );
@@ -572,6 +575,28 @@ fn tables_changed_apart_converge_on_the_heal_and_a_restart_keeps_the_revision() 
         v
     };
     let revision = |i: usize| p.nodes[i].cluster()["revision"].as_u64().unwrap();
+    let history = |i: usize| p.nodes[i].ferry(&["cluster", "history"]);
+
+    // Node 1 (the lower address) starts clean from an edited file while
+    // the pair is at revision 0: its table is not the pair's, so it takes
+    // node 2's instead of pushing its own.
+    p.nodes[0].stop();
+    let mut text = std::fs::read_to_string(&p.nodes[0].config).unwrap();
+    text.push_str("[[tunnel]]\nap = \"apz\"\naddress = \"198.18.1.29\"\ngroup = \"group1\"\n");
+    std::fs::write(&p.nodes[0].config, text).unwrap();
+    p.start_replace(0);
+    p.wait_for(10, "node 1 back on node 2's table", || {
+        tunnels(0) == ["ap1"] && p.nodes[0].cluster()["sync"]["connected"] == true
+    });
+    assert_eq!(tunnels(1), ["ap1"]);
+    assert!(
+        history(0).contains(
+            "the tables differ at equal revision 0: taking the peer's (this node started with another table)"
+        ),
+        "{}",
+        history(0)
+    );
+
     // A partition; each side adds its own tunnel: both reach revision 1
     // with different tables.
     for dev in ["h1a", "h1b"] {
@@ -590,8 +615,9 @@ fn tables_changed_apart_converge_on_the_heal_and_a_restart_keeps_the_revision() 
     }
     assert_ne!(tunnels(0), tunnels(1));
 
-    // The heal: equal revisions, different tables. The node with the lower
-    // address (node 1) keeps its table and node 2 takes it.
+    // The heal: equal revisions, different tables, both confirmed. The
+    // node with the lower address (node 1) keeps its table and node 2
+    // takes it.
     for dev in ["h1a", "h1b"] {
         p.nodes[0]
             .ns
@@ -602,22 +628,26 @@ fn tables_changed_apart_converge_on_the_heal_and_a_restart_keeps_the_revision() 
         tunnels(0) == ["ap1", "apa"] && tunnels(1) == ["ap1", "apa"]
     });
     assert_eq!((revision(0), revision(1)), (1, 1));
-    let h = p.nodes[1].ferry(&["cluster", "history"]);
     assert!(
-        h.contains("the tables differ at equal revision 1: taking the peer's (the peer has the lower address)"),
-        "{h}"
+        history(1).contains(
+            "the tables differ at equal revision 1: taking the peer's (the peer has the lower address)"
+        ),
+        "{}",
+        history(1)
     );
-    assert!(
-        p.nodes[0]
-            .ferry(&["cluster", "history"])
-            .contains("the tables differ at equal revision 1: keeping ours")
-    );
+    assert!(history(0).contains("the tables differ at equal revision 1: keeping ours"));
 
     // A restart over the running maps keeps the revision with the table
-    // it names (it was 0 after every start).
+    // it names (before, every start was at 0); the log says it was kept,
+    // not learnt from the peer.
     p.nodes[1].stop();
     p.start(1);
     assert_eq!(revision(1), 1, "{}", p.nodes[1].log());
+    assert!(
+        p.nodes[1].log().contains("revision=1 kept=true"),
+        "{}",
+        p.nodes[1].log()
+    );
     p.wait_for(10, "node 2 a synced backup again", || {
         is(&p, 1, "backup") && p.nodes[1].cluster()["groups"][0]["synced"] == true
     });

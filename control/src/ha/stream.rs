@@ -95,6 +95,12 @@ pub enum Handoff {
         parts: u32,
         /// The JSON text of this part.
         data: String,
+        /// The table's digest ([`super::revision::digest`]).
+        #[serde(default)]
+        digest: String,
+        /// The sender's table is the pair's ([`super::revision`]).
+        #[serde(default)]
+        confirmed: bool,
     },
 }
 
@@ -315,6 +321,8 @@ mod tests {
                 part: 0,
                 parts: 1,
                 data: "{\"a\": 1}".into(),
+                digest: "00ff".into(),
+                confirmed: true,
             },
         ];
         for m in [Msg::BulkStart, Msg::BulkEnd(7), Msg::BulkAck(1 << 40)]

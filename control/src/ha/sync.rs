@@ -3,13 +3,19 @@
 //! and the peer's into this node's live station table.
 //!
 //! - **Who connects.** The node with the lower address on the first path
-//!   connects (and reconnects every second while down); the other only
+//!   connects (once the peer's heartbeats arrive, and again after a
+//!   drop); the other only
 //!   accepts, and only from an address in `ha.peers` (anything else is
 //!   closed at once and counted). A new connection from the peer replaces
 //!   the one it had: the peer connects only after giving that one up.
 //! - **Which path.** The first path that carries heartbeats; a path
-//!   silent for a second is left for the next, and the stream returns to
-//!   an earlier path once it has been up for ten seconds ([`path`]).
+//!   marked down for a second is left for the next, a path whose attempt
+//!   failed or whose stream ended early is held, and the stream returns
+//!   to an earlier path once it has been up for ten seconds ([`path`]).
+//!   A new connection replaces the old one before it has proved itself
+//!   with a message: anything that connects from the peer's address can
+//!   cut the stream (it is then refused at its first message and the
+//!   peer reconnects).
 //! - **Bulk.** On every (re)connect each side sends a snapshot of the
 //!   stations of the groups it masters, between a start marker and an end
 //!   marker carrying the count; the receiver installs them as they come
@@ -83,6 +89,9 @@ const RECONNECT: Duration = Duration::from_secs(1);
 /// How often a node that connects looks for a path carrying heartbeats
 /// while none does.
 const HEARD_POLL: Duration = Duration::from_millis(100);
+/// How often a stream's path is checked (the station walks may pause
+/// for seconds at 1,000,000 stations).
+const PATH_CHECK: Duration = Duration::from_millis(200);
 /// How long a connection attempt may take before the next path is tried
 /// (a SYN into a cut link is retried for minutes).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -119,6 +128,7 @@ pub struct SyncService {
     conn: Option<Conn>,
     next_connect: Instant,
     next_scan: Instant,
+    next_path_check: Instant,
     sent: HashMap<StationKey, SentAs>,
     status: SyncStatus,
     /// A node's copy is complete after its first bulk: told once.
@@ -166,6 +176,7 @@ impl SyncService {
             conn: None,
             next_connect: Instant::now(),
             next_scan: Instant::now(),
+            next_path_check: Instant::now(),
             sent: HashMap::new(),
             status: SyncStatus::default(),
             synced_told: false,
@@ -219,7 +230,14 @@ impl SyncService {
         self.handovers_lost(node);
         if let Some(mut c) = self.conn.take() {
             reg.deregister(&mut c.stream, c.token);
-            if !c.connecting {
+            if c.connecting {
+                warn!(
+                    "HA sync: connecting to {} (path {}): {why}",
+                    self.peers[c.path],
+                    c.path + 1
+                );
+            } else {
+                self.paths.ended(c.path, c.since, Instant::now());
                 Self::event(node, EventKind::Sync, format!("sync stream down: {why}"));
             }
         }
@@ -473,9 +491,12 @@ impl Service for SyncService {
             return Ok(Flow::Continue);
         }
         if c.connecting {
-            if ev.is_error() || c.stream.take_error().ok().flatten().is_some() {
-                self.paths.failed();
-                self.drop_conn(node, reg, "connect failed");
+            let error = c.stream.take_error().ok().flatten();
+            if ev.is_error() || error.is_some() {
+                let on = c.path;
+                self.paths.failed(on, Instant::now());
+                let why = error.map_or("connect failed".to_string(), |e| e.to_string());
+                self.drop_conn(node, reg, &why);
                 return Ok(Flow::Continue);
             }
             if !ev.is_writable() || c.stream.peer_addr().is_err() {
@@ -500,7 +521,7 @@ impl Service for SyncService {
             None if self.we_connect => Some(self.next_connect),
             None => None,
             Some(c) if c.connecting => Some(c.since + CONNECT_TIMEOUT),
-            Some(_) => Some(self.next_scan),
+            Some(_) => Some(self.next_scan.min(self.next_path_check)),
         };
         if self.handovers.busy() {
             let soon = Instant::now() + handoff::STEP;
@@ -513,11 +534,13 @@ impl Service for SyncService {
         self.orders(node);
         self.handover_tick(node, now);
         self.follow_paths(node, now, reg);
+        self.next_path_check = now + PATH_CHECK;
         match &self.conn {
             None if self.we_connect && now >= self.next_connect => self.connect(now, reg),
             Some(c) if c.connecting && now >= c.since + CONNECT_TIMEOUT => {
-                self.paths.failed();
-                self.drop_conn(node, reg, "connect timed out");
+                let on = c.path;
+                self.paths.failed(on, now);
+                self.drop_conn(node, reg, "timed out");
             }
             Some(c) if !c.connecting && now >= self.next_scan => {
                 let t0 = Instant::now();

@@ -121,11 +121,10 @@ fn serve(
         .as_ref()
         .map_or_else(Admission::default, Licensing::initial);
     let saved = state::read(state_file)?;
-    // Read before anything changes: an unreadable file refuses the start.
-    let revision_file = match &config.ha {
-        Some(_) => state::read_revision(state_file)?,
-        None => None,
-    };
+    let revision_file = config
+        .ha
+        .as_ref()
+        .and_then(|_| state::read_revision(state_file));
     if let Some(s) = &saved {
         s.check().map_err(|e| refuse_state(state_file, &e))?;
     }
@@ -197,13 +196,13 @@ fn start_ha(
     let Some(h) = node.tables.config.ha.clone() else {
         return Ok(());
     };
-    let digest = crate::ha::revision::digest_of(&node.tables.config);
-    let revision = crate::ha::revision::at_start(revision_file, &digest);
-    bound.revisions().set(revision);
+    // A table that cannot be digested is not the one the file names.
+    let digest = crate::ha::revision::digest_of(&node.tables.config).unwrap_or_default();
+    let (revision, kept) = crate::ha::revision::at_start(revision_file, &digest);
+    bound.revisions().start(revision, digest, kept);
     info!(
         revision,
-        kept = revision_file.map(|f| f.digest == digest),
-        "table revision at start"
+        kept, "table revision at start (not kept: the peer's table wins)"
     );
     let ha = crate::ha::Ha::start(
         &node.tables.config.name,
@@ -218,8 +217,10 @@ fn start_ha(
         election = ?h.election,
         "HA thread started: groups stand by until elected"
     );
+    // The file is rewritten once the table is confirmed (a change, the
+    // peer's table, or the peer agreeing), not now: an unconfirmed start
+    // must stay unconfirmed if it restarts again.
     node.ha = Some(ha);
-    crate::ha::revision::save(node);
     Ok(())
 }
 

@@ -316,6 +316,16 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
 
     /// The same with environment variables `env` set.
     pub fn start_env(&self, i: usize, env: &[(&str, &str)]) {
+        self.start_full(i, env, &[]);
+    }
+
+    /// Starts node `i` with `--replace` (its pins and state files go: a
+    /// clean start from its configuration file, as after a reboot).
+    pub fn start_replace(&self, i: usize) {
+        self.start_full(i, &[], &["--replace"]);
+    }
+
+    fn start_full(&self, i: usize, env: &[(&str, &str)], args: &[&str]) {
         let node = &self.nodes[i];
         let mut cmd = node.ns.command(process::ferry_exe()).unwrap();
         cmd.envs(env.iter().copied());
@@ -324,7 +334,8 @@ heartbeat_ms = 50\ncold_start = 1\n{}\n\
             .arg("--pin-root")
             .arg(&self.pin_root)
             .arg("--state-dir")
-            .arg(node.dir.join("state"));
+            .arg(node.dir.join("state"))
+            .args(args);
         node.run.start(cmd);
     }
 

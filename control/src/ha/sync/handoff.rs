@@ -163,7 +163,9 @@ impl SyncService {
                 part,
                 parts,
                 data,
-            } => self.table_part(node, revision, (part, parts), data),
+                digest,
+                confirmed,
+            } => self.table_part(node, (revision, digest, confirmed), (part, parts), data),
         }
         self.publish_handovers(node);
     }

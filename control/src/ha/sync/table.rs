@@ -6,14 +6,14 @@
 //! the same validation as a file (refused whole, with the reason in its
 //! history), and takes the revision. On every (re)connect each side offers
 //! its table; the receiver takes it if it is newer than its own, or, at
-//! an equal revision, if it differs and the peer has the lower address
-//! ([`crate::ha::revision`]).
+//! an equal revision, if it differs and the tie rule of
+//! [`crate::ha::revision`] gives it to the peer.
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::{Control, Event, EventKind, SyncService};
-use crate::ha::revision::digest;
+use crate::ha::revision;
 use crate::{
     commands::Command,
     config::{StationEntry, TunnelEntry},
@@ -56,12 +56,16 @@ impl SyncService {
         };
         let parts = split(&json, PART);
         let n = parts.len() as u32;
+        let digest = self.revisions.digest();
+        let confirmed = self.revisions.confirmed();
         for (i, p) in parts.into_iter().enumerate() {
             self.send_control(Handoff::Table {
                 revision,
                 part: i as u32,
                 parts: n,
                 data: p.to_string(),
+                digest: digest.clone(),
+                confirmed,
             });
         }
         Self::table_event(
@@ -79,7 +83,7 @@ impl SyncService {
     pub(super) fn table_part(
         &mut self,
         node: &mut Node,
-        revision: u64,
+        (revision, digest, confirmed): (u64, String, bool),
         (part, parts): (u32, u32),
         data: String,
     ) {
@@ -103,7 +107,9 @@ impl SyncService {
             return;
         };
         let own = self.revisions.own();
-        if revision < own {
+        if revision < own
+            || (revision == own && !self.peer_wins_tie(node, revision, &digest, confirmed))
+        {
             return;
         }
         let body: TableBody = match serde_json::from_str(&got.concat()) {
@@ -117,9 +123,6 @@ impl SyncService {
                 return;
             }
         };
-        if revision == own && !self.peer_wins_tie(node, revision, &body) {
-            return;
-        }
         let n = body.tunnels.len();
         let r = node.execute(Command::PeerTable {
             tunnels: body.tunnels,
@@ -128,7 +131,11 @@ impl SyncService {
         match r {
             Ok(c) => {
                 self.revisions.set(revision);
-                super::super::revision::save(node);
+                match revision::digest_of(&node.tables.config) {
+                    Ok(d) => self.revisions.set_digest(d),
+                    Err(e) => warn!("digest of the peer's table: {e}"),
+                }
+                revision::save(node);
                 Self::table_event(
                     node,
                     EventKind::Table,
@@ -148,28 +155,46 @@ impl SyncService {
 }
 
 impl SyncService {
-    /// At equal revisions: whether the peer's table replaces ours. Equal
-    /// tables need nothing; different ones (changed on both sides of a
-    /// partition) resolve to the table of the node with the lower
-    /// address on the first path, the side that connects
-    /// ([`super::super::revision`]).
-    fn peer_wins_tie(&self, node: &Node, revision: u64, body: &TableBody) -> bool {
-        let c = &node.tables.config;
-        let ours = digest(&c.tunnel_entries(), &c.station_entries());
-        if digest(&body.tunnels, &body.stations) == ours {
+    /// At equal revisions: whether the peer's table (of `digest`,
+    /// `confirmed` as it says) replaces ours. An equal table needs
+    /// nothing; a different one goes to a confirmed node over an
+    /// unconfirmed one, else to the node with the lower address on the
+    /// first path, the side that connects ([`revision`]).
+    fn peer_wins_tie(&self, node: &Node, revision: u64, digest: &str, confirmed: bool) -> bool {
+        if digest == self.revisions.digest() {
+            self.confirm(node);
             return false;
         }
-        let (winner, why) = if self.we_connect {
-            ("keeping ours", "this node has the lower address")
+        let ours = self.revisions.confirmed();
+        let (wins, why) = match (ours, confirmed) {
+            (false, true) => (true, "this node started with another table"),
+            (true, false) => (false, "the peer started with another table"),
+            _ if self.we_connect => (false, "this node has the lower address"),
+            _ => (true, "the peer has the lower address"),
+        };
+        let what = if wins {
+            "taking the peer's"
         } else {
-            ("taking the peer's", "the peer has the lower address")
+            // The peer takes ours by the same rule.
+            self.confirm(node);
+            "keeping ours"
         };
         Self::table_event(
             node,
             EventKind::Table,
-            format!("the tables differ at equal revision {revision}: {winner} ({why})"),
+            format!("the tables differ at equal revision {revision}: {what} ({why})"),
         );
-        !self.we_connect
+        wins
+    }
+}
+
+impl SyncService {
+    /// This node's table is the pair's: remember it (the revision file).
+    fn confirm(&self, node: &Node) {
+        if !self.revisions.confirmed() {
+            self.revisions.confirm();
+            revision::save(node);
+        }
     }
 }
 
