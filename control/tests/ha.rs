@@ -319,14 +319,7 @@ fn sigstop_and_a_partition_fail_over_and_heal_to_one_master() {
 #[test]
 fn a_table_change_on_either_node_reaches_the_other_under_one_revision() {
     let p = started("hrv");
-    let tunnels = |i: usize| -> Vec<String> {
-        p.nodes[i].json(&["tunnels"])["tunnels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["ap"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let tunnels = |i: usize| p.nodes[i].aps();
     let revisions = |i: usize| {
         let st = p.nodes[i].cluster();
         (
@@ -564,16 +557,7 @@ fn cutting_the_sync_streams_path_moves_it_to_the_next_and_back_when_healed() {
 #[test]
 fn tables_changed_apart_converge_on_the_heal_and_a_restart_keeps_the_revision() {
     let p = started("hrt");
-    let tunnels = |i: usize| -> Vec<String> {
-        let mut v: Vec<String> = p.nodes[i].json(&["tunnels"])["tunnels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["ap"].as_str().unwrap().to_string())
-            .collect();
-        v.sort();
-        v
-    };
+    let tunnels = |i: usize| p.nodes[i].aps();
     let revision = |i: usize| p.nodes[i].cluster()["revision"].as_u64().unwrap();
     let history = |i: usize| p.nodes[i].ferry(&["cluster", "history"]);
 

@@ -318,14 +318,7 @@ impl Lab {
 
     /// AP names in the live table, sorted.
     pub fn aps(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.json(&["tunnels"])["tunnels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["ap"].as_str().unwrap().to_string())
-            .collect();
-        v.sort();
-        v
+        self.run.aps()
     }
 
     /// Path of a file in the lab directory.

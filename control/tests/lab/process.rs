@@ -141,6 +141,18 @@ impl Ferry {
         a.push("--json");
         serde_json::from_str(&self.ferry(&a)).unwrap()
     }
+
+    /// AP names in the live table, sorted.
+    pub fn aps(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.json(&["tunnels"])["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["ap"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
 }
 
 /// The metrics page of the ferry in `ns` (default listener
