@@ -200,8 +200,19 @@ pub fn run(
 }
 
 /// Writes `n` learned stations into the pinned live station table, spread
-/// over the tunnels, as if they had been learned.
+/// over the tunnels, as if they had been learned from radio 0.
 pub fn fill_stations(pin_dir: &Path, n: u32, ids: &[u32], progress: &impl Fn(&str)) -> Result<()> {
+    fill_stations_from(pin_dir, n, ids, 0, progress)
+}
+
+/// [`fill_stations`], as if learned from radio `rid`.
+pub fn fill_stations_from(
+    pin_dir: &Path,
+    n: u32,
+    ids: &[u32],
+    rid: u8,
+    progress: &impl Fn(&str),
+) -> Result<()> {
     use aya::maps::{ArrayOfMaps, HashMap as BpfHash, Map, MapData};
     let outer = MapData::from_pin(pin_dir.join(abi::MAP_STATION_TABLES))
         .context("opening the pinned station table")?;
@@ -217,6 +228,7 @@ pub fn fill_stations(pin_dir: &Path, n: u32, ids: &[u32], progress: &impl Fn(&st
         };
         let info = StationInfo {
             tunnel: ids[(i as usize) % ids.len()],
+            rid,
             ..Default::default()
         };
         inner.insert(key, info, 0).context("filling stations")?;

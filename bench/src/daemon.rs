@@ -99,7 +99,7 @@ impl Daemon {
     /// Starts `ferry` in `ns` with configuration `config` (node `node`,
     /// admin socket `socket`), state and log in `dir`, and waits until it
     /// answers `status`.
-    fn start(
+    pub fn start(
         ns: &Netns,
         ferry: &Path,
         config: &Path,

@@ -8,6 +8,7 @@
 pub mod control;
 pub mod daemon;
 pub mod failover;
+pub mod live;
 pub mod micro;
 pub mod rebind;
 pub mod traffic;

@@ -11,7 +11,7 @@ use ferry::config::Config;
 use ferry_bench::{
     control,
     failover::{self, Phase},
-    micro, rebind, traffic,
+    live, micro, rebind, traffic,
 };
 
 #[derive(Parser)]
@@ -136,6 +136,22 @@ EXAMPLE\n  ferry-bench rebind --tunnels 25600 --flappers 400 --rebind-interval 0
         #[arg(long)]
         json: bool,
     },
+    /// Frames per second and latency through veth: ferry vs a plain XDP
+    /// redirect vs a user-space forwarder.
+    #[command(
+        long_about = "Measure throughput and latency through real interfaces: a namespace lab \
+(AP side, one AC namespace per contender, client side) on multi-queue veth with native XDP, \
+a generator running in BPF_PROG_TEST_RUN live-frames mode from pinned threads, and a checking \
+sink. Contenders, in alternating rounds of the same run: ferry (`ferry run`), a plain DEVMAP \
+redirect, and a capwap-dp-style user-space forwarder (recvmmsg/sendmmsg, SO_REUSEPORT, \
+AF_PACKET). Workloads: upstream and downstream, 64-byte and IMIX client frames, a 1-tunnel \
+table and a TUNNELS-tunnel/STATIONS-station table. Also latency at fixed fractions of each \
+contender's maximum (p50/p99/p99.9/max) and 1 core vs all cores. Every frame that arrives is \
+checked against what its contender must produce (ferry's: its reference model's output), and \
+ferry's own counters against the sink's count. Prints rates, ratios and targets. Needs root.\n\n\
+EXAMPLE\n  ferry-bench live\n  ferry-bench live --tunnels 0 --rounds 1 --contenders ferry,redirect --json"
+    )]
+    Live(LiveArgs),
     /// The HA pair: takeovers, planned failovers, keepalived, load.
     #[command(
         long_about = "Run the HA pair's benchmark on the two-node namespace lab of the HA tests \
@@ -185,6 +201,89 @@ EXAMPLE\n  ferry-bench failover\n  ferry-bench failover --phases load --stations
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `ferry-bench live`'s options (shared with `all`).
+#[derive(clap::Args, Clone, Debug)]
+struct LiveArgs {
+    /// The ferry binary (default: next to ferry-bench).
+    #[arg(long, value_name = "PATH")]
+    ferry: Option<PathBuf>,
+    /// Queues per veth and sender threads, one per core (any number;
+    /// default: every core).
+    #[arg(long)]
+    queues: Option<u32>,
+    /// Seconds per round.
+    #[arg(long, default_value_t = 2.0)]
+    secs: f64,
+    /// Rounds per contender and workload (alternating).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Contenders.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ferry,redirect,userspace"
+    )]
+    contenders: Vec<live::contenders::Contender>,
+    /// Tunnels in the large table (0: skip it).
+    #[arg(long, default_value_t = 25_600)]
+    tunnels: u32,
+    /// Stations in the large table.
+    #[arg(long, default_value_t = 1_000_000)]
+    stations: u32,
+    /// Upstream payload.
+    #[arg(long, value_enum, default_value = "802.3")]
+    payload: live::frames::Payload,
+    /// Client frame size of the fixed-size workload (IMIX is always run too).
+    #[arg(long, default_value_t = 64)]
+    size: u16,
+    /// Frames per kernel batch at full rate (1-256).
+    #[arg(long, default_value_t = 64)]
+    batch: u32,
+    /// Frames per kernel batch when paced for latency (1-256).
+    #[arg(long, default_value_t = 8)]
+    latency_batch: u32,
+    /// Offered loads for latency, as fractions of each contender's maximum.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.5,0.9")]
+    loads: Vec<f64>,
+    /// Skip the latency runs.
+    #[arg(long)]
+    no_latency: bool,
+    /// Skip the 1-core vs all-cores comparison.
+    #[arg(long)]
+    no_scaling: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl LiveArgs {
+    fn options(&self) -> Result<live::Options> {
+        let cores = core_affinity::get_core_ids().map_or(1, |c| c.len() as u32);
+        Ok(live::Options {
+            ferry: ferry_binary(self.ferry.clone())?,
+            queues: self.queues.unwrap_or(cores).max(1),
+            secs: self.secs.max(0.1),
+            rounds: self.rounds.max(1),
+            contenders: self.contenders.clone(),
+            large: (self.tunnels > 0).then_some(live::contenders::Scale {
+                aps: self.tunnels,
+                stations: self.stations,
+            }),
+            payload: self.payload,
+            size: self.size,
+            batch: self.batch,
+            latency_batch: self.latency_batch,
+            loads: if self.no_latency {
+                Vec::new()
+            } else {
+                self.loads.clone()
+            },
+            scaling: !self.no_scaling,
+        })
+    }
 }
 
 /// The ferry binary: `given`, else the one next to ferry-bench.
@@ -295,6 +394,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             for (t, ok) in &r.targets {
                 println!("target {t}: {}", if *ok { "met" } else { "MISSED" });
+            }
+            Ok(())
+        }
+        Command::Live(a) => {
+            let r = live::run(&a.options()?, &|l| eprintln!("{l}"))?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.text());
             }
             Ok(())
         }

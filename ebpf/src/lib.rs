@@ -22,5 +22,6 @@ pub mod encap;
 pub mod eth;
 pub mod ipv4;
 pub mod ipv6;
+pub mod loadgen;
 pub mod udp;
 pub mod vlan;

@@ -19,6 +19,8 @@ mod downstream;
 #[cfg(target_arch = "bpf")]
 mod lab;
 #[cfg(target_arch = "bpf")]
+mod live;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
