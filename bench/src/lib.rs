@@ -5,6 +5,7 @@
 // The benchmark scenarios are long sequential scripts; splitting them is
 // left to the live-benchmark issue (11), which reshapes this crate.
 #![allow(clippy::too_many_lines)]
+pub mod all;
 pub mod control;
 pub mod daemon;
 pub mod failover;

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use ferry::config::Config;
 use ferry_bench::{
-    control,
+    all, control,
     failover::{self, Phase},
     live, micro, rebind, traffic,
 };
@@ -152,6 +152,23 @@ ferry's own counters against the sink's count. Prints rates, ratios and targets.
 EXAMPLE\n  ferry-bench live\n  ferry-bench live --tunnels 0 --rounds 1 --contenders ferry,redirect --json"
     )]
     Live(LiveArgs),
+    /// Every benchmark, appended to bench/RESULTS.md.
+    #[command(
+        long_about = "Run every benchmark, each as its own ferry-bench command: micro \
+(BPF_PROG_TEST_RUN per-packet cost), control (swaps, memory), live (throughput, latency, \
+scaling) and failover (the HA pair), with progress on stderr; then append one dated section \
+to bench/RESULTS.md with the machine, the commit, and each command with its output, so every \
+figure there is reproduced by the command printed beside it. Needs root; about 20 minutes.\n\n\
+EXAMPLE\n  ferry-bench all\n  ferry-bench all --only live --results /tmp/results.md"
+    )]
+    All {
+        /// Run only these (default: micro, control, live, failover).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// The results file to append to (default: bench/RESULTS.md of this checkout).
+        #[arg(long, value_name = "FILE")]
+        results: Option<PathBuf>,
+    },
     /// The HA pair: takeovers, planned failovers, keepalived, load.
     #[command(
         long_about = "Run the HA pair's benchmark on the two-node namespace lab of the HA tests \
@@ -251,6 +268,11 @@ struct LiveArgs {
     /// Skip the latency runs.
     #[arg(long)]
     no_latency: bool,
+    /// Send frames without rewriting their headers on every run, to see
+    /// what recycled live-mode pages do to such a generator (the sink
+    /// counts the wrong frames).
+    #[arg(long, hide = true)]
+    no_rewrite: bool,
     /// Skip the 1-core vs all-cores comparison.
     #[arg(long)]
     no_scaling: bool,
@@ -282,6 +304,7 @@ impl LiveArgs {
                 self.loads.clone()
             },
             scaling: !self.no_scaling,
+            rewrite: !self.no_rewrite,
         })
     }
 }
@@ -396,6 +419,18 @@ fn run(cli: Cli) -> Result<()> {
                 println!("target {t}: {}", if *ok { "met" } else { "MISSED" });
             }
             Ok(())
+        }
+        Command::All { only, results } => {
+            let steps: Vec<all::Step> = all::default_steps()
+                .into_iter()
+                .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+                .collect();
+            if steps.is_empty() {
+                anyhow::bail!("--only names none of micro, control, live, failover");
+            }
+            let me = std::env::current_exe()?;
+            let results = results.unwrap_or_else(all::default_results);
+            all::run(&me, &steps, &results, &|l| eprintln!("{l}"))
         }
         Command::Live(a) => {
             let r = live::run(&a.options()?, &|l| eprintln!("{l}"))?;

@@ -82,6 +82,10 @@ pub struct Contenders {
     pub entries: Vec<Entry>,
     ferry: Option<(Daemon, PathBuf)>,
     userspace: Option<Forwarder>,
+    /// Stations of the largest table to come.
+    pub max_stations: u32,
+    /// ferry's node name.
+    pub node: String,
     /// Scratch directory (configuration, state, logs).
     pub dir: PathBuf,
 }
@@ -91,6 +95,8 @@ pub struct Contenders {
 pub struct Sample {
     /// Sent by the generator.
     pub sent: Sent,
+    /// Seconds after the generator stopped until the sink's count settled.
+    pub drain_secs: f64,
     /// Found by the sink.
     pub sunk: Sunk,
     /// The contender's own count of frames it forwarded in this direction
@@ -98,30 +104,38 @@ pub struct Sample {
     pub forwarded: Option<u64>,
 }
 
-fn node() -> String {
-    format!("live{}", std::process::id())
-}
+/// Instances in this process, so labs in parallel tests get their own
+/// node name, directory and pins.
+static INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// ferry's configuration for `scale` in the lab.
-pub fn ferry_config(dir: &Path, scale: Scale) -> String {
-    let capacity = scale.stations + scale.stations / 4 + 1024;
+/// ferry's configuration for `scale` in the lab, with a station table
+/// for `max_stations` (its size is fixed at start; swaps keep it).
+pub fn ferry_config(dir: &Path, node: &str, scale: Scale, max_stations: u32) -> String {
+    let capacity = max_stations + max_stations / 4 + 1024;
     let mut s = format!(
         "[node]\nname = \"{}\"\naddresses = [\"198.18.0.1\"]\n[interfaces]\nap_side = \"fap0\"\nclient_side = \"fcl0\"\n\
 [forwarding]\ndefault_vlan = {VLAN}\nclient_vlans = [{VLAN}]\nstation_capacity = {capacity}\n\
 [downstream]\nmtu = 2000\nnext_hop_mac = \"{}\"\nsource_mac = \"{}\"\n\
 [admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n",
-        node(),
+        node,
         ferry_dataplane::tables::format_mac(&ROUTER_MAC),
         ferry_dataplane::tables::format_mac(&AC_AP_MAC),
         dir.join("admin.sock").display()
     );
-    for i in 0..scale.aps {
-        s.push_str(&format!(
-            "[[tunnel]]\nap = \"ap{i}\"\naddress = \"{}\"\nport = {AP_PORT}\n",
-            ap_addr(i)
-        ));
-    }
+    s.push_str(&tunnel_table(scale));
     s
+}
+
+/// The tunnel table of `scale` (what a swap takes).
+pub fn tunnel_table(scale: Scale) -> String {
+    (0..scale.aps)
+        .map(|i| {
+            format!(
+                "[[tunnel]]\nap = \"ap{i}\"\naddress = \"{}\"\nport = {AP_PORT}\n",
+                ap_addr(i)
+            )
+        })
+        .collect()
 }
 
 /// The user-space forwarder's tables for `scale`.
@@ -143,23 +157,28 @@ fn user_table(scale: Scale) -> Table {
 
 impl Contenders {
     /// Builds the lab and sets up `who`, with rigs sized for `entries`
-    /// templates; ferry (the binary `ferry`) starts with table `scale`.
+    /// templates; ferry (the binary `ferry`) starts with table `scale` and
+    /// room for `max_stations`.
     pub fn new(
         who: &[Contender],
         queues: u32,
         entries: u32,
         ferry: &Path,
-        scale: Scale,
+        (scale, max_stations): (Scale, u32),
         progress: &dyn Fn(&str),
     ) -> Result<Self> {
         let lab = Lab::new(queues)?;
-        let dir = std::env::temp_dir().join(format!("ferry-live-{}", std::process::id()));
+        let n = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = format!("live{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("ferry-{node}"));
         std::fs::create_dir_all(&dir)?;
         let mut me = Self {
             lab,
             entries: Vec::new(),
             ferry: None,
             userspace: None,
+            max_stations,
+            node,
             dir,
         };
         for &c in who {
@@ -214,16 +233,18 @@ impl Contenders {
     /// table as if learned; the forwarder restarts with it.
     pub fn set_scale(&mut self, ferry: &Path, scale: Scale, progress: &dyn Fn(&str)) -> Result<()> {
         if let Ok(e) = self.entry(Contender::Ferry) {
-            let text = ferry_config(&self.dir, scale);
             let config = self.dir.join("ferry.toml");
             if self.ferry.is_none() {
-                std::fs::write(&config, &text)?;
+                std::fs::write(
+                    &config,
+                    ferry_config(&self.dir, &self.node, scale, self.max_stations),
+                )?;
                 progress(&format!("starting ferry run with {} tunnels", scale.aps));
                 let d = Daemon::start(
                     &e.slot.ac,
                     ferry,
                     &config,
-                    &node(),
+                    &self.node,
                     &self.dir.join("admin.sock"),
                     &self.dir,
                 )?;
@@ -231,8 +252,8 @@ impl Contenders {
             } else if let Some((d, _)) = &self.ferry {
                 progress(&format!("swapping in {} tunnels", scale.aps));
                 let _: views::Change = d.call(Request::Swap {
-                    file: config.display().to_string(),
-                    text,
+                    file: self.dir.join("table.toml").display().to_string(),
+                    text: tunnel_table(scale),
                     force: true,
                     dry_run: false,
                 })?;
@@ -317,12 +338,27 @@ impl Contenders {
             Direction::Down => (&self.lab.client, &e.slot.client_if),
         };
         let sent = sender::send(e.rig.program(PROG_GEN)?, ns, iface, threads, offer)?;
-        // Frames still in a queue or a forwarder's batch.
-        std::thread::sleep(Duration::from_millis(50));
-        let after = self.entries[i].rig.sunk()?;
+        // Frames still in a queue, a socket buffer or a forwarder's batch
+        // belong to this round: wait until the sink's count settles (at
+        // most 3 s), so they do not land in the next round's figures.
+        // The time up to the last poll that still saw frames counts as
+        // the round's, so a backlog is not rated as if it arrived at once.
+        let sent_at = std::time::Instant::now();
+        let mut drain = 0.0;
+        let mut after = self.entries[i].rig.sunk()?;
+        for _ in 0..150 {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.entries[i].rig.sunk()?;
+            if now.total == after.total {
+                break;
+            }
+            after = now;
+            drain = sent_at.elapsed().as_secs_f64();
+        }
         let own1 = self.own_count(c, dir)?;
         Ok(Sample {
             sent,
+            drain_secs: drain,
             sunk: after.since(&before),
             forwarded: own0.zip(own1).map(|(a, b)| b - a),
         })

@@ -100,6 +100,9 @@ pub struct Options {
     pub loads: Vec<f64>,
     /// Measure 1 sender vs `queues` senders.
     pub scaling: bool,
+    /// Rewrite every frame's headers on every run (false only to show
+    /// what recycled live-mode pages do to a generator that does not).
+    pub rewrite: bool,
 }
 
 /// The small table every run starts with.
@@ -123,7 +126,15 @@ pub fn run(o: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
         );
     }
     let entries = big * CLASSES as u32;
-    let mut cs = Contenders::new(&o.contenders, o.queues, entries, &o.ferry, SMALL, progress)?;
+    let max_stations = o.large.map_or(SMALL.stations, |s| s.stations);
+    let mut cs = Contenders::new(
+        &o.contenders,
+        o.queues,
+        entries,
+        &o.ferry,
+        (SMALL, max_stations),
+        progress,
+    )?;
     let mut report = Report::new(o);
     let mut scales = vec![("1 tunnel", SMALL)];
     if let Some(l) = o.large {
@@ -191,9 +202,12 @@ fn prepare(
 ) -> Result<Vec<(Vec<u8>, u32)>> {
     let classes = sizes.classes();
     let keys = scale.aps;
-    let config = Config::parse(Path::new("live.toml"), &ferry_config(&cs.dir, scale))
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("the benchmark's own ferry configuration")?;
+    let config = Config::parse(
+        Path::new("live.toml"),
+        &ferry_config(&cs.dir, &cs.node, scale, cs.max_stations),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("the benchmark's own ferry configuration")?;
     let mut model = Model::new(&ferry::tables::lower::by_position(&config));
     let mut lens = [0u16; CLASSES];
     let mut templates = Vec::new();
@@ -206,6 +220,11 @@ fn prepare(
             templates.push(frames::template(&f, k)?);
             outputs.push(frames::ferry_output(&mut model, dir, &f, k, k)?);
             inputs.push(f);
+        }
+    }
+    if !o.rewrite {
+        for t in &mut templates {
+            t.copy = 0;
         }
     }
     let gen_settings = GenSettings {

@@ -55,7 +55,7 @@ impl Row {
         cores: u32,
         samples: &[Sample],
     ) -> Self {
-        let secs = |s: &Sample| s.sent.secs.max(1e-9);
+        let secs = |s: &Sample| (s.sent.secs + s.drain_secs).max(1e-9);
         let sent: u64 = samples.iter().map(|s| s.sent.frames).sum();
         let good: u64 = samples.iter().map(|s| s.sunk.total.good).sum();
         let wrong: u64 = samples.iter().map(|s| s.sunk.bad()).sum();
@@ -146,12 +146,12 @@ pub struct LatencyRow {
 impl LatencyRow {
     /// The row for one paced round and its histogram.
     pub fn new(dir: Direction, c: Contender, load: f64, s: &Sample, h: &Histogram<u64>) -> Self {
-        let secs = s.sent.secs.max(1e-9);
+        let secs = (s.sent.secs + s.drain_secs).max(1e-9);
         Self {
             dir,
             contender: c,
             load,
-            offered_pps: s.sent.frames as f64 / secs,
+            offered_pps: s.sent.frames as f64 / s.sent.secs.max(1e-9),
             pps: s.sunk.total.good as f64 / secs,
             p50_ns: h.value_at_quantile(0.5),
             p99_ns: h.value_at_quantile(0.99),

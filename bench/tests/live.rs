@@ -1,0 +1,82 @@
+//! The live benchmark's own checks, on the real lab: every frame the sink
+//! accepts from ferry is the reference model's output, ferry's counters
+//! agree with the sink, and the generator's per-run rewrite is what keeps
+//! the frames right (without it, recycled live-mode pages carry ferry's
+//! last rewrite back into the generator). Needs root, like every lab test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use ferry_bench::live::{self, contenders::Contender, frames::Payload};
+
+/// The `ferry` binary next to this test's target directory (`cargo test
+/// --workspace` builds it for the control crate's tests).
+fn ferry() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let f = dir.join("ferry");
+    assert!(
+        f.exists(),
+        "{} not built: run cargo build -p ferry first",
+        f.display()
+    );
+    f
+}
+
+fn options(contenders: Vec<Contender>, rewrite: bool) -> live::Options {
+    live::Options {
+        ferry: ferry(),
+        queues: 2,
+        secs: 0.3,
+        rounds: 1,
+        contenders,
+        large: Some(live::contenders::Scale {
+            aps: 64,
+            stations: 1000,
+        }),
+        payload: Payload::Dot3,
+        size: 64,
+        batch: 64,
+        latency_batch: 8,
+        loads: vec![0.5],
+        scaling: false,
+        rewrite,
+    }
+}
+
+#[test]
+fn every_contender_delivers_only_the_frames_it_must_and_ferry_counts_them() {
+    let all = vec![Contender::Ferry, Contender::Redirect, Contender::Userspace];
+    let r = live::run(&options(all, true), &|_| {}).unwrap();
+    // 2 tables x 2 directions x 2 size mixes x 3 contenders.
+    assert_eq!(r.rows.len(), 24, "{}", r.text());
+    for row in &r.rows {
+        assert_eq!(row.wrong, 0, "{}", r.text());
+        assert!(row.pps > 0.0, "{}", r.text());
+        if row.contender == Contender::Ferry {
+            assert_eq!(row.count_gap, Some(0), "{}", r.text());
+            assert!(row.loss < 0.01, "{}", r.text());
+        }
+    }
+    // Latency at 50% of each contender's maximum, both directions.
+    assert_eq!(r.latency.len(), 6, "{}", r.text());
+    assert!(
+        r.latency
+            .iter()
+            .all(|l| l.frames > 0 && l.p50_ns > 0 && l.p99_ns >= l.p50_ns)
+    );
+}
+
+#[test]
+fn without_the_per_run_rewrite_recycled_pages_corrupt_the_generators_frames() {
+    let r = live::run(&options(vec![Contender::Ferry], false), &|_| {}).unwrap();
+    let up = r
+        .rows
+        .iter()
+        .find(|row| row.dir == live::frames::Direction::Up)
+        .unwrap();
+    // The sink sees frames ferry mangled twice, or ferry drops them: far
+    // fewer good frames than were sent.
+    assert!(up.wrong > 0 || up.loss > 0.5, "{}", r.text());
+}
