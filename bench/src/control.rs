@@ -11,13 +11,10 @@
 //! - single-tunnel promote/demote time;
 //! - the control process's resident memory at that size.
 
-use std::{collections::HashMap, path::Path, time::Instant};
+use std::{path::Path, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
-use ferry::api::{
-    protocol::Request,
-    views::{Change, Tunnels},
-};
+use ferry::api::{protocol::Request, views::Change};
 use ferry_ebpf::abi::{self, StationInfo, StationKey};
 use serde::Serialize;
 
@@ -110,15 +107,7 @@ pub fn run(
     phases.push(("small swaps".into(), proc_kib(pid, "VmRSS:")));
 
     // Fill the station table behind the live tunnels.
-    let listing: Tunnels = d.call(Request::Tunnels)?;
-    let ids: HashMap<String, u32> = listing
-        .tunnels
-        .into_iter()
-        .filter_map(|t| Some((t.ap, t.id?)))
-        .collect();
-    let by_index: Vec<u32> = (0..tunnels)
-        .map(|i| ids.get(&format!("ap{i}")).copied().unwrap_or(0))
-        .collect();
+    let by_index = d.tunnel_ids(tunnels)?;
     phases.push(("tunnel listing".into(), proc_kib(pid, "VmRSS:")));
     fill_stations(&d.pin_dir, stations, &by_index, &progress)?;
 

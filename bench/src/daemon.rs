@@ -144,6 +144,21 @@ impl Daemon {
         Ok(client::call(&self.socket, r, Duration::from_secs(600))?)
     }
 
+    /// The data plane ids of tunnels `ap0..ap{n-1}`, in that order, as
+    /// `ferry tunnels` lists them; an error if any is missing.
+    pub fn tunnel_ids(&self, n: u32) -> Result<Vec<u32>> {
+        let listing: ferry::api::views::Tunnels = self.call(Request::Tunnels)?;
+        let ids: std::collections::HashMap<String, u32> = listing
+            .tunnels
+            .into_iter()
+            .filter_map(|t| Some((t.ap, t.id?)))
+            .collect();
+        (0..n)
+            .map(|i| ids.get(&format!("ap{i}")).copied())
+            .collect::<Option<Vec<u32>>>()
+            .context("ferry does not list every tunnel of the table")
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

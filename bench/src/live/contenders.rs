@@ -9,17 +9,13 @@
 //!   sent by XDP to arrive) and the capwap-dp-style forwarder.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
-use ferry::api::{
-    protocol::Request,
-    views::{self, Tunnels},
-};
+use ferry::api::{protocol::Request, views};
 use ferry_ebpf::{abi, loadgen::PROG_GEN, loadgen::station_mac};
 use serde::Serialize;
 
@@ -259,16 +255,7 @@ impl Contenders {
                 })?;
             }
             if let Some((d, _)) = &self.ferry {
-                let listing: Tunnels = d.call(Request::Tunnels)?;
-                let ids: HashMap<String, u32> = listing
-                    .tunnels
-                    .into_iter()
-                    .filter_map(|t| Some((t.ap, t.id?)))
-                    .collect();
-                let by_index = (0..scale.aps)
-                    .map(|i| ids.get(&format!("ap{i}")).copied())
-                    .collect::<Option<Vec<u32>>>()
-                    .context("ferry does not list every tunnel of the table")?;
+                let by_index = d.tunnel_ids(scale.aps)?;
                 fill_stations_from(&d.pin_dir, scale.stations, &by_index, RID, &progress)?;
             }
         }

@@ -185,6 +185,25 @@ fn setopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: T, what: &str)
     check(r, what).map(|_| ())
 }
 
+/// A receiving socket's options: a 4 MiB buffer, and a timeout so the
+/// thread sees the stop flag.
+fn receiving(fd: RawFd, timeout: libc::timeval) -> Result<()> {
+    setopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        4i32 << 20,
+        "SO_RCVBUF",
+    )?;
+    setopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVTIMEO,
+        timeout,
+        "SO_RCVTIMEO",
+    )
+}
+
 /// One thread's sockets.
 struct Worker<'a> {
     udp: OwnedFd,
@@ -304,14 +323,7 @@ impl<'a> Worker<'a> {
             1i32,
             "SO_REUSEPORT",
         )?;
-        setopt(
-            u,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            4i32 << 20,
-            "SO_RCVBUF",
-        )?;
-        setopt(u, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tmo, "SO_RCVTIMEO")?;
+        receiving(u, tmo)?;
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: capwap::DATA_PORT.to_be(),
@@ -365,14 +377,7 @@ impl<'a> Worker<'a> {
             1i32,
             "PACKET_IGNORE_OUTGOING",
         )?;
-        setopt(r, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tmo, "SO_RCVTIMEO")?;
-        setopt(
-            r,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            4i32 << 20,
-            "SO_RCVBUF",
-        )?;
+        receiving(r, tmo)?;
         let fanout = (std::process::id() & 0xffff) as i32 | (libc::PACKET_FANOUT_CPU << 16) as i32;
         setopt(
             r,
