@@ -18,6 +18,7 @@ die() { echo "bootstrap: error: $*" >&2; exit 1; }
 # --- Debian packages -------------------------------------------------------
 PKGS=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev build-essential pkg-config
       iproute2 ethtool procps tshark tcpdump ca-certificates
+      python3 python3-scapy  # bench/trex and bench/pktgen checks (test_profiles.py)
       keepalived)  # the comparator of `ferry-bench failover`; its service starts only with a config
 missing=()
 for p in "${PKGS[@]}"; do
