@@ -3,9 +3,12 @@
 // See lib.rs: the scenarios are reshaped by the live-benchmark issue.
 #![allow(clippy::too_many_lines)]
 
+mod args;
+
 use std::{fs::File, io::BufWriter, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
+use args::{GenLiveArgs, LiveArgs};
 use clap::{Parser, Subcommand};
 use ferry::config::Config;
 use ferry_bench::{
@@ -27,26 +30,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write CAPWAP traffic for a configuration's tunnels to a pcap file.
+    /// Write CAPWAP traffic for a configuration's tunnels to a pcap file,
+    /// or (--live) send it out of an interface.
     #[command(
         long_about = "Write deterministic CAPWAP traffic for the tunnels of a ferry configuration \
 to a pcap file: 802.3 and 802.11 client frames from each AP, keepalives, control-plane and \
 non-CAPWAP frames, data from unknown sources and malformed headers.\n\n\
-EXAMPLE\n  ferry-bench gen --config deploy/examples/ferry.toml --out deploy/examples/sample.pcap --packets 200"
+With --live, send instead: the live benchmark's generator (BPF_PROG_TEST_RUN in live-frames \
+mode, one pinned thread per core and TX queue) sends CAPWAP data from APS APs (198.19.0.1, \
+198.19.0.2, ..., port 12222, to 198.18.0.1:5247) carrying STATIONS stations, or (--direction \
+down) client-VLAN 200 frames to those stations, out of IFACE for SECS seconds, at RATE frames \
+a second or as fast as it can; every frame is rewritten on every run and carries a sequence \
+and timestamp trailer. --write-config writes the matching ferry configuration. Prints the \
+rate each second and a summary. Needs root.\n\n\
+EXAMPLE\n  ferry-bench gen --config deploy/examples/ferry.toml --out deploy/examples/sample.pcap --packets 200\n  \
+ferry-bench gen --live --netns lab-ap --iface veth0 --aps 256 --stations 4096 --size imix --secs 30\n  \
+ferry-bench gen --live --iface ens1f0 --direction down --rate 1000000 --json"
     )]
     Gen {
         /// Configuration whose node and tunnels the traffic is for.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(long, short, value_name = "FILE", required_unless_present = "live")]
+        config: Option<PathBuf>,
         /// Output pcap.
-        #[arg(long, value_name = "OUT.pcap")]
-        out: PathBuf,
-        /// Number of frames.
+        #[arg(long, value_name = "OUT.pcap", required_unless_present = "live")]
+        out: Option<PathBuf>,
+        /// Number of frames (pcap).
         #[arg(long, default_value_t = 1000)]
         packets: u64,
         /// RNG seed (same seed, same file).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[command(flatten)]
+        live: GenLiveArgs,
     },
     /// ns/packet of the XDP program under BPF_PROG_TEST_RUN, with baselines.
     #[command(
@@ -218,95 +233,6 @@ EXAMPLE\n  ferry-bench failover\n  ferry-bench failover --phases load --stations
         #[arg(long)]
         json: bool,
     },
-}
-
-/// `ferry-bench live`'s options (shared with `all`).
-#[derive(clap::Args, Clone, Debug)]
-struct LiveArgs {
-    /// The ferry binary (default: next to ferry-bench).
-    #[arg(long, value_name = "PATH")]
-    ferry: Option<PathBuf>,
-    /// Queues per veth and sender threads, one per core (any number;
-    /// default: every core).
-    #[arg(long)]
-    queues: Option<u32>,
-    /// Seconds per round.
-    #[arg(long, default_value_t = 2.0)]
-    secs: f64,
-    /// Rounds per contender and workload (alternating).
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    /// Contenders.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "ferry,redirect,userspace"
-    )]
-    contenders: Vec<live::contenders::Contender>,
-    /// Tunnels in the large table (0: skip it).
-    #[arg(long, default_value_t = 25_600)]
-    tunnels: u32,
-    /// Stations in the large table.
-    #[arg(long, default_value_t = 1_000_000)]
-    stations: u32,
-    /// Upstream payload.
-    #[arg(long, value_enum, default_value = "802.3")]
-    payload: live::frames::Payload,
-    /// Client frame size of the fixed-size workload (IMIX is always run too).
-    #[arg(long, default_value_t = 64)]
-    size: u16,
-    /// Frames per kernel batch at full rate (1-256).
-    #[arg(long, default_value_t = 64)]
-    batch: u32,
-    /// Frames per kernel batch when paced for latency (1-256).
-    #[arg(long, default_value_t = 8)]
-    latency_batch: u32,
-    /// Offered loads for latency, as fractions of each contender's maximum.
-    #[arg(long, value_delimiter = ',', default_value = "0.1,0.5,0.9")]
-    loads: Vec<f64>,
-    /// Skip the latency runs.
-    #[arg(long)]
-    no_latency: bool,
-    /// Send frames without rewriting their headers on every run, to see
-    /// what recycled live-mode pages do to such a generator (the sink
-    /// counts the wrong frames).
-    #[arg(long, hide = true)]
-    no_rewrite: bool,
-    /// Skip the 1-core vs all-cores comparison.
-    #[arg(long)]
-    no_scaling: bool,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-impl LiveArgs {
-    fn options(&self) -> Result<live::Options> {
-        let cores = core_affinity::get_core_ids().map_or(1, |c| c.len() as u32);
-        Ok(live::Options {
-            ferry: ferry_binary(self.ferry.clone())?,
-            queues: self.queues.unwrap_or(cores).max(1),
-            secs: self.secs.max(0.1),
-            rounds: self.rounds.max(1),
-            contenders: self.contenders.clone(),
-            large: (self.tunnels > 0).then_some(live::contenders::Scale {
-                aps: self.tunnels,
-                stations: self.stations,
-            }),
-            payload: self.payload,
-            size: self.size,
-            batch: self.batch,
-            latency_batch: self.latency_batch,
-            loads: if self.no_latency {
-                Vec::new()
-            } else {
-                self.loads.clone()
-            },
-            scaling: !self.no_scaling,
-            rewrite: !self.no_rewrite,
-        })
-    }
 }
 
 /// The ferry binary: `given`, else the one next to ferry-bench.
@@ -499,11 +425,24 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Gen { live: a, .. } if a.live => {
+            let r = live::generator::run(&a.options()?, &|l| eprintln!("{l}"))?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "sent {} frames ({} bytes) out of {} in {} in {:.2} s: {:.0} pps, {:.3} Gbit/s",
+                    r.frames, r.bytes, r.iface, r.netns, r.secs, r.pps, r.gbps
+                );
+            }
+            Ok(())
+        }
         Command::Gen {
-            config,
-            out,
+            config: Some(config),
+            out: Some(out),
             packets,
             seed,
+            ..
         } => {
             let cfg = Config::load(&config)?;
             let mut g = traffic::Generator::new(cfg, traffic::Mix::default(), seed)?;
@@ -512,6 +451,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {packets} frames to {}", out.display());
             Ok(())
         }
+        Command::Gen { .. } => anyhow::bail!("gen needs --config and --out, or --live"),
         Command::Micro {
             packets,
             rounds,

@@ -17,10 +17,15 @@ use crate::error::{Ctx as _, Error, Result, Wrap as _};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A network namespace that is deleted when dropped.
+/// A network namespace: one this process made, deleted when dropped, or
+/// one it only uses ([`Netns::existing`], [`Netns::current`]).
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// What `setns` opens.
+    path: String,
+    /// Made here: deleted on drop.
+    owned: bool,
 }
 
 /// Runs `ip` with `args`, failing with its stderr.
@@ -46,7 +51,11 @@ impl Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ferry-{tag}-{}-{n}", std::process::id());
         ip(&["netns", "add", &name])?;
-        let ns = Self { name };
+        let ns = Self {
+            path: format!("/var/run/netns/{name}"),
+            name,
+            owned: true,
+        };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         for key in ["all", "default"] {
             ns.exec(&[
@@ -57,6 +66,28 @@ impl Netns {
             ])?;
         }
         Ok(ns)
+    }
+
+    /// The named namespace `name` (`ip netns add`), which stays when dropped.
+    pub fn existing(name: &str) -> Result<Self> {
+        let path = format!("/var/run/netns/{name}");
+        if name.contains('/') || !std::path::Path::new(&path).exists() {
+            fail!("no network namespace {name} (ip netns list)");
+        }
+        Ok(Self {
+            name: name.to_string(),
+            path,
+            owned: false,
+        })
+    }
+
+    /// The namespace this process started in (its main thread's).
+    pub fn current() -> Self {
+        Self {
+            name: "(this namespace)".into(),
+            path: format!("/proc/{}/ns/net", std::process::id()),
+            owned: false,
+        }
     }
 
     /// The namespace's name.
@@ -89,8 +120,8 @@ impl Netns {
     /// how the tests, the lab and the benchmarks start `ferry run`.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         use std::os::unix::process::CommandExt as _;
-        let path = format!("/var/run/netns/{}", self.name);
-        let ns = File::open(&path).with_ctx(|| format!("opening {path}"))?;
+        let path = &self.path;
+        let ns = File::open(path).with_ctx(|| format!("opening {path}"))?;
         let mut cmd = Command::new(program);
         // SAFETY: the closure only calls setns(2), which is async-signal-safe,
         // on a descriptor the closure owns (moved in, alive until exec).
@@ -112,10 +143,10 @@ impl Netns {
         &self,
         f: impl FnOnce() -> Result<T, E> + Send,
     ) -> Result<T, E> {
-        let path = format!("/var/run/netns/{}", self.name);
+        let path = &self.path;
         std::thread::scope(|s| {
             s.spawn(|| {
-                let fd = File::open(&path).with_ctx(|| format!("opening {path}"))?;
+                let fd = File::open(path).with_ctx(|| format!("opening {path}"))?;
                 // SAFETY: setns on a namespace fd we own; affects this thread only.
                 if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return Err(std::io::Error::last_os_error().wrap("setns".into()).into());
@@ -144,6 +175,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Deleting the namespace destroys its veths (and their peers).
         let _ = ip(&["netns", "del", &self.name]);
     }

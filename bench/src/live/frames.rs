@@ -32,7 +32,7 @@ pub const MIN_FRAME: u16 = (eth::HLEN + ipv4::MIN_HLEN + udp::HLEN + TRAILER) as
 pub const IMIX: [(u16, u32); 3] = [(64, 7), (576, 4), (1500, 1)];
 
 /// Which way frames go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// AP to client: CAPWAP in, tagged client frames out.

@@ -26,6 +26,7 @@
 
 pub mod contenders;
 pub mod frames;
+pub mod generator;
 pub mod lab;
 pub mod report;
 pub mod rig;
