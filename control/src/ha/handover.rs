@@ -403,6 +403,17 @@ impl Handovers {
         (steps, keep)
     }
 
+    /// Whether a handover is under way either way: given here and not
+    /// finished, or taken here and not settled. The taking side holds its
+    /// entry from `Take` to `Settled`, the whole drain included, with
+    /// nothing due on its clock ([`Handovers::busy`] is false then), and
+    /// it may be the side that moves the stream: a drop then cuts the
+    /// handover short, and the giver stands by without its last
+    /// announcement.
+    pub fn under_way(&self) -> bool {
+        self.busy() || !self.taking.is_empty()
+    }
+
     /// Whether a step is due soon (the service polls every few ms then).
     pub fn busy(&self) -> bool {
         self.giving.iter().any(|g| !g.status.finished())
@@ -440,6 +451,45 @@ mod tests {
             up_packets: rx,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_group_taken_here_is_under_way_from_take_to_settled() {
+        let mut h = Handovers::default();
+        assert!(!h.under_way());
+        // Take received: the drain runs on the giver's clock, nothing is
+        // due here. The stream's path gate used `busy()`, which is false
+        // now, so the connecting taker could move the stream mid-drain
+        // (`ferry-bench failover --phases unplanned,planned` failed so).
+        h.taking.insert(
+            3,
+            Taking {
+                group: "g".into(),
+                index: 1,
+                base: GroupStats::default(),
+                done: None,
+            },
+        );
+        assert!(!h.busy());
+        assert!(h.under_way());
+        // Drained: announcing.
+        let (_tx, rx) = mpsc::channel();
+        h.taking.get_mut(&3).unwrap().done = Some(rx);
+        assert!(h.under_way());
+        // Settled (or the stream lost): nothing under way.
+        h.taking.remove(&3);
+        assert!(!h.under_way());
+        h.taking.insert(
+            4,
+            Taking {
+                group: "g".into(),
+                index: 1,
+                base: GroupStats::default(),
+                done: None,
+            },
+        );
+        let _ = h.lost();
+        assert!(!h.under_way());
     }
 
     #[test]

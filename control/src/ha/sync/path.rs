@@ -215,7 +215,7 @@ impl SyncService {
             return;
         };
         let on = c.path;
-        let busy = c.bulk_rx.is_some() || !self.status.bulk_sent || self.handovers.busy();
+        let busy = c.bulk_rx.is_some() || !self.status.bulk_sent || self.handovers.under_way();
         let why = match self.paths.verdict(on, now, self.we_connect) {
             None => return,
             Some(Move::Return(_)) if busy => return,
