@@ -494,6 +494,10 @@ fn run(cli: Cli) -> Result<()> {
                 "802.3 encap, {} stations rotating / 1 hot station: {:.3}",
                 rep.many_stations, rep.station_hot_ratio
             );
+            println!(
+                "802.3 decap, {} port-declared tunnels, exact port first / marker first: {:.3}",
+                rep.many_tunnels, rep.port_lookup_ratio
+            );
             for (t, ok) in &rep.targets {
                 println!("target {t}: {}", if *ok { "met" } else { "MISSED" });
             }

@@ -72,6 +72,10 @@ pub struct Report {
     pub station_hot_ratio: f64,
     /// Size of the large station table.
     pub many_stations: u32,
+    /// 802.3 decap on one table of `many_tunnels` port-declared tunnels
+    /// (1,024 in turn), exact port looked up first over the (address, any
+    /// port) marker first: the effect of `LOOKUP_EXACT_FIRST` alone.
+    pub port_lookup_ratio: f64,
     /// Target checks: (name, met).
     pub targets: Vec<(String, bool)>,
 }
@@ -97,6 +101,8 @@ const CASE_DOWN: &str = "802.3 encap (downstream)";
 const CASE_DOWN_MANY: &str = "802.3 encap, many stations";
 const CASE_DOWN_FEW: &str = "802.3 encap, 1,024 stations";
 const CASE_DOT3_FEW: &str = "802.3 decap, 1,024 tunnels";
+const CASE_PORTS_MARKER: &str = "802.3 decap, port tunnels, marker first";
+const CASE_PORTS_EXACT: &str = "802.3 decap, port tunnels, exact first";
 /// Distinct tunnels or stations the "large table" cases rotate through.
 const ROTATION: u32 = 1024;
 
@@ -113,6 +119,11 @@ fn station_mac(i: u32) -> [u8; 6] {
 }
 
 fn tables(tunnels: u32, stations: u32) -> Tables {
+    tables_on(tunnels, stations, 0)
+}
+
+/// Tunnels declared with source `port` (0: any port).
+fn tables_on(tunnels: u32, stations: u32, port: u16) -> Tables {
     Tables {
         local_addrs: vec![IpAddr::from(AC)],
         settings: Settings {
@@ -124,7 +135,7 @@ fn tables(tunnels: u32, stations: u32) -> Tables {
         },
         tunnels: (0..tunnels)
             .map(|i| Tunnel {
-                key: TunnelKey::new(addr_key(ap_addr(i)), 0),
+                key: TunnelKey::new(addr_key(ap_addr(i)), port),
                 info: TunnelInfo {
                     id: i,
                     vlan: 200,
@@ -153,6 +164,18 @@ fn tables(tunnels: u32, stations: u32) -> Tables {
             .collect(),
         station_capacity: (stations + stations / 4).max(1024),
     }
+}
+
+/// `tunnels` tunnels declared with the port the crafted packets come from,
+/// looked up in `order` (see `abi::LOOKUP_EXACT_FIRST`).
+fn datapath_ported(tunnels: u32, order: u8) -> Result<Datapath> {
+    let mut dp = Datapath::load()?;
+    let port = Transport::new(ap_addr(0), IpAddr::from(AC)).sport;
+    dp.apply(&tables_on(tunnels, 1, port))?;
+    dp.set_client_egress(1)?;
+    dp.set_ap_egress(1)?;
+    dp.set_tunnel_lookup(order)?;
+    Ok(dp)
 }
 
 fn datapath(tunnels: u32, stations: u32, egress: u8) -> Result<Datapath> {
@@ -268,7 +291,15 @@ pub fn run(
         datapath(many, stations, EGRESS_REDIRECT)?,
         datapath(many, ROTATION, EGRESS_REDIRECT)?,
         datapath(ROTATION, 1, EGRESS_REDIRECT)?,
+        datapath_ported(many, 0)?,
+        datapath_ported(many, abi::LOOKUP_EXACT_FIRST)?,
     ];
+    // Same table, same packets, both lookup orders.
+    let port_rotation = || -> Vec<Vec<u8>> {
+        (0..1024)
+            .map(|k| dot3_packet(ap_addr(k * many / 1024)))
+            .collect()
+    };
     let last = ap_addr(many - 1);
     let cases = vec![
         Case {
@@ -386,6 +417,24 @@ pub fn run(
             expect: (action::REDIRECT, Some(Reason::Forwarded)),
             idempotent: false,
         },
+        Case {
+            name: CASE_PORTS_MARKER,
+            dp: 6,
+            prog: abi::PROG_UPSTREAM,
+            pkt: dot3_packet(last),
+            more: port_rotation(),
+            expect: (action::REDIRECT, Some(Reason::Forwarded)),
+            idempotent: false,
+        },
+        Case {
+            name: CASE_PORTS_EXACT,
+            dp: 7,
+            prog: abi::PROG_UPSTREAM,
+            pkt: dot3_packet(last),
+            more: port_rotation(),
+            expect: (action::REDIRECT, Some(Reason::Forwarded)),
+            idempotent: false,
+        },
     ];
     // A benchmark of the wrong path is worthless: check each case's verdict first.
     for c in &cases {
@@ -460,6 +509,7 @@ pub fn run(
     // 1,024 vs `stations` entries: the effect of table size alone.
     let station_scale = cost(down_many) / cost(down_few);
     let station_hot_scale = cost(down_many) / cost(down);
+    let port_lookup = cost(idx(CASE_PORTS_EXACT)?) / cost(idx(CASE_PORTS_MARKER)?);
     let targets = vec![
         (
             "802.3 decap <= 2.0x XDP_DROP".to_string(),
@@ -496,6 +546,7 @@ pub fn run(
         station_scale_ratio: station_scale,
         station_hot_ratio: station_hot_scale,
         many_stations: stations,
+        port_lookup_ratio: port_lookup,
         targets,
     })
 }

@@ -669,10 +669,45 @@ fn hand_built() -> Vec<Case> {
 #[test]
 fn hand_built_packets_cover_every_branch() {
     let (dp, mut model) = pair();
+    // Two of six tunnels are port-declared: the (address, any port) entry
+    // is looked up first.
+    assert_eq!(dp.settings().unwrap().tunnel_lookup, 0);
+    hand_built_agree(&dp, &mut model);
+}
+
+#[test]
+fn exact_port_first_lookups_give_the_same_answers() {
+    // Mostly port-declared tunnels (at other addresses): the exact
+    // (address, port) entry is looked up first, and every hand-built case,
+    // the any-port fallbacks and the marker's unknown ports among them,
+    // ends as in the model (whose lookup order never changes).
+    let mut t = tables();
+    for i in 0..8u8 {
+        t.tunnels.push(common::tunnel(
+            IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 9, 1 + i)),
+            1000 + u16::from(i),
+            20 + u32::from(i),
+            200,
+            0,
+        ));
+    }
+    let dp = common::datapath(&t);
+    let mut model = ferry_dataplane::model::Model::new(&t);
+    assert_eq!(
+        dp.settings().unwrap().tunnel_lookup,
+        abi::LOOKUP_EXACT_FIRST
+    );
+    hand_built_agree(&dp, &mut model);
+}
+
+fn hand_built_agree(
+    dp: &ferry_dataplane::datapath::Datapath,
+    model: &mut ferry_dataplane::model::Model,
+) {
     let mut prev = dp.counters().unwrap();
     let mut seen = std::collections::BTreeSet::new();
     for c in hand_built() {
-        let out = check(&dp, &mut model, &mut prev, &c.pkt, c.name);
+        let out = check(dp, model, &mut prev, &c.pkt, c.name);
         assert_eq!(out.reason, c.reason, "{}: model reason", c.name);
         if let Some(exp) = &c.output {
             assert_eq!(hex(&out.output), hex(exp), "{}: output", c.name);

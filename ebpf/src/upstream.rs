@@ -13,9 +13,9 @@ use aya_ebpf::{
 use ferry_ebpf::{
     abi::{
         self, Addr, DOWN_FIXED_PORT, DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Event, LOCAL4_INLINE,
-        Reason, STATION_BSSID, STATION_CACHE_SLOTS, STATION_HINT_BUDGET, STATION_REFRESH_NS,
-        STATION_STATIC, Settings, StationHint, StationInfo, StationKey, TUNNEL_MARKER,
-        TUNNEL_PORTS, TUNNEL_STANDBY, TunnelInfo, TunnelKey,
+        LOOKUP_EXACT_FIRST, Reason, STATION_BSSID, STATION_CACHE_SLOTS, STATION_HINT_BUDGET,
+        STATION_REFRESH_NS, STATION_STATIC, Settings, StationHint, StationInfo, StationKey,
+        TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY, TunnelInfo, TunnelKey,
     },
     capwap, dot11, eth, ipv4, ipv6, udp, vlan,
 };
@@ -215,7 +215,7 @@ pub(crate) fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     check_optional(ctx, c, hlen, &h)?;
 
-    let (info, exact) = lookup_tunnel(&outer)?;
+    let (info, exact) = lookup_tunnel(&outer, s.tunnel_lookup == LOOKUP_EXACT_FIRST)?;
     let stats = TUNNEL_STATS.get_ptr_mut(info.id);
     if let Some(st) = stats {
         // SAFETY: per-CPU slot.
@@ -479,22 +479,35 @@ fn check_optional(
     Ok(())
 }
 
-/// Exactly one outer lookup. The (address, any port) entry comes first: it
-/// is the tunnel itself for APs declared without a port (one hash lookup),
-/// and carries `TUNNEL_PORTS` when (address, port) tunnels exist, in which
-/// case the exact port is tried before settling for it.
+/// Exactly one outer lookup. Without `exact_first`, the (address, any
+/// port) entry comes first: it is the tunnel itself for APs declared
+/// without a port (one hash lookup), and carries `TUNNEL_PORTS` when
+/// (address, port) tunnels exist, in which case the exact port is tried
+/// before settling for it. With it (tables of mostly port-declared
+/// tunnels, [`LOOKUP_EXACT_FIRST`]), the exact port comes first. An entry
+/// with a non-zero port is always a tunnel, and a marker or `TUNNEL_PORTS`
+/// exists wherever one does, so both orders find the same tunnel.
 #[inline(always)]
-fn lookup_tunnel(outer: &Outer) -> Result<(TunnelInfo, bool), Reason> {
+fn lookup_tunnel(outer: &Outer, exact_first: bool) -> Result<(TunnelInfo, bool), Reason> {
     let table = TUNNEL_TABLES
         .get(abi::TABLE_SLOT)
         .ok_or(Reason::DropUnknownTunnel)?;
+    // Source port 0 would find the (address, any port) entry: not exact.
+    if exact_first
+        && outer.sport != 0
+        && let Some(e) = table.get_ptr(TunnelKey::new(outer.src, outer.sport))
+    {
+        // SAFETY: pointer from a successful lookup, read once.
+        return Ok((unsafe { *e }, true));
+    }
     let any = table
         .get_ptr(TunnelKey::new(outer.src, 0))
         .ok_or(Reason::DropUnknownTunnel)?;
     // SAFETY: pointer from a successful lookup, read once.
     let any = unsafe { *any };
     // Source port 0 would find the (address, any port) entry again.
-    if any.flags & TUNNEL_PORTS != 0
+    if !exact_first
+        && any.flags & TUNNEL_PORTS != 0
         && outer.sport != 0
         && let Some(e) = table.get_ptr(TunnelKey::new(outer.src, outer.sport))
     {

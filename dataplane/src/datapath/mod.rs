@@ -85,6 +85,9 @@ pub struct Datapath {
     /// Table generation written into the settings; only ever grows, so the
     /// programs' per-CPU learning hints from older tables never match.
     generation: u32,
+    /// `Settings::tunnel_lookup` of the live tunnel table (set by each
+    /// flip; a speed hint, so an edit that changes the mix leaves it as is).
+    tunnel_lookup: u8,
     /// `STATION_COUNT` mapped, once a synced station needs it.
     counts: Option<counts::MappedCounts>,
 }
@@ -116,6 +119,7 @@ impl Datapath {
             m.get(&0, 0).ctx("reading settings")?
         };
         dp.generation = live.generation.max(1);
+        dp.tunnel_lookup = live.tunnel_lookup;
         let vlans: Array<_, u8> = Array::try_from(dp.map(abi::MAP_CLIENT_VLANS)?)?;
         dp.client_vlans = (1..=ferry_ebpf::vlan::VID_MAX)
             .filter(|v| matches!(vlans.get(&u32::from(*v), 0), Ok(1)))
@@ -147,6 +151,7 @@ impl Datapath {
             ebpf,
             client_vlans: Vec::new(),
             generation: 1,
+            tunnel_lookup: 0,
             counts: None,
         })
     }
@@ -211,16 +216,38 @@ impl Datapath {
     }
 
     /// Writes the settings entry as given (see [`with_local4`]), except
-    /// the generation, which the datapath owns.
+    /// the generation and the tunnel lookup order, which the datapath owns.
     pub fn set_settings(&mut self, s: Settings) -> Result<()> {
         let s = Settings {
             generation: self.generation,
+            tunnel_lookup: self.tunnel_lookup,
             abi_version: abi::ABI_VERSION,
             ..installed_settings(s)
         };
         let mut m: Array<_, Settings> = Array::try_from(self.map_mut(abi::MAP_SETTINGS)?)?;
         m.set(0, s, 0).ctx("writing settings")?;
         Ok(())
+    }
+
+    /// The settings entry as the programs read it.
+    pub fn settings(&self) -> Result<Settings> {
+        let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
+        m.get(&0, 0).ctx("reading settings")
+    }
+
+    /// Overrides the tunnel lookup order the last flip chose (0 or
+    /// [`abi::LOOKUP_EXACT_FIRST`]): both give the same answers, so the
+    /// micro-benchmark measures one table under each.
+    pub fn set_tunnel_lookup(&mut self, order: u8) -> Result<()> {
+        if order > abi::LOOKUP_EXACT_FIRST {
+            bail!(
+                "tunnel lookup order {order}: 0 or {}",
+                abi::LOOKUP_EXACT_FIRST
+            );
+        }
+        self.tunnel_lookup = order;
+        let current = self.settings()?;
+        self.set_settings(current)
     }
 
     /// Starts a new table generation (after installing tunnels or stations,

@@ -83,6 +83,7 @@ impl Datapath {
         Ok(TunnelTable {
             up: HashMap::try_from(aya::maps::Map::HashMap(up))?,
             down: Array::try_from(aya::maps::Map::Array(down))?,
+            lookup: lookup_order(tunnels),
         })
     }
 
@@ -99,7 +100,9 @@ impl Datapath {
         let down = outer_down
             .get(&abi::TABLE_SLOT, 0)
             .ctx("reading downstream tunnel slot")?;
-        Ok(TunnelTable { up, down })
+        // What the live table runs with is what the settings say.
+        let lookup = self.settings()?.tunnel_lookup;
+        Ok(TunnelTable { up, down, lookup })
     }
 
     /// Makes `t` the live tunnel table: one outer update per direction, and
@@ -117,6 +120,9 @@ impl Datapath {
         outer
             .set(abi::TABLE_SLOT, &t.up, 0)
             .ctx("flipping the tunnel table slot")?;
+        // The order is a speed hint (both give the same answer), so writing
+        // it with the generation, just after the flip, is safe.
+        self.tunnel_lookup = t.lookup;
         self.bump_generation()
     }
 }
@@ -128,6 +134,20 @@ impl Datapath {
 pub struct TunnelTable {
     up: HashMap<MapData, TunnelKey, TunnelInfo>,
     down: Array<MapData, TunnelDown>,
+    /// `Settings::tunnel_lookup` for this table.
+    lookup: u8,
+}
+
+/// The cheaper lookup order for `tunnels`: exact port first when most are
+/// port-declared (each then costs one hash lookup instead of two, and each
+/// any-port tunnel a missed lookup more), any port first otherwise.
+pub fn lookup_order(tunnels: &[Tunnel]) -> u8 {
+    let ported = tunnels.iter().filter(|t| t.key.port != 0).count();
+    if ported * 2 > tunnels.len() {
+        abi::LOOKUP_EXACT_FIRST
+    } else {
+        0
+    }
 }
 
 impl TunnelTable {
