@@ -446,9 +446,14 @@ impl Ha {
         Ok(())
     }
 
-    /// The cluster view.
+    /// The cluster view. The thread publishes it once a round, but a table
+    /// change made here takes its revision on the event loop: the revision
+    /// is read live, so `cluster status` after a change has returned shows
+    /// it (a test read the old one under load).
     pub fn status(&self) -> ClusterStatus {
-        lock(&self.shared).status.clone()
+        let mut s = lock(&self.shared).status.clone();
+        s.revision = self.revisions.own();
+        s
     }
 
     /// The history, oldest first.

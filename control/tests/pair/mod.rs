@@ -485,9 +485,11 @@ impl Node {
     pub fn role(&self) -> (String, String) {
         let v = self.cluster();
         let g = &v["groups"][0];
+        // Missing while the node is starting (no HA view yet): not a role,
+        // so a wait for one goes on.
         (
-            g["role"].as_str().unwrap().to_string(),
-            g["dataplane"].as_str().unwrap().to_string(),
+            g["role"].as_str().unwrap_or("").to_string(),
+            g["dataplane"].as_str().unwrap_or("").to_string(),
         )
     }
 
