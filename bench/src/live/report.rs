@@ -207,6 +207,8 @@ pub struct Report {
     pub latency: Vec<LatencyRow>,
     /// Ratios.
     pub ratios: Vec<Ratio>,
+    /// Measurements that could not be taken, and why.
+    pub skipped: Vec<String>,
 }
 
 impl Report {
@@ -220,6 +222,7 @@ impl Report {
             scaling: Vec::new(),
             latency: Vec::new(),
             ratios: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -362,6 +365,9 @@ impl Report {
                 _ => String::new(),
             };
             s.push_str(&format!("  {:<60} {:>7.3}{verdict}\n", r.what, r.value));
+        }
+        for k in &self.skipped {
+            s.push_str(&format!("skipped: {k}\n"));
         }
         s
     }
