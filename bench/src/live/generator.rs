@@ -68,7 +68,7 @@ pub struct GenReport {
     pub direction: Direction,
     /// Frames handed to the interface (the program returned XDP_TX).
     pub frames: u64,
-    /// Bytes of those frames (without FCS).
+    /// Bytes of those frames (without FCS), from the mix's mean frame size.
     pub bytes: u64,
     /// Seconds from first to last send.
     pub secs: f64,
