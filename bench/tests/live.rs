@@ -6,27 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+mod common;
 
 use ferry_bench::live::{self, contenders::Contender, frames::Payload};
 
-/// The `ferry` binary next to this test's target directory (`cargo test
-/// --workspace` builds it for the control crate's tests).
-fn ferry() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let f = dir.join("ferry");
-    assert!(
-        f.exists(),
-        "{} not built: run cargo build -p ferry first",
-        f.display()
-    );
-    f
-}
-
 fn options(contenders: Vec<Contender>, rewrite: bool) -> live::Options {
     live::Options {
-        ferry: ferry(),
+        ferry: common::ferry(),
         queues: 2,
         secs: 0.3,
         rounds: 1,

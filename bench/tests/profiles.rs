@@ -4,21 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{path::PathBuf, process::Command};
+mod common;
 
-/// The `ferry` binary next to this test's target directory (`cargo test
-/// --workspace` builds it for the control crate's tests).
-fn ferry() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let f = dir.join("ferry");
-    assert!(
-        f.exists(),
-        "{} not built: run cargo build -p ferry first",
-        f.display()
-    );
-    f
-}
+use std::{path::PathBuf, process::Command};
 
 #[test]
 fn trex_and_pktgen_packets_are_forwarded_exactly() {
@@ -26,7 +14,7 @@ fn trex_and_pktgen_packets_are_forwarded_exactly() {
     let out = Command::new("/usr/bin/python3")
         .args(["-m", "unittest", "-v", "test_profiles"])
         .current_dir(&trex)
-        .env("FERRY", ferry())
+        .env("FERRY", common::ferry())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap();

@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use ferry_dataplane::netns::Netns;
+use ferry_dataplane::netns::{self, Netns};
 use ferry_ebpf::loadgen::{CLASSES, GenSettings, PROG_GEN};
 
 use super::{
@@ -112,9 +112,7 @@ pub fn run(o: &GenOptions, progress: &dyn Fn(&str)) -> Result<GenReport> {
         &templates,
     )?;
     let anchor = Netns::new("gen")?;
-    anchor.exec(&["ip", "link", "add", "ga", "type", "veth", "peer", "gb"])?;
-    anchor.exec(&["ip", "link", "set", "ga", "up"])?;
-    anchor.exec(&["ip", "link", "set", "gb", "up"])?;
+    netns::veth(&anchor, "ga", &anchor, "gb")?;
     rig.attach(&anchor, PROG_GEN, "ga")?;
     let wire: u64 = offered
         .iter()

@@ -453,6 +453,16 @@ mod tests {
         }
     }
 
+    /// Group "g" (index 1) as the taking side holds it after `Take`.
+    fn taken() -> Taking {
+        Taking {
+            group: "g".into(),
+            index: 1,
+            base: GroupStats::default(),
+            done: None,
+        }
+    }
+
     #[test]
     fn a_group_taken_here_is_under_way_from_take_to_settled() {
         let mut h = Handovers::default();
@@ -461,15 +471,7 @@ mod tests {
         // due here. The stream's path gate used `busy()`, which is false
         // now, so the connecting taker could move the stream mid-drain
         // (`ferry-bench failover --phases unplanned,planned` failed so).
-        h.taking.insert(
-            3,
-            Taking {
-                group: "g".into(),
-                index: 1,
-                base: GroupStats::default(),
-                done: None,
-            },
-        );
+        h.taking.insert(3, taken());
         assert!(!h.busy());
         assert!(h.under_way());
         // Drained: announcing.
@@ -479,15 +481,7 @@ mod tests {
         // Settled (or the stream lost): nothing under way.
         h.taking.remove(&3);
         assert!(!h.under_way());
-        h.taking.insert(
-            4,
-            Taking {
-                group: "g".into(),
-                index: 1,
-                base: GroupStats::default(),
-                done: None,
-            },
-        );
+        h.taking.insert(4, taken());
         let _ = h.lost();
         assert!(!h.under_way());
     }

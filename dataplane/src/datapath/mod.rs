@@ -114,10 +114,7 @@ impl Datapath {
         let mut dp = Self::load_from(loader)?;
         // An adopted settings map already carries a generation: continue it,
         // so learning hints from before the restart never match.
-        let live = {
-            let m: Array<_, Settings> = Array::try_from(dp.map(abi::MAP_SETTINGS)?)?;
-            m.get(&0, 0).ctx("reading settings")?
-        };
+        let live = dp.settings()?;
         dp.generation = live.generation.max(1);
         dp.tunnel_lookup = live.tunnel_lookup;
         let vlans: Array<_, u8> = Array::try_from(dp.map(abi::MAP_CLIENT_VLANS)?)?;
@@ -255,20 +252,14 @@ impl Datapath {
     /// from before stop matching.
     pub fn bump_generation(&mut self) -> Result<()> {
         self.generation = self.generation.wrapping_add(1).max(1);
-        let current = {
-            let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
-            m.get(&0, 0).ctx("reading settings")?
-        };
+        let current = self.settings()?;
         self.set_settings(current)
     }
 
     /// Points the downstream FIB lookups at AP-side interface `ifindex`
     /// (after that interface was re-created).
     pub fn set_ap_ifindex(&mut self, ifindex: u32) -> Result<()> {
-        let current = {
-            let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
-            m.get(&0, 0).ctx("reading settings")?
-        };
+        let current = self.settings()?;
         self.set_settings(Settings {
             ap_ifindex: ifindex,
             ..current
@@ -279,10 +270,7 @@ impl Datapath {
     /// inline IPv4 copy in the settings).
     pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<()> {
         self.set_local_addr_map(addrs)?;
-        let current = {
-            let m: Array<_, Settings> = Array::try_from(self.map(abi::MAP_SETTINGS)?)?;
-            m.get(&0, 0).ctx("reading settings")?
-        };
+        let current = self.settings()?;
         self.set_settings(with_local4(current, addrs))
     }
 
