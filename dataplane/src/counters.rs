@@ -8,6 +8,7 @@ use serde::Serialize;
 pub struct Counters {
     values: Vec<u64>,
     events: Vec<u64>,
+    station_reads: u64,
 }
 
 impl Counters {
@@ -43,6 +44,17 @@ impl Counters {
         self.set_event(e, v + 1);
     }
 
+    /// Upstream frames whose station learning read the station table (the
+    /// learning hint missed; see `abi::STAT_STATION_READS`).
+    pub fn station_reads(&self) -> u64 {
+        self.station_reads
+    }
+
+    /// Sets the station-table read total.
+    pub fn set_station_reads(&mut self, v: u64) {
+        self.station_reads = v;
+    }
+
     /// Non-zero event totals.
     pub fn nonzero_events(&self) -> impl Iterator<Item = (Event, u64)> + '_ {
         Event::ALL
@@ -60,6 +72,7 @@ impl Counters {
         for e in Event::ALL {
             d.set_event(*e, self.event(*e).saturating_sub(before.event(*e)));
         }
+        d.station_reads = self.station_reads.saturating_sub(before.station_reads);
         d
     }
 

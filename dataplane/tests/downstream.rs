@@ -13,7 +13,7 @@ use common::*;
 use ferry_dataplane::{
     counters::Counters,
     craft::{self, Dot11, Options},
-    datapath::Datapath,
+    datapath::{Datapath, action},
     model::Model,
     tables::{Station, Tables},
 };
@@ -698,4 +698,76 @@ fn trunk_program_dispatches_like_the_two_programs() {
         down > 500 && up > 10,
         "both sides exercised: {down} down, {up} up"
     );
+}
+
+#[test]
+fn learning_hints_spare_the_station_table_and_count_when_they_do_not() {
+    let mut t = tables();
+    // Roaming moves a station only between tunnels of the same VLAN.
+    for tn in &mut t.tunnels {
+        if tn.info.id == 4 {
+            tn.info.vlan = 200;
+            tn.down.vlan = 200;
+        }
+    }
+    let mut dp = datapath(&t);
+    let from = |n: u8, ap: std::net::Ipv4Addr, port: u16| {
+        let mut tr = transport(ap.into());
+        tr.sport = port;
+        let inner = craft::ethernet(GW, sta(n), None, eth::ETHERTYPE_IPV4, &client_ip(1));
+        craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner)
+    };
+    let reads = |dp: &Datapath| dp.counters().unwrap().station_reads();
+    let send = |dp: &Datapath, p: &[u8]| {
+        let r = dp.run(abi::PROG_UPSTREAM, p).unwrap();
+        assert!(
+            [action::TX, action::REDIRECT].contains(&r.action),
+            "forwarded, got {}",
+            action::name(r.action)
+        );
+    };
+    let base = reads(&dp);
+    // First sight: learned through the table; from then on the hint (one
+    // array shared by all CPUs) vouches, whichever CPU runs the program.
+    send(&dp, &from(1, AP1, 12222));
+    assert_eq!(reads(&dp) - base, 1, "the first frame reads the table");
+    for _ in 0..100 {
+        send(&dp, &from(1, AP1, 12222));
+    }
+    assert_eq!(reads(&dp) - base, 1, "the hint spares the table");
+    // A new epoch: one read refreshes the station, then the hint again.
+    dp.advance_hint_epoch().unwrap();
+    send(&dp, &from(1, AP1, 12222));
+    send(&dp, &from(1, AP1, 12222));
+    assert_eq!(reads(&dp) - base, 2, "one read per station per epoch");
+    // A new table generation hides every hint.
+    dp.bump_generation().unwrap();
+    send(&dp, &from(1, AP1, 12222));
+    assert_eq!(reads(&dp) - base, 3, "a new generation reads again");
+    // The same station through another tunnel is a different fact: it
+    // reaches the table and moves, although its hint was fresh.
+    send(&dp, &from(1, AP4, 5000));
+    assert_eq!(reads(&dp) - base, 4, "a roam reads the table");
+    assert_eq!(dp.counters().unwrap().event(Event::StationMoved), 1);
+    send(&dp, &from(1, AP4, 5000));
+    assert_eq!(reads(&dp) - base, 4, "then the new hint vouches");
+    // Another station reads once, then rides its own hint.
+    send(&dp, &from(2, AP1, 12222));
+    send(&dp, &from(2, AP1, 12222));
+    assert_eq!(reads(&dp) - base, 5, "a second station: one read");
+    // A group source is never learned, so never read.
+    let mut tr = transport(AP1.into());
+    tr.sport = 12222;
+    let inner = craft::ethernet(
+        GW,
+        [0x03, 0, 0, 0, 0, 1],
+        None,
+        eth::ETHERTYPE_IPV4,
+        &client_ip(1),
+    );
+    send(
+        &dp,
+        &craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner),
+    );
+    assert_eq!(reads(&dp) - base, 5, "group sources read nothing");
 }

@@ -26,8 +26,16 @@ pub const MAP_TUNNELS_DOWN: &str = "TUNNELS_DOWN";
 pub const MAP_STATION_COUNT: &str = "STATION_COUNT";
 /// Name of the client VLAN set (array of 4096 flags, by VLAN id).
 pub const MAP_CLIENT_VLANS: &str = "CLIENT_VLANS";
-/// Name of the per-CPU station learning hints.
-pub const MAP_STATION_CACHE: &str = "STATION_CACHE";
+/// Name of the station learning hints (see [`crate::hint`]). A cache, so
+/// not pinned: every load starts with an empty one, sized to the station
+/// capacity.
+pub const MAP_STATION_HINTS: &str = "STATION_HINTS";
+/// Pin name of the per-CPU hints that `STATION_HINTS` replaced; a start
+/// removes a pin of that name left by an older build.
+pub const LEGACY_PIN_STATION_CACHE: &str = "STATION_CACHE";
+/// Name of the global (patched into the object's read-only data at load)
+/// that holds the hint array's bucket count minus one.
+pub const GLOBAL_STATION_HINT_MASK: &str = "STATION_HINT_MASK";
 /// Name of the HA group roles: one `u64` lease per group index (see
 /// [`MAX_GROUPS`]).
 pub const MAP_GROUP_ROLES: &str = "GROUP_ROLES";
@@ -37,7 +45,7 @@ pub const MAP_GROUP_STATS: &str = "GROUP_STATS";
 
 /// The maps `ferry run` pins, so a restarted control process (or a newer
 /// program) keeps using the same state. Everything but the lab map.
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 12] = [
     MAP_TUNNEL_TABLES,
     MAP_COUNTERS,
     MAP_TUNNEL_STATS,
@@ -48,7 +56,6 @@ pub const PINNED_MAPS: [&str; 13] = [
     MAP_TUNNELS_DOWN,
     MAP_STATION_COUNT,
     MAP_CLIENT_VLANS,
-    MAP_STATION_CACHE,
     MAP_GROUP_ROLES,
     MAP_GROUP_STATS,
 ];
@@ -352,12 +359,16 @@ pub struct Settings {
     /// with each flip by the datapath). Old pins read 0, the order before
     /// this field existed, so it took the padding without an ABI bump.
     pub tunnel_lookup: u8,
-    /// Always zero.
-    pub pad: u8,
+    /// The learning hints' epoch: `ferry run` advances it once a second, and
+    /// a hint written in another epoch no longer vouches, so a talking
+    /// station reaches the station table (refreshing `last_seen`) at least
+    /// once per epoch (see [`crate::hint`]). It took the padding byte, and
+    /// wrapping is harmless (a hint 256 epochs old vouching once).
+    pub hint_epoch: u8,
     /// AP-side ifindex for FIB lookups (0: no FIB, use tunnel neighbours).
     pub ap_ifindex: u32,
     /// Bumped by user space whenever it installs tunnel or station tables:
-    /// invalidates the programs' per-CPU learning hints.
+    /// invalidates the programs' learning hints.
     pub generation: u32,
     /// [`ABI_VERSION`] of the user space that wrote this entry. The programs
     /// never read it; a restarted `ferry run` reads it from the pinned map
@@ -370,42 +381,6 @@ pub struct Settings {
 /// an older build unreadable or misread by this one; a `ferry run` refuses
 /// to adopt pins written under another version (see `Settings::abi_version`).
 pub const ABI_VERSION: u32 = 4;
-
-/// Slots of the per-CPU learning cache (direct-mapped by client MAC).
-pub const STATION_CACHE_SLOTS: u32 = 1024;
-
-/// Frames a learning hint vouches for before the station table is
-/// consulted again (which also refreshes `last_seen`, at most once per
-/// `STATION_REFRESH_NS`). Counting frames instead of reading the clock
-/// keeps the common case free of helper calls.
-pub const STATION_HINT_BUDGET: u32 = 64;
-
-/// One per-CPU learning hint: "this CPU saw `mac` behind `tunnel` and the
-/// station table agreed". A hit skips the station-table lookup and spends
-/// one unit of `budget`; an empty budget, or a hint from another
-/// generation, sends the frame through the table again.
-#[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct StationHint {
-    /// Client MAC.
-    pub mac: [u8; 6],
-    /// Client VLAN.
-    pub vlan: u16,
-    /// Tunnel id.
-    pub tunnel: u32,
-    /// Radio id.
-    pub rid: u8,
-    /// `STATION_*` flags as learned.
-    pub flags: u8,
-    /// BSSID.
-    pub bssid: [u8; 6],
-    /// `Settings::generation` when written.
-    pub generation: u32,
-    /// Frames left before the table is consulted again.
-    pub budget: u32,
-    /// Always zero.
-    pub pad: u32,
-}
 
 /// The per-CPU counter block: one u64 per [`Reason`] and per [`Event`].
 #[repr(C)]
@@ -423,6 +398,16 @@ pub const REASON_SLOTS: usize = 64;
 /// Event slots in a [`CounterBlock`] (power of two, as above).
 pub const EVENT_SLOTS: usize = 8;
 
+/// The [`CounterBlock::e`] slot that counts upstream frames whose source
+/// station was looked up in the station table because this CPU's learning
+/// hint did not vouch for it. A cost statistic, not an [`Event`]: it
+/// depends on which CPU saw which frame before, so the reference model does
+/// not predict it. Per forwarded frame it says how often the hint misses:
+/// near zero while the talking stations fit the hints (one read per
+/// station per epoch), near one when they cannot.
+/// It took a slot that was always zero, so no ABI bump.
+pub const STAT_STATION_READS: usize = EVENT_SLOTS - 1;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data, repr(C), explicit padding, no invalid bit patterns.
@@ -435,7 +420,6 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelDown {}
     unsafe impl aya::Pod for super::StationKey {}
     unsafe impl aya::Pod for super::StationInfo {}
-    unsafe impl aya::Pod for super::StationHint {}
 }
 
 /// What the program does with a packet.
@@ -657,8 +641,8 @@ const _: () = assert!(Reason::ALL.len() == REASON_COUNT as usize);
 const _: () = assert!(Event::ALL.len() == EVENT_COUNT as usize);
 const _: () = assert!(REASON_COUNT as usize <= REASON_SLOTS && REASON_SLOTS.is_power_of_two());
 const _: () = assert!(EVENT_COUNT as usize <= EVENT_SLOTS && EVENT_SLOTS.is_power_of_two());
+const _: () = assert!(EVENT_COUNT as usize <= STAT_STATION_READS);
 const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
 const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Settings>() == 44);
-const _: () = assert!(core::mem::size_of::<StationHint>() == 32);

@@ -20,6 +20,7 @@ pub mod capwap;
 pub mod dot11;
 pub mod encap;
 pub mod eth;
+pub mod hint;
 pub mod ipv4;
 pub mod ipv6;
 pub mod loadgen;

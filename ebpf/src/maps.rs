@@ -7,10 +7,13 @@ use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, DevMap, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use ferry_ebpf::abi::{
-    Action, Addr, CounterBlock, EVENT_SLOTS, Event, GroupStats, MAX_GROUPS, MAX_LOCAL_ADDRS,
-    MAX_TUNNELS, REASON_SLOTS, Reason, STATION_CACHE_SLOTS, STATION_TEMPLATE_ENTRIES, Settings,
-    StationHint, StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
+use ferry_ebpf::{
+    abi::{
+        Action, Addr, CounterBlock, EVENT_SLOTS, Event, GroupStats, MAX_GROUPS, MAX_LOCAL_ADDRS,
+        MAX_TUNNELS, REASON_SLOTS, Reason, STAT_STATION_READS, STATION_TEMPLATE_ENTRIES, Settings,
+        StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
+    },
+    hint,
 };
 
 /// The live tunnel table sits behind one outer slot so user space can replace
@@ -33,11 +36,25 @@ pub static STATION_TABLES: ArrayOfMaps<
     1,
 > = ArrayOfMaps::new();
 
-/// Per-CPU learning hints, direct-mapped by client MAC: a station that
-/// keeps talking through the same tunnel costs no station-table lookup.
+/// Learning hints, 4-way buckets of `u64` tags shared by every CPU (see
+/// `ferry_ebpf::hint`): a station that keeps talking through the same
+/// tunnel costs one half-line read and no station-table lookup. User
+/// space sizes it to the station capacity at load (`hint::buckets`).
 #[btf_map]
-pub static STATION_CACHE: PerCpuArray<StationHint, { STATION_CACHE_SLOTS as usize }> =
-    PerCpuArray::new();
+pub static STATION_HINTS: Array<hint::Bucket, { hint::MIN_BUCKETS as usize }> = Array::new();
+
+/// The hint array's bucket count minus one, patched by the loader
+/// (`abi::GLOBAL_STATION_HINT_MASK`); read through a volatile load so the
+/// compiler does not fold the default in.
+#[unsafe(no_mangle)]
+static STATION_HINT_MASK: u32 = hint::MIN_BUCKETS - 1;
+
+/// The loaded hint array's bucket mask.
+#[inline(always)]
+pub fn station_hint_mask() -> u32 {
+    // SAFETY: a plain read of a 4-byte global in the object's rodata.
+    unsafe { core::ptr::read_volatile(&STATION_HINT_MASK) }
+}
 
 /// Learned stations per tunnel id (shared by all CPUs, updated atomically).
 /// Memory-mappable (`BPF_F_MMAPABLE`), so user space adjusts a count with
@@ -124,7 +141,7 @@ static NO_SETTINGS: Settings = Settings {
     df: 0,
     dscp: [0; 8],
     tunnel_lookup: 0,
-    pad: 0,
+    hint_epoch: 0,
     ap_ifindex: 0,
     generation: 0,
     abi_version: 0,
@@ -203,6 +220,16 @@ pub fn event(e: Event) {
     if let Some(c) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: as in `count`.
         unsafe { *(*c).e.get_unchecked_mut(i) += 1 };
+    }
+}
+
+/// Counts one station-table read by upstream learning
+/// ([`STAT_STATION_READS`]).
+#[inline(always)]
+pub fn count_station_read() {
+    if let Some(c) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: as in `count`; the index is a constant below EVENT_SLOTS.
+        unsafe { *(*c).e.get_unchecked_mut(STAT_STATION_READS) += 1 };
     }
 }
 

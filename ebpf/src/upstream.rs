@@ -13,18 +13,18 @@ use aya_ebpf::{
 use ferry_ebpf::{
     abi::{
         self, Addr, DOWN_FIXED_PORT, DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Event, LOCAL4_INLINE,
-        LOOKUP_EXACT_FIRST, Reason, STATION_BSSID, STATION_CACHE_SLOTS, STATION_HINT_BUDGET,
-        STATION_REFRESH_NS, STATION_STATIC, Settings, StationHint, StationInfo, StationKey,
-        TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY, TunnelInfo, TunnelKey,
+        LOOKUP_EXACT_FIRST, Reason, STATION_BSSID, STATION_REFRESH_NS, STATION_STATIC, Settings,
+        StationInfo, StationKey, TUNNEL_MARKER, TUNNEL_PORTS, TUNNEL_STANDBY, TunnelInfo,
+        TunnelKey,
     },
-    capwap, dot11, eth, ipv4, ipv6, udp, vlan,
+    capwap, dot11, eth, hint, ipv4, ipv6, udp, vlan,
 };
 
 use crate::{
     maps::{
-        EGRESS, LOCAL_ADDRS, STATION_CACHE, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES,
-        TUNNELS_DOWN, event, group_active, group_stats, settings, station_count, station_count_add,
-        verdict,
+        EGRESS, LOCAL_ADDRS, STATION_HINTS, STATION_TABLES, TUNNEL_STATS, TUNNEL_TABLES,
+        TUNNELS_DOWN, count_station_read, event, group_active, group_stats, settings,
+        station_count, station_count_add, station_hint_mask, verdict,
     },
     packet,
 };
@@ -274,7 +274,7 @@ pub(crate) fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     let mut sa = [0u8; 6];
     sa.copy_from_slice(&inner.dst_src[6..]);
-    learn_station(s.generation, &info, sa, h.rid, inner.bssid);
+    learn_station(s, &info, sa, h.rid, inner.bssid);
     if !exact {
         learn_ap_port(s.generation, info.id, outer.sport, stats);
     }
@@ -282,10 +282,11 @@ pub(crate) fn try_upstream(ctx: &XdpContext) -> Result<u32, Reason> {
 }
 
 /// Learns (or refreshes) the frame's source station behind `info`'s tunnel.
-/// Costs one lookup when nothing changed; `last_seen` is rewritten at most
+/// A station whose hint vouches (same facts, this epoch) costs one bucket
+/// read; otherwise one table lookup, and `last_seen` is rewritten at most
 /// once per `STATION_REFRESH_NS`.
 #[inline(always)]
-fn learn_station(generation: u32, info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid: Option<[u8; 6]>) {
+fn learn_station(s: &Settings, info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid: Option<[u8; 6]>) {
     if eth::is_group(&sa) {
         return;
     }
@@ -293,53 +294,39 @@ fn learn_station(generation: u32, info: &TunnelInfo, sa: [u8; 6], rid: u8, bssid
         Some(b) => (STATION_BSSID, b),
         None => (0, [0; 6]),
     };
-    // This CPU's hint: the table agreed within the last few frames.
-    let hint = STATION_CACHE.get_ptr_mut(cache_slot(&sa));
-    if let Some(hp) = hint {
-        // SAFETY: per-CPU slot, read once.
-        let h = unsafe { *hp };
-        if h.budget > 0
-            && h.generation == generation
-            && h.mac == sa
-            && h.vlan == info.vlan
-            && h.tunnel == info.id
-            && h.rid == rid
-            && h.flags == flags
-            && h.bssid == bssid
-        {
-            // SAFETY: per-CPU slot.
-            unsafe { (*hp).budget = h.budget - 1 };
+    let tag = hint::tag(
+        &hint::Facts {
+            mac: sa,
+            vlan: info.vlan,
+            tunnel: info.id,
+            rid,
+            flags,
+            bssid,
+            generation: s.generation,
+        },
+        s.hint_epoch,
+    );
+    let bucket = STATION_HINTS.get_ptr_mut(hint::bucket(&sa, info.vlan, station_hint_mask()));
+    let mut seen = [0u64; hint::WAYS];
+    if let Some(b) = bucket {
+        // SAFETY: aligned u64s in a live array value; other CPUs store
+        // whole words, so no read is torn.
+        seen = unsafe { core::ptr::read_volatile(b) };
+        if hint::holds(&seen, tag) {
             return;
         }
     }
+    count_station_read();
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if learn_in_table(info, sa, rid, flags, bssid, now)
-        && let Some(h) = hint
+        && let Some(b) = bucket
     {
-        // SAFETY: per-CPU slot.
-        unsafe {
-            *h = StationHint {
-                mac: sa,
-                vlan: info.vlan,
-                tunnel: info.id,
-                rid,
-                flags,
-                bssid,
-                generation,
-                budget: STATION_HINT_BUDGET,
-                pad: 0,
-            }
-        };
+        let w = hint::victim(&seen, tag) & (hint::WAYS - 1);
+        // SAFETY: one aligned 8-byte store into way `w` (< WAYS) of the
+        // bucket.
+        unsafe { core::ptr::write_volatile((b as *mut u64).add(w), tag) };
     }
-}
-
-/// The hint slot for a client MAC (multiplicative hash of its last four
-/// bytes, the part vendors vary).
-#[inline(always)]
-fn cache_slot(mac: &[u8; 6]) -> u32 {
-    let x = u32::from_ne_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ u32::from(mac[1]);
-    x.wrapping_mul(0x9e37_79b1) >> (32 - STATION_CACHE_SLOTS.trailing_zeros())
 }
 
 /// The station-table half of learning; true when the table now holds this

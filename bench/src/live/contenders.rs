@@ -98,6 +98,9 @@ pub struct Sample {
     /// The contender's own count of frames it forwarded in this direction
     /// (ferry's counters, the forwarder's counts; none for the redirect).
     pub forwarded: Option<u64>,
+    /// ferry's station-table reads by upstream learning in this round (its
+    /// learning hints missed); None for the other contenders.
+    pub station_reads: Option<u64>,
 }
 
 /// Instances in this process, so labs in parallel tests get their own
@@ -276,7 +279,8 @@ impl Contenders {
     }
 
     /// ferry's `forwarded` (or `down_forwarded`) counter.
-    fn ferry_forwarded(&self, dir: Direction) -> Result<u64> {
+    /// ferry's forwarded count in `dir` and its station-table reads.
+    fn ferry_counts(&self, dir: Direction) -> Result<(u64, u64)> {
         let Some((d, _)) = &self.ferry else {
             bail!("ferry is not running");
         };
@@ -285,20 +289,31 @@ impl Contenders {
             Direction::Up => abi::Reason::Forwarded.name(),
             Direction::Down => abi::Reason::DownForwarded.name(),
         };
-        Ok(c.reasons.get(key).copied().unwrap_or(0))
+        Ok((
+            c.reasons.get(key).copied().unwrap_or(0),
+            c.station_table_reads,
+        ))
     }
 
-    fn own_count(&self, c: Contender, dir: Direction) -> Result<Option<u64>> {
+    /// The contender's own forwarded count, and ferry's station-table
+    /// reads.
+    fn own_count(&self, c: Contender, dir: Direction) -> Result<(Option<u64>, Option<u64>)> {
         Ok(match c {
-            Contender::Ferry => Some(self.ferry_forwarded(dir)?),
-            Contender::Redirect => None,
-            Contender::Userspace => self.userspace.as_ref().map(|f| {
-                let n = match dir {
-                    Direction::Up => &f.counts.up,
-                    Direction::Down => &f.counts.down,
-                };
-                n.load(std::sync::atomic::Ordering::Relaxed)
-            }),
+            Contender::Ferry => {
+                let (f, r) = self.ferry_counts(dir)?;
+                (Some(f), Some(r))
+            }
+            Contender::Redirect => (None, None),
+            Contender::Userspace => (
+                self.userspace.as_ref().map(|f| {
+                    let n = match dir {
+                        Direction::Up => &f.counts.up,
+                        Direction::Down => &f.counts.down,
+                    };
+                    n.load(std::sync::atomic::Ordering::Relaxed)
+                }),
+                None,
+            ),
         })
     }
 
@@ -347,7 +362,8 @@ impl Contenders {
             sent,
             drain_secs: drain,
             sunk: after.since(&before),
-            forwarded: own0.zip(own1).map(|(a, b)| b - a),
+            forwarded: own0.0.zip(own1.0).map(|(a, b)| b - a),
+            station_reads: own0.1.zip(own1.1).map(|(a, b)| b - a),
         })
     }
 

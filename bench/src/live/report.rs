@@ -36,6 +36,9 @@ pub struct Row {
     /// The contender's own forwarded count minus the sink's good frames,
     /// all rounds (None: the contender keeps no count).
     pub count_gap: Option<i64>,
+    /// ferry upstream: station-table reads per accepted frame, all rounds
+    /// (how often its learning hints missed; None elsewhere).
+    pub station_reads: Option<f64>,
     /// Share of the accepted frames by CPU.
     pub cpu_share: Vec<f64>,
 }
@@ -70,6 +73,14 @@ impl Row {
             .iter()
             .map(|s| s.forwarded.map(|f| f as i64 - s.sunk.total.good as i64))
             .sum::<Option<i64>>();
+        let station_reads = match dir {
+            Direction::Up => samples
+                .iter()
+                .map(|s| s.station_reads)
+                .sum::<Option<u64>>()
+                .map(|r| r as f64 / good.max(1) as f64),
+            Direction::Down => None,
+        };
         Self {
             table: table.into(),
             dir,
@@ -95,14 +106,18 @@ impl Row {
             },
             wrong,
             count_gap,
+            station_reads,
             cpu_share: cpu.iter().map(|n| *n as f64 / good.max(1) as f64).collect(),
         }
     }
 
     /// One line for the progress display.
     pub fn line(&self) -> String {
+        let reads = self
+            .station_reads
+            .map_or(String::new(), |r| format!("  table reads {r:.2}/frame"));
         format!(
-            "{:<9} {:>6.3} Mpps {:>6.2} Gbit/s  loss {:.2}%  wrong {}  count gap {}  cpu {}",
+            "{:<9} {:>6.3} Mpps {:>6.2} Gbit/s  loss {:.2}%  wrong {}  count gap {}  cpu {}{reads}",
             self.contender.name(),
             self.pps / 1e6,
             self.gbps,

@@ -486,6 +486,12 @@ pub struct Counters {
     pub reasons: std::collections::BTreeMap<String, u64>,
     /// Station learning events.
     pub events: std::collections::BTreeMap<String, u64>,
+    /// Upstream frames whose station learning read the station table
+    /// because no learning hint vouched for the station (a cost figure:
+    /// one read per talking station per second while the hints hold every
+    /// station, more when they cannot).
+    #[serde(default)]
+    pub station_table_reads: u64,
     /// Keepalive outcomes.
     pub keepalive: KeepaliveCounts,
 }

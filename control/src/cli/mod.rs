@@ -291,6 +291,10 @@ pub fn counters(t: &Target) -> Result<()> {
     for (k, n) in &v.events {
         println!("  {k:<28} {n:>14}");
     }
+    println!(
+        "  {:<28} {:>14}",
+        "station_table_reads", v.station_table_reads
+    );
     let k = &v.keepalive;
     println!("keepalives:");
     for (name, n) in [

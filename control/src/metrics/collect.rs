@@ -73,6 +73,16 @@ fn packets(node: &Node, e: &mut Exposition, errors: &mut u64) {
             c.event(*ev) as f64,
         );
     }
+    e.family(
+        "ferry_station_table_reads_total",
+        Kind::Counter,
+        "Upstream frames whose station learning read the station table (the learning hint missed).",
+    );
+    e.sample(
+        "ferry_station_table_reads_total",
+        &[],
+        c.station_reads() as f64,
+    );
 }
 
 fn tunnels(node: &Node, e: &mut Exposition, errors: &mut u64) {

@@ -76,10 +76,14 @@ impl Node {
         })
     }
 
-    /// Once a second: the attachments as the kernel reports them, data
-    /// channels that went silent, and a bindings file that owes a binding.
+    /// Once a second: a new learning-hint epoch, the attachments as the
+    /// kernel reports them, data channels that went silent, and a bindings
+    /// file that owes a binding.
     pub fn tick(&mut self) {
         self.relicense();
+        if let Err(e) = self.dp.advance_hint_epoch() {
+            warn!("advancing the learning-hint epoch: {e:#}");
+        }
         if self.attachments.check(&mut self.dp).reattached {
             self.retarget_interfaces();
         }

@@ -224,6 +224,7 @@ impl Node {
                 .iter()
                 .map(|e| (e.name().to_string(), c.event(*e)))
                 .collect(),
+            station_table_reads: c.station_reads(),
             keepalive: self.ka,
         })
     }

@@ -364,7 +364,7 @@ fn bring_up(
     state_file: &Path,
     how: How,
 ) -> Result<Up> {
-    let mut dp = Datapath::load_pinned(pin_dir)?;
+    let mut dp = Datapath::load_pinned(pin_dir, config.station_capacity)?;
     let ap_ifindex = host::ifindex(&config.ap_side)?;
     let client_ifindex = host::ifindex(&config.client_side)?;
     host::enable_forwarding(&config.ap_side);

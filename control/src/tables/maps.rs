@@ -314,7 +314,7 @@ impl TableMaps for ModelMaps {
         Ok(())
     }
     fn bump(&mut self) -> Result<()> {
-        // The model has no per-CPU learning hints to invalidate.
+        // The model has no learning hints to invalidate.
         Ok(())
     }
     fn set_client_vlans(&mut self, vlans: &[u16]) -> Result<()> {

@@ -83,40 +83,46 @@ pub struct Datapath {
     /// Client VLANs currently set in `CLIENT_VLANS` (to clear on change).
     client_vlans: Vec<u16>,
     /// Table generation written into the settings; only ever grows, so the
-    /// programs' per-CPU learning hints from older tables never match.
+    /// programs' learning hints from older tables never match.
     generation: u32,
     /// `Settings::tunnel_lookup` of the live tunnel table (set by each
     /// flip; a speed hint, so an edit that changes the mix leaves it as is).
     tunnel_lookup: u8,
+    /// `Settings::hint_epoch`, advanced by [`Datapath::advance_hint_epoch`].
+    hint_epoch: u8,
     /// `STATION_COUNT` mapped, once a synced station needs it.
     counts: Option<counts::MappedCounts>,
 }
 
 impl Datapath {
-    /// Loads the embedded object and every program in it (not attached).
+    /// Loads the embedded object and every program in it (not attached),
+    /// with learning hints sized for the default station capacity.
     pub fn load() -> Result<Self> {
-        Self::load_from(EbpfLoader::new())
+        Self::load_from(&[], abi::DEFAULT_STATION_CAPACITY)
     }
 
     /// Loads the object with its state maps ([`abi::PINNED_MAPS`]) pinned
     /// under `dir`: maps already pinned there are reused as they are (the
     /// programs are new, the tables, counters and learned stations are the
     /// running ones), missing ones are created and pinned. `dir` must exist
-    /// on a bpffs.
-    pub fn load_pinned(dir: &Path) -> Result<Self> {
+    /// on a bpffs. The learning hints (a cache, not pinned) are sized for
+    /// `station_capacity`.
+    pub fn load_pinned(dir: &Path, station_capacity: u32) -> Result<Self> {
         pinned_abi(dir)?;
+        let legacy = dir.join(abi::LEGACY_PIN_STATION_CACHE);
+        if legacy.exists() {
+            // An older build pinned its per-CPU hints; nothing reads them now.
+            std::fs::remove_file(&legacy).with_ctx(|| format!("removing {}", legacy.display()))?;
+        }
         let paths: Vec<(&'static str, PathBuf)> =
             abi::PINNED_MAPS.iter().map(|m| (*m, dir.join(m))).collect();
-        let mut loader = EbpfLoader::new();
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
-        }
-        let mut dp = Self::load_from(loader)?;
+        let mut dp = Self::load_from(&paths, station_capacity)?;
         // An adopted settings map already carries a generation: continue it,
         // so learning hints from before the restart never match.
         let live = dp.settings()?;
         dp.generation = live.generation.max(1);
         dp.tunnel_lookup = live.tunnel_lookup;
+        dp.hint_epoch = live.hint_epoch;
         let vlans: Array<_, u8> = Array::try_from(dp.map(abi::MAP_CLIENT_VLANS)?)?;
         dp.client_vlans = (1..=ferry_ebpf::vlan::VID_MAX)
             .filter(|v| matches!(vlans.get(&u32::from(*v), 0), Ok(1)))
@@ -124,7 +130,18 @@ impl Datapath {
         Ok(dp)
     }
 
-    fn load_from(mut loader: EbpfLoader<'_>) -> Result<Self> {
+    /// Loads the object with `pins` (map name, pin path) and hints sized for
+    /// `station_capacity`.
+    fn load_from(pins: &[(&'static str, PathBuf)], station_capacity: u32) -> Result<Self> {
+        let buckets = ferry_ebpf::hint::buckets(station_capacity);
+        let mask = buckets - 1;
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(abi::MAP_STATION_HINTS, buckets)
+            .override_global(abi::GLOBAL_STATION_HINT_MASK, &mask, true);
+        for (name, path) in pins {
+            loader.map_pin_path(name, path.as_path());
+        }
         let mut ebpf = loader
             .load(OBJECT)
             .ctx("loading ferry's eBPF object (are you root / CAP_BPF?)")?;
@@ -149,6 +166,7 @@ impl Datapath {
             client_vlans: Vec::new(),
             generation: 1,
             tunnel_lookup: 0,
+            hint_epoch: 0,
             counts: None,
         })
     }
@@ -218,6 +236,7 @@ impl Datapath {
         let s = Settings {
             generation: self.generation,
             tunnel_lookup: self.tunnel_lookup,
+            hint_epoch: self.hint_epoch,
             abi_version: abi::ABI_VERSION,
             ..installed_settings(s)
         };
@@ -248,10 +267,21 @@ impl Datapath {
     }
 
     /// Starts a new table generation (after installing tunnels or stations,
-    /// or editing entries in place): the programs' per-CPU learning hints
+    /// or editing entries in place): the programs' learning hints
     /// from before stop matching.
     pub fn bump_generation(&mut self) -> Result<()> {
         self.generation = self.generation.wrapping_add(1).max(1);
+        let current = self.settings()?;
+        self.set_settings(current)
+    }
+
+    /// Starts a new learning-hint epoch (`ferry run` does once a second):
+    /// each station still talking then reaches the station table once,
+    /// which refreshes its `last_seen` and bounds how long a hint can
+    /// outlive a change the programs did not make themselves (a synced
+    /// move, an LRU eviction).
+    pub fn advance_hint_epoch(&mut self) -> Result<()> {
+        self.hint_epoch = self.hint_epoch.wrapping_add(1);
         let current = self.settings()?;
         self.set_settings(current)
     }
@@ -331,6 +361,7 @@ impl Datapath {
         for e in Event::ALL {
             c.set_event(*e, per_cpu.iter().map(|b| b.e[e.index() as usize]).sum());
         }
+        c.set_station_reads(per_cpu.iter().map(|b| b.e[abi::STAT_STATION_READS]).sum());
         Ok(c)
     }
 
