@@ -771,3 +771,43 @@ fn learning_hints_spare_the_station_table_and_count_when_they_do_not() {
     );
     assert_eq!(reads(&dp) - base, 5, "group sources read nothing");
 }
+
+#[test]
+fn a_move_synced_from_the_peer_clears_the_hint_so_a_return_is_learned() {
+    let mut t = tables();
+    // Roaming moves a station only between tunnels of the same VLAN.
+    for tn in &mut t.tunnels {
+        if tn.info.id == 4 {
+            tn.info.vlan = 200;
+            tn.down.vlan = 200;
+        }
+    }
+    let mut dp = datapath(&t);
+    let mut tr = transport(AP1.into());
+    tr.sport = 12222;
+    let inner = craft::ethernet(GW, sta(1), None, eth::ETHERTYPE_IPV4, &client_ip(1));
+    let frame = craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner);
+    dp.run(abi::PROG_UPSTREAM, &frame).unwrap();
+    dp.run(abi::PROG_UPSTREAM, &frame).unwrap();
+    let key = abi::StationKey {
+        mac: sta(1),
+        vlan: 200,
+    };
+    let here = dp.stations().unwrap();
+    let learned = here.iter().find(|(k, _)| *k == key).unwrap().1;
+    assert_eq!(learned.tunnel, 1);
+    // The peer says the station roamed to AP4 (tunnel 4).
+    let synced = abi::StationInfo {
+        tunnel: 4,
+        ..learned
+    };
+    let got = dp.install_synced(&[(key, synced)]).unwrap();
+    assert_eq!(got.moved, 1);
+    // It comes back through AP1 within the same epoch: its frame must reach
+    // the table and move it back, not ride the hint from before the sync.
+    let reads = dp.counters().unwrap().station_reads();
+    dp.run(abi::PROG_UPSTREAM, &frame).unwrap();
+    assert_eq!(dp.counters().unwrap().station_reads(), reads + 1);
+    let now = dp.stations().unwrap();
+    assert_eq!(now.iter().find(|(k, _)| *k == key).unwrap().1.tunnel, 1);
+}

@@ -101,6 +101,12 @@ pub const DEFAULT_STATION_LIMIT: u32 = 512;
 /// A station's `last_seen` is rewritten at most this often (ns): learning
 /// costs no map write per packet when nothing changed.
 pub const STATION_REFRESH_NS: u64 = 1_000_000_000;
+/// Seconds between learning-hint epochs (`Settings::hint_epoch`): every
+/// talking station reaches the station table once per epoch. Longer means
+/// fewer table reads with many stations (at a million stations and about
+/// 2 Mpps, a 1 s epoch sent half the frames to the table), shorter bounds
+/// how long a hint can mask an LRU eviction and how stale `last_seen` is.
+pub const STATION_HINT_EPOCH_SECS: u64 = 4;
 /// Number of VLAN ids (index space of [`MAP_CLIENT_VLANS`]).
 pub const VLAN_IDS: u32 = 4096;
 
@@ -359,7 +365,8 @@ pub struct Settings {
     /// with each flip by the datapath). Old pins read 0, the order before
     /// this field existed, so it took the padding without an ABI bump.
     pub tunnel_lookup: u8,
-    /// The learning hints' epoch: `ferry run` advances it once a second, and
+    /// The learning hints' epoch: `ferry run` advances it every
+    /// [`STATION_HINT_EPOCH_SECS`], and
     /// a hint written in another epoch no longer vouches, so a talking
     /// station reaches the station table (refreshing `last_seen`) at least
     /// once per epoch (see [`crate::hint`]). It took the padding byte, and

@@ -18,16 +18,19 @@
 //! A tag holds 16 bits naming the station, a 40-bit fingerprint of
 //! everything learning compares (station, VLAN, tunnel, radio, flags,
 //! BSSID and the table generation) and the 8-bit epoch that `ferry run`
-//! advances once a second (`Settings::hint_epoch`). A frame whose tag is
+//! advances every few seconds (`Settings::hint_epoch`). A frame whose tag is
 //! in its bucket skips the station table; any change of fact changes the
-//! fingerprint, so a moved station always reaches the table. A new epoch
-//! sends every talking station to the table once, which refreshes its
-//! `last_seen`.
+//! fingerprint, so a moved station always reaches the table. A change
+//! made outside the programs (a move synced from the HA peer, a static
+//! entry, a removal) clears the station's tags from user space
+//! (`Datapath::forget_hints`). A new epoch sends every talking station to
+//! the table once, which refreshes its `last_seen` and bounds what is left
+//! (an LRU eviction).
 //!
 //! What a fingerprint gives up, and why that is acceptable: a changed fact
 //! set with the same 40 bits would let the station's frames skip learning
-//! for the rest of that epoch (at most a second). The chance per change is
-//! 2^-40.
+//! for the rest of that epoch (at most [`crate::abi::STATION_HINT_EPOCH_SECS`]).
+//! The chance per change is 2^-40.
 
 /// Ways per bucket: a bucket is 32 bytes, half a cache line. Direct
 /// mapping (one way) was measured first: at 25,600 stations in 65,536
@@ -148,6 +151,14 @@ pub const fn tag(f: &Facts, epoch: u8) -> u64 {
     (k & WHO) | (fp & !WHO & !EPOCH) | epoch as u64
 }
 
+/// Whether tag `t` names station (`mac`, `vlan`): user space clears a
+/// station's tags after a change to its entry that the programs did not
+/// make (a synced move, a static entry, a removal).
+#[inline(always)]
+pub const fn names(t: u64, mac: &[u8; 6], vlan: u16) -> bool {
+    t != 0 && t & WHO == mix(key_word(mac, vlan)) & WHO
+}
+
 /// Whether `b` holds `tag` (the station's facts are vouched for).
 #[inline(always)]
 pub fn holds(b: &Bucket, tag: u64) -> bool {
@@ -260,6 +271,8 @@ mod tests {
         let new = other(4, 5);
         assert_eq!(victim(&full, new), (new >> 48) as usize % WAYS);
         assert!(!holds(&[0; WAYS], t));
+        assert!(names(t, &f.mac, f.vlan) && names(moved, &f.mac, f.vlan));
+        assert!(!names(t, &f.mac, 201) && !names(0, &f.mac, f.vlan));
     }
 
     #[test]

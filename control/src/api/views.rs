@@ -488,8 +488,8 @@ pub struct Counters {
     pub events: std::collections::BTreeMap<String, u64>,
     /// Upstream frames whose station learning read the station table
     /// because no learning hint vouched for the station (a cost figure:
-    /// one read per talking station per second while the hints hold every
-    /// station, more when they cannot).
+    /// one read per talking station per hint epoch while the hints hold
+    /// every station, more when they cannot).
     #[serde(default)]
     pub station_table_reads: u64,
     /// Keepalive outcomes.

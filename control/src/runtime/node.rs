@@ -53,6 +53,8 @@ pub struct Node {
     pub ha: Option<crate::ha::Ha>,
     /// Licence accounting, with `[ha]`.
     pub licensing: Option<super::licensing::Licensing>,
+    /// When the learning-hint epoch last advanced.
+    pub hint_epoch_at: Instant,
 }
 
 impl Node {
@@ -76,13 +78,16 @@ impl Node {
         })
     }
 
-    /// Once a second: a new learning-hint epoch, the attachments as the
+    /// Once a second: a new learning-hint epoch when one is due, the attachments as the
     /// kernel reports them, data channels that went silent, and a bindings
     /// file that owes a binding.
     pub fn tick(&mut self) {
         self.relicense();
-        if let Err(e) = self.dp.advance_hint_epoch() {
-            warn!("advancing the learning-hint epoch: {e:#}");
+        if self.hint_epoch_at.elapsed().as_secs() >= ferry_ebpf::abi::STATION_HINT_EPOCH_SECS {
+            self.hint_epoch_at = Instant::now();
+            if let Err(e) = self.dp.advance_hint_epoch() {
+                warn!("advancing the learning-hint epoch: {e:#}");
+            }
         }
         if self.attachments.check(&mut self.dp).reattached {
             self.retarget_interfaces();

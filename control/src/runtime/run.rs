@@ -261,6 +261,7 @@ fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path
         bindings_dirty: false,
         ha: None,
         licensing: None,
+        hint_epoch_at: Instant::now(),
     }
 }
 

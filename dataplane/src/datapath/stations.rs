@@ -4,7 +4,10 @@
 use std::os::fd::AsFd as _;
 
 use aya::maps::{Array, ArrayOfMaps, HashMap, MapData};
-use ferry_ebpf::abi::{self, StationInfo, StationKey};
+use ferry_ebpf::{
+    abi::{self, StationInfo, StationKey},
+    hint,
+};
 
 use super::Datapath;
 use crate::{
@@ -119,6 +122,7 @@ impl Datapath {
         )
         .ctx("walking the station table")?;
         let n = crate::batch::delete(inner.fd().as_fd(), &stale).ctx("deleting stations")?;
+        self.forget_hints(&stale)?;
         Ok(n as u64)
     }
 
@@ -134,7 +138,13 @@ impl Datapath {
             // Already evicted or replaced by learning: nothing to do.
             let _ = inner.remove(k);
         }
-        put_statics(&mut inner, stations)
+        put_statics(&mut inner, stations)?;
+        let keys: Vec<StationKey> = stations
+            .iter()
+            .map(|s| s.key)
+            .chain(gone.iter().copied())
+            .collect();
+        self.forget_hints(&keys)
     }
 }
 
@@ -174,6 +184,7 @@ impl Datapath {
         // likely case first costs one syscall per station (a new one
         // used to cost a lookup and an insert).
         let mut expect_new = true;
+        let mut moved = Vec::new();
         for (k, v) in stations {
             let info = StationInfo {
                 flags: v.flags & !abi::STATION_STATIC,
@@ -198,6 +209,7 @@ impl Datapath {
                 }
                 Ok(cur) => {
                     inner.insert(k, info, 0).ctx("moving a synced station")?;
+                    moved.push(*k);
                     if cur.tunnel != info.tunnel {
                         counts.add(cur.tunnel, u64::MAX);
                         counts.add(info.tunnel, 1);
@@ -217,7 +229,40 @@ impl Datapath {
             }
             expect_new = false;
         }
+        // A hint here may still vouch for the old entry: the station's next
+        // frame must reach the table (and, if it is back, move it back).
+        self.forget_hints(&moved)?;
         Ok(out)
+    }
+
+    /// Clears the learning hints of `keys` after a change to their entries
+    /// that the programs did not make, so each one's next frame reads the
+    /// station table. One read and at most one write per key; beyond
+    /// 4,096 keys a new generation is cheaper (every hint goes at once, and
+    /// each talking station costs one table read).
+    pub fn forget_hints(&mut self, keys: &[StationKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if keys.len() > 4096 {
+            return self.bump_generation();
+        }
+        let mut m: Array<_, hint::Bucket> = Array::try_from(self.map_mut(abi::MAP_STATION_HINTS)?)?;
+        let mask = m.len().saturating_sub(1);
+        for k in keys {
+            let i = hint::bucket(&k.mac, k.vlan, mask);
+            let mut b = m.get(&i, 0).ctx("reading a learning hint")?;
+            let before = b;
+            for t in &mut b {
+                if hint::names(*t, &k.mac, k.vlan) {
+                    *t = 0;
+                }
+            }
+            if b != before {
+                m.set(i, b, 0).ctx("clearing a learning hint")?;
+            }
+        }
+        Ok(())
     }
 
     /// Maps the learned-station counts (once).
