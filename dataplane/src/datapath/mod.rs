@@ -275,11 +275,11 @@ impl Datapath {
         self.set_settings(current)
     }
 
-    /// Starts a new learning-hint epoch (`ferry run` does once a second):
-    /// each station still talking then reaches the station table once,
-    /// which refreshes its `last_seen` and bounds how long a hint can
-    /// outlive a change the programs did not make themselves (a synced
-    /// move, an LRU eviction).
+    /// Starts a new learning-hint epoch (`ferry run` does every
+    /// `abi::STATION_HINT_EPOCH_SECS`): each station still talking then
+    /// reaches the station table once, which refreshes its `last_seen` and
+    /// bounds how long a hint can outlive an LRU eviction (the changes user
+    /// space makes clear their hints at once: [`Datapath::forget_hints`]).
     pub fn advance_hint_epoch(&mut self) -> Result<()> {
         self.hint_epoch = self.hint_epoch.wrapping_add(1);
         let current = self.settings()?;
