@@ -472,6 +472,29 @@ fn round_trip_gives_back_the_client_frame() {
     }
 }
 
+/// A group (multicast) client source address: never learned.
+const GROUP_SOURCE: [u8; 6] = [0x03, 0, 0, 0, 0, 1];
+
+/// An 802.3 CAPWAP data frame from client `src` (IPv4 payload `seq`)
+/// through the AP at `ap`, UDP source port `port`.
+fn client_frame(ap: std::net::Ipv4Addr, port: u16, src: [u8; 6], seq: u32) -> Vec<u8> {
+    let mut tr = transport(ap.into());
+    tr.sport = port;
+    let inner = craft::ethernet(GW, src, None, eth::ETHERTYPE_IPV4, &client_ip(seq));
+    craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner)
+}
+
+/// Puts AP4's any-port tunnel into VLAN 200, AP1's: roaming moves a
+/// station only between tunnels of the same VLAN.
+fn ap4_in_vlan_200(t: &mut Tables) {
+    for tn in &mut t.tunnels {
+        if tn.info.id == 4 {
+            tn.info.vlan = 200;
+            tn.down.vlan = 200;
+        }
+    }
+}
+
 #[test]
 fn station_learning_limits_moves_and_static_entries() {
     let mut t = tables_down();
@@ -479,28 +502,14 @@ fn station_learning_limits_moves_and_static_entries() {
         if tn.info.id == 1 {
             tn.info.station_limit = 4;
         }
-        // Roaming moves a station only between tunnels of the same VLAN.
-        if tn.info.id == 4 {
-            tn.info.vlan = 200;
-            tn.down.vlan = 200;
-        }
     }
+    ap4_in_vlan_200(&mut t);
     t.stations.push(Station::new(sta(50), 200, 4, 0, None));
     let dp = datapath(&t);
     let mut model = Model::new(&t);
     let mut prev = dp.counters().unwrap();
-    let from = |ap: std::net::Ipv4Addr, port: u16, n: u8| {
-        let mut tr = transport(ap.into());
-        tr.sport = port;
-        let inner = craft::ethernet(
-            GW,
-            sta(n),
-            None,
-            eth::ETHERTYPE_IPV4,
-            &client_ip(u32::from(n)),
-        );
-        craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner)
-    };
+    let from =
+        |ap: std::net::Ipv4Addr, port: u16, n: u8| client_frame(ap, port, sta(n), u32::from(n));
     let mut up =
         |p: Vec<u8>, what: &str| check(&dp, &mut model, &mut prev, &p, what, Direction::Up);
     for n in 1..=6 {
@@ -517,19 +526,7 @@ fn station_learning_limits_moves_and_static_entries() {
     // A static station seen elsewhere stays put.
     up(from(AP1, 12222, 50), "static station from another AP");
     // Group source addresses are never learned.
-    let mut tr = transport(AP1.into());
-    tr.sport = 12222;
-    let inner = craft::ethernet(
-        GW,
-        [0x03, 0, 0, 0, 0, 1],
-        None,
-        eth::ETHERTYPE_IPV4,
-        &client_ip(1),
-    );
-    up(
-        craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner),
-        "group source",
-    );
+    up(client_frame(AP1, 12222, GROUP_SOURCE, 1), "group source");
     let c = dp.counters().unwrap();
     assert_eq!(
         c.event(Event::StationLearned),
@@ -703,20 +700,9 @@ fn trunk_program_dispatches_like_the_two_programs() {
 #[test]
 fn learning_hints_spare_the_station_table_and_count_when_they_do_not() {
     let mut t = tables();
-    // Roaming moves a station only between tunnels of the same VLAN.
-    for tn in &mut t.tunnels {
-        if tn.info.id == 4 {
-            tn.info.vlan = 200;
-            tn.down.vlan = 200;
-        }
-    }
+    ap4_in_vlan_200(&mut t);
     let mut dp = datapath(&t);
-    let from = |n: u8, ap: std::net::Ipv4Addr, port: u16| {
-        let mut tr = transport(ap.into());
-        tr.sport = port;
-        let inner = craft::ethernet(GW, sta(n), None, eth::ETHERTYPE_IPV4, &client_ip(1));
-        craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner)
-    };
+    let from = |n: u8, ap: std::net::Ipv4Addr, port: u16| client_frame(ap, port, sta(n), 1);
     let reads = |dp: &Datapath| dp.counters().unwrap().station_reads();
     let send = |dp: &Datapath, p: &[u8]| {
         let r = dp.run(abi::PROG_UPSTREAM, p).unwrap();
@@ -756,37 +742,16 @@ fn learning_hints_spare_the_station_table_and_count_when_they_do_not() {
     send(&dp, &from(2, AP1, 12222));
     assert_eq!(reads(&dp) - base, 5, "a second station: one read");
     // A group source is never learned, so never read.
-    let mut tr = transport(AP1.into());
-    tr.sport = 12222;
-    let inner = craft::ethernet(
-        GW,
-        [0x03, 0, 0, 0, 0, 1],
-        None,
-        eth::ETHERTYPE_IPV4,
-        &client_ip(1),
-    );
-    send(
-        &dp,
-        &craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner),
-    );
+    send(&dp, &client_frame(AP1, 12222, GROUP_SOURCE, 1));
     assert_eq!(reads(&dp) - base, 5, "group sources read nothing");
 }
 
 #[test]
 fn a_move_synced_from_the_peer_clears_the_hint_so_a_return_is_learned() {
     let mut t = tables();
-    // Roaming moves a station only between tunnels of the same VLAN.
-    for tn in &mut t.tunnels {
-        if tn.info.id == 4 {
-            tn.info.vlan = 200;
-            tn.down.vlan = 200;
-        }
-    }
+    ap4_in_vlan_200(&mut t);
     let mut dp = datapath(&t);
-    let mut tr = transport(AP1.into());
-    tr.sport = 12222;
-    let inner = craft::ethernet(GW, sta(1), None, eth::ETHERTYPE_IPV4, &client_ip(1));
-    let frame = craft::capwap_packet(&tr, craft::header_8023(0), &Options::default(), &inner);
+    let frame = client_frame(AP1, 12222, sta(1), 1);
     dp.run(abi::PROG_UPSTREAM, &frame).unwrap();
     dp.run(abi::PROG_UPSTREAM, &frame).unwrap();
     let key = abi::StationKey {
