@@ -18,6 +18,7 @@ pub mod ha;
 pub mod host;
 pub mod keepalive;
 pub mod metrics;
+pub mod nexthops;
 pub mod pins;
 pub mod runtime;
 pub mod state;

@@ -616,3 +616,88 @@ fn a_second_ferry_run_changes_nothing() {
     let r = traffic().run(&lab, || {});
     r.assert_lossless("after a second ferry run");
 }
+
+/// Sends downstream frame `seq` to station 0 of ap1 and returns the
+/// destination MAC it left the AC with (None if it never arrived).
+fn down_next_hop(lab: &Lab, seq: u32) -> Option<[u8; 6]> {
+    let cl = &lab.cl;
+    lab.ap
+        .enter(|| {
+            let rx = PacketSocket::bind("ap0")?;
+            cl.enter(|| PacketSocket::bind("cl0")?.send(&down_frame(0, 0, seq)))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                // Ethernet 14 + IPv4 20 + UDP 8 + CAPWAP 8 + inner Ethernet 14.
+                if let Some(f) = rx.recv(Duration::from_millis(100))?
+                    && f.len() > 64
+                    && f[12..14] == [0x08, 0x00]
+                    && parse_payload(&f, 64) == Some((0, seq))
+                {
+                    return Ok(Some(f[..6].try_into()?));
+                }
+            }
+            Ok::<_, anyhow::Error>(None)
+        })
+        .unwrap()
+}
+
+/// The downstream next hop follows the kernel as it changes: a route
+/// towards the APs, then new link-layer addresses for its gateway, each
+/// used within a fraction of a second (the route netlink announcements
+/// start a new next-hop generation; the 4-second refresh alone would
+/// leave the old MAC in use). In between, frames reuse the cached answer:
+/// far fewer FIB lookups than frames.
+#[test]
+fn downstream_next_hops_follow_route_and_neighbour_changes() {
+    let lab = Lab::new("nh", &Lab::tunnels_toml());
+    lab.start();
+    learn_stations(&lab);
+    // No route to the APs yet: the configured neighbour answers.
+    assert_eq!(down_next_hop(&lab, 0), Some(lab.ap0_mac));
+    lab.ac
+        .exec(&["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.10"])
+        .unwrap();
+    let lookups = || lab.json(&["counters"])["fib_lookups"].as_u64().unwrap();
+    let mut seq = 1;
+    for (i, gw) in [
+        [0x02, 0x9a, 0, 0, 0, 1],
+        [0x02, 0x9a, 0, 0, 0, 2],
+        [0x02, 0x9a, 0, 0, 0, 3],
+    ]
+    .iter()
+    .enumerate()
+    {
+        lab.ac
+            .exec(&[
+                "ip",
+                "neigh",
+                "replace",
+                "198.18.0.10",
+                "lladdr",
+                &ferry_dataplane::tables::format_mac(gw),
+                "dev",
+                "fap0",
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            down_next_hop(&lab, seq),
+            Some(*gw),
+            "gateway MAC #{i} used 300 ms after the change"
+        );
+        seq += 1;
+    }
+    let before = lookups();
+    let frames = 50;
+    for _ in 0..frames {
+        assert!(down_next_hop(&lab, seq).is_some(), "frame {seq} arrived");
+        seq += 1;
+    }
+    let during = lookups() - before;
+    assert!(
+        during < 10,
+        "{during} FIB lookups for {frames} frames of one tunnel"
+    );
+}

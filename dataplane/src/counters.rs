@@ -9,6 +9,7 @@ pub struct Counters {
     values: Vec<u64>,
     events: Vec<u64>,
     station_reads: u64,
+    fib_lookups: u64,
 }
 
 impl Counters {
@@ -55,6 +56,17 @@ impl Counters {
         self.station_reads = v;
     }
 
+    /// Downstream FIB lookups (the next-hop cache missed; see
+    /// `abi::STAT_FIB_LOOKUPS`).
+    pub fn fib_lookups(&self) -> u64 {
+        self.fib_lookups
+    }
+
+    /// Sets the FIB lookup total.
+    pub fn set_fib_lookups(&mut self, v: u64) {
+        self.fib_lookups = v;
+    }
+
     /// Non-zero event totals.
     pub fn nonzero_events(&self) -> impl Iterator<Item = (Event, u64)> + '_ {
         Event::ALL
@@ -73,6 +85,7 @@ impl Counters {
             d.set_event(*e, self.event(*e).saturating_sub(before.event(*e)));
         }
         d.station_reads = self.station_reads.saturating_sub(before.station_reads);
+        d.fib_lookups = self.fib_lookups.saturating_sub(before.fib_lookups);
         d
     }
 

@@ -776,3 +776,115 @@ fn a_move_synced_from_the_peer_clears_the_hint_so_a_return_is_learned() {
     let now = dp.stations().unwrap();
     assert_eq!(now.iter().find(|(k, _)| *k == key).unwrap().1.tunnel, 1);
 }
+
+/// The downstream next hop comes from the kernel FIB once per tunnel, CPU
+/// and next-hop generation: later frames reuse it (no lookup counted), a
+/// new generation or an in-place move of the tunnel to another AP address
+/// (what a session binding does) looks it up again, and what is used is
+/// always what the FIB says at that lookup.
+#[test]
+fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
+    use ferry_dataplane::netns::{Netns, veth};
+    const MAC_A: [u8; 6] = [0x02, 0x0a, 0, 0, 0, 0xa];
+    const MAC_B: [u8; 6] = [0x02, 0x0a, 0, 0, 0, 0xb];
+    const MAC_C: [u8; 6] = [0x02, 0x0a, 0, 0, 0, 0xc];
+    const MOVED: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 1, 99);
+    let ac = Netns::new("nhac").unwrap();
+    let peer = Netns::new("nhap").unwrap();
+    veth(&ac, "fap0", &peer, "ap0").unwrap();
+    let neigh = |how: &str, ip: std::net::Ipv4Addr, mac: [u8; 6]| {
+        let (ip, mac) = (ip.to_string(), ferry_dataplane::tables::format_mac(&mac));
+        ac.exec(&[
+            "ip",
+            "neigh",
+            how,
+            &ip,
+            "lladdr",
+            &mac,
+            "dev",
+            "fap0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    };
+    // bpf_fib_lookup answers only with forwarding on.
+    ac.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.fap0.forwarding=1"])
+        .unwrap();
+    ac.exec(&["ip", "addr", "add", "198.18.0.1/16", "dev", "fap0"])
+        .unwrap();
+    neigh("add", AP2, MAC_A);
+    neigh("add", MOVED, MAC_C);
+    let ap_mac = ac.mac("fap0").unwrap();
+
+    let mut t = tables_down();
+    t.settings.ap_ifindex = ac.ifindex("fap0").unwrap();
+    for tn in &mut t.tunnels {
+        // No configured neighbour: only the FIB can answer.
+        tn.down.flags &= !DOWN_NEIGHBOUR;
+    }
+    // AP2: a fixed port, so nothing has to be learned first.
+    t.stations.push(Station::new(
+        sta(10),
+        201,
+        2,
+        0,
+        Some([0x02, 0xbb, 0, 0, 0, 2]),
+    ));
+    let frame = tagged(sta(10), 201, 0, 64);
+    // (step, destination MAC, source MAC, FIB lookups so far)
+    let seen = ac
+        .enter(|| {
+            pin_to_one_cpu();
+            let mut dp = datapath(&t);
+            let mut seen = Vec::new();
+            let mut send = |dp: &Datapath, step: &'static str| {
+                let r = dp.run(abi::PROG_DOWNSTREAM, &frame)?;
+                let mut d = [0u8; 6];
+                let mut s = [0u8; 6];
+                d.copy_from_slice(&r.output[..6]);
+                s.copy_from_slice(&r.output[6..12]);
+                seen.push((step, d, s, dp.counters()?.fib_lookups()));
+                Ok::<_, ferry_dataplane::error::Error>(())
+            };
+            for _ in 0..3 {
+                send(&dp, "first frames")?;
+            }
+            neigh("replace", AP2, MAC_B);
+            send(&dp, "neighbour changed, same generation")?;
+            dp.refresh_next_hops()?;
+            send(&dp, "new next-hop generation")?;
+            send(&dp, "and again")?;
+            let mut live = dp.live_tunnels()?;
+            let moved = abi::TunnelDown {
+                ap: abi::v4_mapped(MOVED.octets()),
+                ..live.down(2)?
+            };
+            live.set_down(2, moved)?;
+            send(&dp, "moved in place")?;
+            dp.bump_generation()?;
+            send(&dp, "new table generation")?;
+            Ok::<_, ferry_dataplane::error::Error>(seen)
+        })
+        .unwrap();
+    let want = [
+        ("first frames", MAC_A, 1),
+        ("first frames", MAC_A, 1),
+        ("first frames", MAC_A, 1),
+        ("neighbour changed, same generation", MAC_A, 1),
+        ("new next-hop generation", MAC_B, 2),
+        ("and again", MAC_B, 2),
+        ("moved in place", MAC_C, 3),
+        ("new table generation", MAC_C, 4),
+    ];
+    assert_eq!(seen.len(), want.len());
+    for ((step, dmac, smac, lookups), (w_step, w_dmac, w_lookups)) in seen.iter().zip(want) {
+        assert_eq!(*step, w_step);
+        assert_eq!(
+            (*dmac, *lookups),
+            (w_dmac, w_lookups),
+            "{step}: destination MAC and FIB lookups"
+        );
+        assert_eq!(*smac, ap_mac, "{step}: source MAC from the FIB");
+    }
+}

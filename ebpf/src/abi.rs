@@ -33,6 +33,9 @@ pub const MAP_STATION_HINTS: &str = "STATION_HINTS";
 /// Pin name of the per-CPU hints that `STATION_HINTS` replaced; a start
 /// removes a pin of that name left by an older build.
 pub const LEGACY_PIN_STATION_CACHE: &str = "STATION_CACHE";
+/// Name of the per-CPU downstream next-hop cache ([`NextHop`], by tunnel
+/// id). A cache, so not pinned: every load starts with an empty one.
+pub const MAP_NEXT_HOPS: &str = "NEXT_HOPS";
 /// Name of the global (patched into the object's read-only data at load)
 /// that holds the hint array's bucket count minus one.
 pub const GLOBAL_STATION_HINT_MASK: &str = "STATION_HINT_MASK";
@@ -107,6 +110,12 @@ pub const STATION_REFRESH_NS: u64 = 1_000_000_000;
 /// 2 Mpps, a 1 s epoch sent half the frames to the table), shorter bounds
 /// how long a hint can mask an LRU eviction and how stale `last_seen` is.
 pub const STATION_HINT_EPOCH_SECS: u64 = 4;
+/// Seconds after which `ferry run` starts a new next-hop generation even
+/// when no routing change was announced (`Settings::next_hop_generation`):
+/// a bound on how long a cached next hop could outlive a change whose
+/// notification was lost. Each active tunnel then costs one FIB lookup per
+/// CPU per period.
+pub const NEXT_HOP_MAX_AGE_SECS: u64 = 4;
 /// Number of VLAN ids (index space of [`MAP_CLIENT_VLANS`]).
 pub const VLAN_IDS: u32 = 4096;
 
@@ -377,6 +386,11 @@ pub struct Settings {
     /// Bumped by user space whenever it installs tunnel or station tables:
     /// invalidates the programs' learning hints.
     pub generation: u32,
+    /// Stamp of the valid [`NextHop`] cache entries: user space starts a
+    /// new one (never 0) whenever a FIB answer may have changed (a route,
+    /// neighbour, address or link change; a new table; another AP-side
+    /// interface), and entries with another stamp are looked up again.
+    pub next_hop_generation: u32,
     /// [`ABI_VERSION`] of the user space that wrote this entry. The programs
     /// never read it; a restarted `ferry run` reads it from the pinned map
     /// and adopts the pins only when it equals its own.
@@ -387,7 +401,37 @@ pub struct Settings {
 /// meaning of their flags. Bump it with any change that makes pinned maps of
 /// an older build unreadable or misread by this one; a `ferry run` refuses
 /// to adopt pins written under another version (see `Settings::abi_version`).
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
+
+/// A downstream tunnel's resolved next hop, as this CPU last had it from
+/// the FIB (or the tunnel's configured neighbour when the FIB had no
+/// answer). Valid while `generation` equals
+/// `Settings::next_hop_generation` and `ap` is still the tunnel's address
+/// (a session binding moves a tunnel in place, without a new generation).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// The AP address the answer is for, as [`TunnelDown::ap_words`].
+    pub ap: [u64; 2],
+    /// Next-hop MAC.
+    pub dmac: [u8; 6],
+    /// Source MAC (the AP-side interface's).
+    pub smac: [u8; 6],
+    /// `Settings::next_hop_generation` when resolved; 0 never matches.
+    pub generation: u32,
+}
+
+impl TunnelDown {
+    /// The AP address as two words: two 8-byte compares in the program
+    /// where comparing the byte array costs sixteen.
+    #[inline(always)]
+    pub fn ap_words(&self) -> [u64; 2] {
+        const _: () = assert!(core::mem::offset_of!(TunnelDown, ap) == 0);
+        // SAFETY: `ap` is the first field of an 8-aligned struct, so it is
+        // 8-aligned and 16 bytes long; every bit pattern is a valid u64.
+        unsafe { *(&self.ap as *const Addr as *const [u64; 2]) }
+    }
+}
 
 /// The per-CPU counter block: one u64 per [`Reason`] and per [`Event`].
 #[repr(C)]
@@ -415,6 +459,12 @@ pub const EVENT_SLOTS: usize = 8;
 /// It took a slot that was always zero, so no ABI bump.
 pub const STAT_STATION_READS: usize = EVENT_SLOTS - 1;
 
+/// The [`CounterBlock::e`] slot that counts FIB lookups made by the
+/// downstream path: its next-hop cache missed (first frame of a tunnel on
+/// a CPU, or a new next-hop generation). A cost statistic like
+/// [`STAT_STATION_READS`]; it took a slot that was always zero.
+pub const STAT_FIB_LOOKUPS: usize = EVENT_SLOTS - 2;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data, repr(C), explicit padding, no invalid bit patterns.
@@ -422,6 +472,7 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelInfo {}
     unsafe impl aya::Pod for super::TunnelStats {}
     unsafe impl aya::Pod for super::GroupStats {}
+    unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::CounterBlock {}
     unsafe impl aya::Pod for super::TunnelDown {}
@@ -648,8 +699,9 @@ const _: () = assert!(Reason::ALL.len() == REASON_COUNT as usize);
 const _: () = assert!(Event::ALL.len() == EVENT_COUNT as usize);
 const _: () = assert!(REASON_COUNT as usize <= REASON_SLOTS && REASON_SLOTS.is_power_of_two());
 const _: () = assert!(EVENT_COUNT as usize <= EVENT_SLOTS && EVENT_SLOTS.is_power_of_two());
-const _: () = assert!(EVENT_COUNT as usize <= STAT_STATION_READS);
+const _: () = assert!(EVENT_COUNT as usize <= STAT_FIB_LOOKUPS);
 const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
 const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Settings>() == 44);
+const _: () = assert!(core::mem::size_of::<Settings>() == 48);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);

@@ -12,16 +12,16 @@ use aya_ebpf::{
 use ferry_ebpf::{
     abi::{
         self, DOWN_IPV6, DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC, DOWN_STANDBY, DOWN_UDPLITE,
-        DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Reason, STATION_BSSID, Settings, StationInfo,
-        StationKey, TunnelDown,
+        DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, NextHop, Reason, STATION_BSSID, Settings,
+        StationInfo, StationKey, TunnelDown,
     },
     capwap, dot11, encap, eth, ipv4, ipv6, udp, vlan,
 };
 
 use crate::{
     maps::{
-        CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN, group_active,
-        group_stats, settings, verdict,
+        CLIENT_VLANS, EGRESS, NEXT_HOPS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN,
+        count_fib_lookup, group_active, group_stats, settings, verdict,
     },
     packet,
 };
@@ -41,6 +41,11 @@ pub fn ferry_downstream(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     let s = settings();
+    // Read before the tunnel entry: user space writes a new table before
+    // the new generation, so an answer cached under a generation was
+    // resolved from that generation's table or a later one.
+    // SAFETY: a plain aligned read of a settings field.
+    let nh_generation = unsafe { core::ptr::read_volatile(&s.next_hop_generation) };
     let h = packet::load::<{ vlan::TAGGED_HLEN - 2 }>(ctx, 0).ok_or(Reason::DownPassNotTagged)?;
     if u16::from_be_bytes([h[12], h[13]]) != vlan::TPID_8021Q {
         return Err(Reason::DownPassNotTagged);
@@ -89,7 +94,7 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     if ip_len > usize::from(t.mtu) {
         return Err(Reason::DownPassMtu);
     }
-    let (dmac, smac) = next_hop(ctx, s, t)?;
+    let (dmac, smac) = next_hop(ctx, s, t, st.tunnel, nh_generation)?;
     let action = if s.egress_down == EGRESS_TX {
         xdp_action::XDP_TX
     } else if s.egress_down == EGRESS_REDIRECT {
@@ -170,45 +175,84 @@ fn lookup_tunnel(id: u32) -> Result<&'static TunnelDown, Reason> {
     Ok(t)
 }
 
-/// Next-hop and source MAC: the kernel FIB (as a locally originated packet
-/// out of the AP-side interface), else the neighbour the control side
+/// Next-hop and source MAC: this CPU's cached answer for the tunnel while
+/// it is current (same next-hop generation, same AP address), else
+/// [`resolve`]'s, cached. User space starts a new generation whenever a
+/// FIB answer may change (routes, neighbours, addresses, links, tables),
+/// so the cache answers what the FIB would.
+#[inline(always)]
+fn next_hop(
+    ctx: &XdpContext,
+    s: &Settings,
+    t: &TunnelDown,
+    id: u32,
+    generation: u32,
+) -> Result<([u8; 6], [u8; 6]), Reason> {
+    if s.ap_ifindex == 0 {
+        return neighbour(t);
+    }
+    let Some(c) = NEXT_HOPS.get_ptr_mut(id) else {
+        return resolve(ctx, s, t);
+    };
+    let ap = t.ap_words();
+    // SAFETY: a per-CPU slot: only this CPU touches it while we run.
+    let e = unsafe { &mut *c };
+    if e.generation == generation && e.ap == ap {
+        return Ok((e.dmac, e.smac));
+    }
+    let (dmac, smac) = resolve(ctx, s, t)?;
+    *e = NextHop {
+        ap,
+        dmac,
+        smac,
+        generation,
+    };
+    Ok((dmac, smac))
+}
+
+/// The next hop from the kernel FIB (as a locally originated packet out
+/// of the AP-side interface), else the neighbour the control side
 /// configured for the tunnel. The kernel only answers for an AP-side
 /// interface with IP forwarding enabled (`net.ipv4.conf.<if>.forwarding`),
 /// even for output lookups. Out of line so its 64-byte parameter block
 /// does not share the caller's stack frame.
 #[inline(never)]
-fn next_hop(ctx: &XdpContext, s: &Settings, t: &TunnelDown) -> Result<([u8; 6], [u8; 6]), Reason> {
-    if s.ap_ifindex != 0 {
-        // SAFETY: all-zero is a valid bpf_fib_lookup.
-        let mut p: FibParams = unsafe { core::mem::zeroed() };
-        p.ifindex = s.ap_ifindex;
-        if t.flags & DOWN_IPV6 != 0 {
-            p.family = AF_INET6;
-            // SAFETY: writing plain arrays into the address unions.
-            unsafe {
-                p.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(t.local);
-                p.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(t.ap);
-            }
-        } else {
-            p.family = AF_INET;
-            p.__bindgen_anon_3.ipv4_src =
-                u32::from_ne_bytes([t.local[12], t.local[13], t.local[14], t.local[15]]);
-            p.__bindgen_anon_4.ipv4_dst =
-                u32::from_ne_bytes([t.ap[12], t.ap[13], t.ap[14], t.ap[15]]);
+fn resolve(ctx: &XdpContext, s: &Settings, t: &TunnelDown) -> Result<([u8; 6], [u8; 6]), Reason> {
+    count_fib_lookup();
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.ifindex = s.ap_ifindex;
+    if t.flags & DOWN_IPV6 != 0 {
+        p.family = AF_INET6;
+        // SAFETY: writing plain arrays into the address unions.
+        unsafe {
+            p.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(t.local);
+            p.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(t.ap);
         }
-        // SAFETY: params live on our stack for the call.
-        let r = unsafe {
-            bpf_fib_lookup(
-                ctx.ctx.cast(),
-                &mut p,
-                core::mem::size_of::<FibParams>() as i32,
-                FIB_OUTPUT,
-            )
-        };
-        if r == 0 {
-            return Ok((p.dmac, p.smac));
-        }
+    } else {
+        p.family = AF_INET;
+        p.__bindgen_anon_3.ipv4_src =
+            u32::from_ne_bytes([t.local[12], t.local[13], t.local[14], t.local[15]]);
+        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([t.ap[12], t.ap[13], t.ap[14], t.ap[15]]);
     }
+    // SAFETY: params live on our stack for the call.
+    let r = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx.cast(),
+            &mut p,
+            core::mem::size_of::<FibParams>() as i32,
+            FIB_OUTPUT,
+        )
+    };
+    if r == 0 {
+        return Ok((p.dmac, p.smac));
+    }
+    neighbour(t)
+}
+
+/// The neighbour configured for the tunnel, if any.
+#[inline(always)]
+fn neighbour(t: &TunnelDown) -> Result<([u8; 6], [u8; 6]), Reason> {
     if t.flags & DOWN_NEIGHBOUR != 0 {
         return Ok((t.next_hop, t.source_mac));
     }

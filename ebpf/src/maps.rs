@@ -10,8 +10,9 @@ use aya_ebpf::{
 use ferry_ebpf::{
     abi::{
         Action, Addr, CounterBlock, EVENT_SLOTS, Event, GroupStats, MAX_GROUPS, MAX_LOCAL_ADDRS,
-        MAX_TUNNELS, REASON_SLOTS, Reason, STAT_STATION_READS, STATION_TEMPLATE_ENTRIES, Settings,
-        StationInfo, StationKey, TunnelDown, TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
+        MAX_TUNNELS, NextHop, REASON_SLOTS, Reason, STAT_FIB_LOOKUPS, STAT_STATION_READS,
+        STATION_TEMPLATE_ENTRIES, Settings, StationInfo, StationKey, TunnelDown, TunnelInfo,
+        TunnelKey, TunnelStats, VLAN_IDS,
     },
     hint,
 };
@@ -72,6 +73,14 @@ pub static COUNTERS: PerCpuArray<CounterBlock, 1> = PerCpuArray::new();
 /// Per-tunnel packet and byte counts, per CPU.
 #[btf_map]
 pub static TUNNEL_STATS: PerCpuArray<TunnelStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
+
+/// Downstream next hops by tunnel id, per CPU (see `abi::NextHop`): a
+/// frame down a resolved tunnel costs one half-line read instead of a
+/// `bpf_fib_lookup`, which was more than half of `ferry_downstream`'s time
+/// in the live lab (perf, bench/RESULTS.md "Downstream next-hop cache").
+/// Per CPU so an entry is never read while another CPU writes it.
+#[btf_map]
+pub static NEXT_HOPS: PerCpuArray<NextHop, { MAX_TUNNELS as usize }> = PerCpuArray::new();
 
 /// This node's CAPWAP data addresses (IPv6, and IPv4 beyond the inline ones).
 #[btf_map]
@@ -144,6 +153,7 @@ static NO_SETTINGS: Settings = Settings {
     hint_epoch: 0,
     ap_ifindex: 0,
     generation: 0,
+    next_hop_generation: 0,
     abi_version: 0,
 };
 
@@ -227,9 +237,22 @@ pub fn event(e: Event) {
 /// ([`STAT_STATION_READS`]).
 #[inline(always)]
 pub fn count_station_read() {
+    count_stat::<STAT_STATION_READS>();
+}
+
+/// Counts one FIB lookup by the downstream path ([`STAT_FIB_LOOKUPS`]).
+#[inline(always)]
+pub fn count_fib_lookup() {
+    count_stat::<STAT_FIB_LOOKUPS>();
+}
+
+/// Adds one to cost statistic `SLOT` of the event array.
+#[inline(always)]
+fn count_stat<const SLOT: usize>() {
+    const { assert!(SLOT < EVENT_SLOTS) };
     if let Some(c) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: as in `count`; the index is a constant below EVENT_SLOTS.
-        unsafe { *(*c).e.get_unchecked_mut(STAT_STATION_READS) += 1 };
+        unsafe { *(*c).e.get_unchecked_mut(SLOT) += 1 };
     }
 }
 

@@ -492,6 +492,11 @@ pub struct Counters {
     /// every station, more when they cannot).
     #[serde(default)]
     pub station_table_reads: u64,
+    /// Downstream FIB lookups: frames whose tunnel had no current cached
+    /// next hop on their CPU (a cost figure: one per active tunnel per CPU
+    /// per next-hop generation).
+    #[serde(default)]
+    pub fib_lookups: u64,
     /// Keepalive outcomes.
     pub keepalive: KeepaliveCounts,
 }

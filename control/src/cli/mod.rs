@@ -295,6 +295,8 @@ pub fn counters(t: &Target) -> Result<()> {
         "  {:<28} {:>14}",
         "station_table_reads", v.station_table_reads
     );
+    println!("next hops:");
+    println!("  {:<28} {:>14}", "fib_lookups", v.fib_lookups);
     let k = &v.keepalive;
     println!("keepalives:");
     for (name, n) in [

@@ -83,6 +83,12 @@ fn packets(node: &Node, e: &mut Exposition, errors: &mut u64) {
         &[],
         c.station_reads() as f64,
     );
+    e.family(
+        "ferry_fib_lookups_total",
+        Kind::Counter,
+        "Downstream FIB lookups (the per-CPU next-hop cache had no current answer).",
+    );
+    e.sample("ferry_fib_lookups_total", &[], c.fib_lookups() as f64);
 }
 
 fn tunnels(node: &Node, e: &mut Exposition, errors: &mut u64) {

@@ -55,6 +55,8 @@ pub struct Node {
     pub licensing: Option<super::licensing::Licensing>,
     /// When the learning-hint epoch last advanced.
     pub hint_epoch_at: Instant,
+    /// When the last next-hop generation started.
+    pub next_hops_at: Instant,
 }
 
 impl Node {
@@ -78,7 +80,8 @@ impl Node {
         })
     }
 
-    /// Once a second: a new learning-hint epoch when one is due, the attachments as the
+    /// Once a second: a new learning-hint epoch and next-hop generation
+    /// when one is due, the attachments as the
     /// kernel reports them, data channels that went silent, and a bindings
     /// file that owes a binding.
     pub fn tick(&mut self) {
@@ -88,6 +91,9 @@ impl Node {
             if let Err(e) = self.dp.advance_hint_epoch() {
                 warn!("advancing the learning-hint epoch: {e:#}");
             }
+        }
+        if self.next_hops_at.elapsed().as_secs() >= ferry_ebpf::abi::NEXT_HOP_MAX_AGE_SECS {
+            self.refresh_next_hops();
         }
         if self.attachments.check(&mut self.dp).reattached {
             self.retarget_interfaces();
@@ -104,6 +110,16 @@ impl Node {
                 dead_interval_s = self.tables.config.dead_interval.as_secs(),
                 "data channel dead: no keepalive"
             );
+        }
+    }
+
+    /// Starts a new next-hop generation (a FIB answer may have changed, or
+    /// the last one is `abi::NEXT_HOP_MAX_AGE_SECS` old); a failure is
+    /// logged, and the next change or tick tries again.
+    pub fn refresh_next_hops(&mut self) {
+        self.next_hops_at = Instant::now();
+        if let Err(e) = self.dp.refresh_next_hops() {
+            warn!("starting a new next-hop generation: {e:#}");
         }
     }
 

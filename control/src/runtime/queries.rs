@@ -225,6 +225,7 @@ impl Node {
                 .map(|e| (e.name().to_string(), c.event(*e)))
                 .collect(),
             station_table_reads: c.station_reads(),
+            fib_lookups: c.fib_lookups(),
             keepalive: self.ka,
         })
     }

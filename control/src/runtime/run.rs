@@ -40,7 +40,9 @@ use crate::{
     config::Config,
     host::{self, AttachMode},
     keepalive::{RateLimit, Sessions, service::KeepaliveService},
-    metrics, pins, state,
+    metrics,
+    nexthops::service::NextHopService,
+    pins, state,
     tables::{self, Saved, TableState, licensing::Admission, lower},
 };
 
@@ -97,6 +99,7 @@ fn serve(
     }
     services.push(Box::new(KeepaliveService::bind(&config)?));
     services.push(Box::new(TickService::default()));
+    services.push(Box::new(NextHopService::bind()?));
     host::ifindex(&config.ap_side)?;
     host::ifindex(&config.client_side)?;
     if opts.replace && pin_dir.exists() {
@@ -262,6 +265,7 @@ fn node(opts: &Options, up: Up, adopted: bool, pin_dir: &Path, state_file: &Path
         ha: None,
         licensing: None,
         hint_epoch_at: Instant::now(),
+        next_hops_at: Instant::now(),
     }
 }
 

@@ -387,7 +387,7 @@ fn payload(ap: usize, seq: u32) -> Vec<u8> {
 }
 
 /// (ap, seq) of a test payload found at `at`.
-fn parse_payload(f: &[u8], at: usize) -> Option<(usize, u32)> {
+pub fn parse_payload(f: &[u8], at: usize) -> Option<(usize, u32)> {
     let p = f.get(at..at + 9)?;
     if &p[..4] != MAGIC {
         return None;

@@ -90,6 +90,9 @@ pub struct Datapath {
     tunnel_lookup: u8,
     /// `Settings::hint_epoch`, advanced by [`Datapath::advance_hint_epoch`].
     hint_epoch: u8,
+    /// `Settings::next_hop_generation`, advanced by
+    /// [`Datapath::refresh_next_hops`]; never 0.
+    next_hop_generation: u32,
     /// `STATION_COUNT` mapped, once a synced station needs it.
     counts: Option<counts::MappedCounts>,
 }
@@ -123,6 +126,8 @@ impl Datapath {
         dp.generation = live.generation.max(1);
         dp.tunnel_lookup = live.tunnel_lookup;
         dp.hint_epoch = live.hint_epoch;
+        // The next-hop cache is new with the programs; any stamp will do.
+        dp.next_hop_generation = live.next_hop_generation.max(1);
         let vlans: Array<_, u8> = Array::try_from(dp.map(abi::MAP_CLIENT_VLANS)?)?;
         dp.client_vlans = (1..=ferry_ebpf::vlan::VID_MAX)
             .filter(|v| matches!(vlans.get(&u32::from(*v), 0), Ok(1)))
@@ -167,6 +172,7 @@ impl Datapath {
             generation: 1,
             tunnel_lookup: 0,
             hint_epoch: 0,
+            next_hop_generation: 1,
             counts: None,
         })
     }
@@ -237,6 +243,7 @@ impl Datapath {
             generation: self.generation,
             tunnel_lookup: self.tunnel_lookup,
             hint_epoch: self.hint_epoch,
+            next_hop_generation: self.next_hop_generation,
             abi_version: abi::ABI_VERSION,
             ..installed_settings(s)
         };
@@ -267,12 +274,30 @@ impl Datapath {
     }
 
     /// Starts a new table generation (after installing tunnels or stations,
-    /// or editing entries in place): the programs' learning hints
-    /// from before stop matching.
+    /// or editing entries in place): the programs' learning hints and
+    /// cached next hops from before stop matching. Written after the
+    /// tables, so a program that sees the new stamp reads the new tables.
     pub fn bump_generation(&mut self) -> Result<()> {
         self.generation = self.generation.wrapping_add(1).max(1);
+        self.next_hop_generation = next(self.next_hop_generation);
         let current = self.settings()?;
         self.set_settings(current)
+    }
+
+    /// Starts a new next-hop generation: every CPU looks each tunnel's next
+    /// hop up in the FIB again on its next frame. `ferry run` calls it when
+    /// the kernel announces a route, neighbour, address or link change,
+    /// and every `abi::NEXT_HOP_MAX_AGE_SECS` in case an announcement was
+    /// lost.
+    pub fn refresh_next_hops(&mut self) -> Result<()> {
+        self.next_hop_generation = next(self.next_hop_generation);
+        let current = self.settings()?;
+        self.set_settings(current)
+    }
+
+    /// The next-hop generation the programs currently see.
+    pub fn next_hop_generation(&self) -> u32 {
+        self.next_hop_generation
     }
 
     /// Starts a new learning-hint epoch (`ferry run` does every
@@ -289,6 +314,7 @@ impl Datapath {
     /// Points the downstream FIB lookups at AP-side interface `ifindex`
     /// (after that interface was re-created).
     pub fn set_ap_ifindex(&mut self, ifindex: u32) -> Result<()> {
+        self.next_hop_generation = next(self.next_hop_generation);
         let current = self.settings()?;
         self.set_settings(Settings {
             ap_ifindex: ifindex,
@@ -362,6 +388,7 @@ impl Datapath {
             c.set_event(*e, per_cpu.iter().map(|b| b.e[e.index() as usize]).sum());
         }
         c.set_station_reads(per_cpu.iter().map(|b| b.e[abi::STAT_STATION_READS]).sum());
+        c.set_fib_lookups(per_cpu.iter().map(|b| b.e[abi::STAT_FIB_LOOKUPS]).sum());
         Ok(c)
     }
 
@@ -459,6 +486,11 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// The stamp after `g`, skipping 0 (the stamp no cache entry may match).
+fn next(g: u32) -> u32 {
+    g.wrapping_add(1).max(1)
 }
 
 /// The map ABI of the maps pinned under `dir`, from their settings entry:
