@@ -98,9 +98,10 @@ pub struct Sample {
     /// The contender's own count of frames it forwarded in this direction
     /// (ferry's counters, the forwarder's counts; none for the redirect).
     pub forwarded: Option<u64>,
-    /// ferry's station-table reads by upstream learning in this round (its
-    /// learning hints missed); None for the other contenders.
-    pub station_reads: Option<u64>,
+    /// ferry's slow lookups in this direction and round: upstream, its
+    /// station-table reads (the learning hints missed); downstream, its
+    /// FIB lookups (the next-hop cache missed). None for the others.
+    pub slow_lookups: Option<u64>,
 }
 
 /// Instances in this process, so labs in parallel tests get their own
@@ -278,8 +279,8 @@ impl Contenders {
         Ok(())
     }
 
-    /// ferry's `forwarded` (or `down_forwarded`) counter.
-    /// ferry's forwarded count in `dir` and its station-table reads.
+    /// ferry's forwarded count in `dir` and its slow lookups there
+    /// (see [`Sample::slow_lookups`]).
     fn ferry_counts(&self, dir: Direction) -> Result<(u64, u64)> {
         let Some((d, _)) = &self.ferry else {
             bail!("ferry is not running");
@@ -289,14 +290,14 @@ impl Contenders {
             Direction::Up => abi::Reason::Forwarded.name(),
             Direction::Down => abi::Reason::DownForwarded.name(),
         };
-        Ok((
-            c.reasons.get(key).copied().unwrap_or(0),
-            c.station_table_reads,
-        ))
+        let slow = match dir {
+            Direction::Up => c.station_table_reads,
+            Direction::Down => c.fib_lookups,
+        };
+        Ok((c.reasons.get(key).copied().unwrap_or(0), slow))
     }
 
-    /// The contender's own forwarded count, and ferry's station-table
-    /// reads.
+    /// The contender's own forwarded count, and ferry's slow lookups.
     fn own_count(&self, c: Contender, dir: Direction) -> Result<(Option<u64>, Option<u64>)> {
         Ok(match c {
             Contender::Ferry => {
@@ -363,7 +364,7 @@ impl Contenders {
             drain_secs: drain,
             sunk: after.since(&before),
             forwarded: own0.0.zip(own1.0).map(|(a, b)| b - a),
-            station_reads: own0.1.zip(own1.1).map(|(a, b)| b - a),
+            slow_lookups: own0.1.zip(own1.1).map(|(a, b)| b - a),
         })
     }
 

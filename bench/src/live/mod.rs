@@ -137,6 +137,12 @@ pub fn run(o: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
         progress,
     )?;
     let mut report = Report::new(o);
+    if bpf_stats_on() {
+        let w = "kernel.bpf_stats_enabled is 1: every XDP program run pays two clock reads, \
+                 so these figures are not comparable with runs without it (sysctl -w kernel.bpf_stats_enabled=0)";
+        progress(&format!("warning: {w}"));
+        report.warnings.push(w.to_string());
+    }
     let mut scales = vec![("1 tunnel", SMALL)];
     if let Some(l) = o.large {
         scales.push(("large", l));
@@ -209,6 +215,15 @@ pub fn run(o: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
     }
     report.finish();
     Ok(report)
+}
+
+/// Whether the kernel's BPF run-time statistics are on
+/// (`kernel.bpf_stats_enabled`, left on by `bpftool prog profile` or a
+/// sampler): every program run then pays two clock reads, which on a VM
+/// cost more than a plain redirect (perf on this machine: the clock
+/// source read was 12% of all samples), so ratios shift.
+fn bpf_stats_on() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0")
 }
 
 /// The contenders that take part in direction `dir`: the user-space

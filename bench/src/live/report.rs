@@ -36,9 +36,11 @@ pub struct Row {
     /// The contender's own forwarded count minus the sink's good frames,
     /// all rounds (None: the contender keeps no count).
     pub count_gap: Option<i64>,
-    /// ferry upstream: station-table reads per accepted frame, all rounds
-    /// (how often its learning hints missed; None elsewhere).
-    pub station_reads: Option<f64>,
+    /// ferry: slow lookups per accepted frame, all rounds (upstream
+    /// station-table reads, how often its learning hints missed;
+    /// downstream FIB lookups, how often its next-hop cache missed; None
+    /// for the others).
+    pub slow_lookups: Option<f64>,
     /// Share of the accepted frames by CPU.
     pub cpu_share: Vec<f64>,
 }
@@ -73,14 +75,11 @@ impl Row {
             .iter()
             .map(|s| s.forwarded.map(|f| f as i64 - s.sunk.total.good as i64))
             .sum::<Option<i64>>();
-        let station_reads = match dir {
-            Direction::Up => samples
-                .iter()
-                .map(|s| s.station_reads)
-                .sum::<Option<u64>>()
-                .map(|r| r as f64 / good.max(1) as f64),
-            Direction::Down => None,
-        };
+        let slow_lookups = samples
+            .iter()
+            .map(|s| s.slow_lookups)
+            .sum::<Option<u64>>()
+            .map(|r| r as f64 / good.max(1) as f64);
         Self {
             table: table.into(),
             dir,
@@ -106,16 +105,20 @@ impl Row {
             },
             wrong,
             count_gap,
-            station_reads,
+            slow_lookups,
             cpu_share: cpu.iter().map(|n| *n as f64 / good.max(1) as f64).collect(),
         }
     }
 
     /// One line for the progress display.
     pub fn line(&self) -> String {
+        let what = match self.dir {
+            Direction::Up => "table reads",
+            Direction::Down => "FIB lookups",
+        };
         let reads = self
-            .station_reads
-            .map_or(String::new(), |r| format!("  table reads {r:.2}/frame"));
+            .slow_lookups
+            .map_or(String::new(), |r| format!("  {what} {r:.3}/frame"));
         format!(
             "{:<9} {:>6.3} Mpps {:>6.2} Gbit/s  loss {:.2}%  wrong {}  count gap {}  cpu {}{reads}",
             self.contender.name(),
@@ -224,6 +227,8 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     /// Measurements that could not be taken, and why.
     pub skipped: Vec<String>,
+    /// Conditions that make this run's figures incomparable with others.
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -238,6 +243,7 @@ impl Report {
             latency: Vec::new(),
             ratios: Vec::new(),
             skipped: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -383,6 +389,9 @@ impl Report {
         }
         for k in &self.skipped {
             s.push_str(&format!("skipped: {k}\n"));
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("warning: {w}\n"));
         }
         s
     }
