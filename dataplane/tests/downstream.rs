@@ -781,7 +781,8 @@ fn a_move_synced_from_the_peer_clears_the_hint_so_a_return_is_learned() {
 /// and next-hop generation: later frames reuse it (no lookup counted), a
 /// new generation or an in-place move of the tunnel to another AP address
 /// (what a session binding does) looks it up again, and what is used is
-/// always what the FIB says at that lookup.
+/// always what the FIB says at that lookup. With the lease ended (no
+/// `ferry run` watching the routes) every frame asks the FIB.
 #[test]
 fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
     use ferry_dataplane::netns::{Netns, veth};
@@ -864,6 +865,15 @@ fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
             send(&dp, "moved in place")?;
             dp.bump_generation()?;
             send(&dp, "new table generation")?;
+            send(&dp, "cached again")?;
+            dp.end_next_hop_lease()?;
+            send(&dp, "lease ended")?;
+            send(&dp, "lease still ended")?;
+            neigh("replace", MOVED, MAC_A);
+            send(&dp, "no lease, neighbour changed")?;
+            dp.refresh_next_hops()?;
+            send(&dp, "a new generation renews the lease")?;
+            send(&dp, "cached under it")?;
             Ok::<_, ferry_dataplane::error::Error>(seen)
         })
         .unwrap();
@@ -876,6 +886,12 @@ fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
         ("and again", MAC_B, 2),
         ("moved in place", MAC_C, 3),
         ("new table generation", MAC_C, 4),
+        ("cached again", MAC_C, 4),
+        ("lease ended", MAC_C, 5),
+        ("lease still ended", MAC_C, 6),
+        ("no lease, neighbour changed", MAC_A, 7),
+        ("a new generation renews the lease", MAC_A, 8),
+        ("cached under it", MAC_A, 8),
     ];
     assert_eq!(seen.len(), want.len());
     for ((step, dmac, smac, lookups), (w_step, w_dmac, w_lookups)) in seen.iter().zip(want) {

@@ -116,6 +116,11 @@ pub const STATION_HINT_EPOCH_SECS: u64 = 4;
 /// notification was lost. Each active tunnel then costs one FIB lookup per
 /// CPU per period.
 pub const NEXT_HOP_MAX_AGE_SECS: u64 = 4;
+/// Seconds the programs may answer from their next-hop cache after user
+/// space last started a generation (`Settings::next_hop_until`): three
+/// missed refreshes of [`NEXT_HOP_MAX_AGE_SECS`] mean no `ferry run` is
+/// watching the kernel's routes, and the FIB is asked for every frame.
+pub const NEXT_HOP_LEASE_SECS: u64 = 3 * NEXT_HOP_MAX_AGE_SECS;
 /// Number of VLAN ids (index space of [`MAP_CLIENT_VLANS`]).
 pub const VLAN_IDS: u32 = 4096;
 
@@ -395,13 +400,20 @@ pub struct Settings {
     /// never read it; a restarted `ferry run` reads it from the pinned map
     /// and adopts the pins only when it equals its own.
     pub abi_version: u32,
+    /// Coarse monotonic ns until which the programs may answer from their
+    /// next-hop cache: user space renews it with every new next-hop
+    /// generation ([`NEXT_HOP_LEASE_SECS`] ahead). The pinned programs go on
+    /// forwarding while `ferry run` is stopped or dead, and nothing would
+    /// start new generations then, so past this time every frame asks the
+    /// FIB again.
+    pub next_hop_until: u64,
 }
 
 /// Version of the map ABI: the maps, their key and value layouts and the
 /// meaning of their flags. Bump it with any change that makes pinned maps of
 /// an older build unreadable or misread by this one; a `ferry run` refuses
 /// to adopt pins written under another version (see `Settings::abi_version`).
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// A downstream tunnel's resolved next hop, as this CPU last had it from
 /// the FIB (or the tunnel's configured neighbour when the FIB had no
@@ -703,5 +715,5 @@ const _: () = assert!(EVENT_COUNT as usize <= STAT_FIB_LOOKUPS);
 const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
 const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Settings>() == 48);
+const _: () = assert!(core::mem::size_of::<Settings>() == 56);
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head},
     macros::xdp,
     programs::XdpContext,
 };
@@ -176,10 +176,12 @@ fn lookup_tunnel(id: u32) -> Result<&'static TunnelDown, Reason> {
 }
 
 /// Next-hop and source MAC: this CPU's cached answer for the tunnel while
-/// it is current (same next-hop generation, same AP address), else
-/// [`resolve`]'s, cached. User space starts a new generation whenever a
-/// FIB answer may change (routes, neighbours, addresses, links, tables),
-/// so the cache answers what the FIB would.
+/// it is current (same next-hop generation, same AP address, and user
+/// space renewed the cache's lease), else [`resolve`]'s, cached. User
+/// space starts a new generation whenever a FIB answer may change
+/// (routes, neighbours, addresses, links, tables), so the cache answers
+/// what the FIB would; without a `ferry run` renewing the lease, the FIB
+/// answers every frame.
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
@@ -190,6 +192,11 @@ fn next_hop(
 ) -> Result<([u8; 6], [u8; 6]), Reason> {
     if s.ap_ifindex == 0 {
         return neighbour(t);
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now >= s.next_hop_until {
+        return resolve(ctx, s, t);
     }
     let Some(c) = NEXT_HOPS.get_ptr_mut(id) else {
         return resolve(ctx, s, t);

@@ -155,6 +155,7 @@ static NO_SETTINGS: Settings = Settings {
     generation: 0,
     next_hop_generation: 0,
     abi_version: 0,
+    next_hop_until: 0,
 };
 
 /// The settings entry.

@@ -10,8 +10,9 @@
 //! [`service`] owns the socket.
 //!
 //! What starts a new generation:
-//! - any route, policy rule, address or link announcement (rare on a
-//!   stable box, and each may change a route or a source MAC);
+//! - any route, next-hop object, policy rule, address, link or
+//!   forwarding-setting (netconf) announcement: rare on a stable box, and
+//!   each may change a route, a source MAC or whether the FIB answers;
 //! - a neighbour whose usable link-layer address changed: it appeared,
 //!   became valid or invalid (`NUD_VALID`, what `bpf_fib_lookup` checks),
 //!   changed address, or went away. The kernel also announces every
@@ -21,10 +22,16 @@
 //! - a lost announcement (the socket overflowed): everything is assumed
 //!   changed and the neighbour record starts over.
 //!
+//! Bridge forwarding-table entries arrive on the same group as
+//! `AF_BRIDGE` neighbours; the FIB never uses them, so they are ignored
+//! (a bridged side learning MACs would otherwise defeat the cache).
+//!
 //! Neighbours not yet seen count as changed (ferry does not dump the table
 //! at start: one spurious generation per neighbour is cheap), and
 //! `ferry run` starts a new generation every `abi::NEXT_HOP_MAX_AGE_SECS`
 //! anyway, so an announcement the kernel never makes costs at most that.
+//! The programs stop trusting the cache on their own when no `ferry run`
+//! renews it (`abi::NEXT_HOP_LEASE_SECS`).
 
 pub mod service;
 
@@ -38,6 +45,12 @@ const NUD_VALID: u16 = libc::NUD_PERMANENT
     | libc::NUD_PROBE
     | libc::NUD_STALE
     | libc::NUD_DELAY;
+
+/// `RTM_NEWNEXTHOP`, `RTM_DELNEXTHOP` (`linux/rtnetlink.h`; not in libc).
+const RTM_NEWNEXTHOP: u16 = 104;
+const RTM_DELNEXTHOP: u16 = 105;
+/// `RTM_DELNETCONF` (`linux/rtnetlink.h`).
+const RTM_DELNETCONF: u16 = 81;
 
 /// Length of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
@@ -98,7 +111,11 @@ impl Watch {
             | libc::RTM_NEWROUTE
             | libc::RTM_DELROUTE
             | libc::RTM_NEWRULE
-            | libc::RTM_DELRULE => true,
+            | libc::RTM_DELRULE
+            | RTM_NEWNEXTHOP
+            | RTM_DELNEXTHOP
+            | libc::RTM_NEWNETCONF
+            | RTM_DELNETCONF => true,
             // NOOP, ERROR, DONE and anything the groups do not carry.
             _ => false,
         }
@@ -108,6 +125,10 @@ impl Watch {
         let Some(n) = Neighbour::parse(body) else {
             return true;
         };
+        if i32::from(n.family) != libc::AF_INET && i32::from(n.family) != libc::AF_INET6 {
+            // Bridge forwarding entries and the like: not the FIB's.
+            return false;
+        }
         let key = (n.family, n.ifindex, n.dst);
         let usable = (!deleted && n.state & NUD_VALID != 0).then_some(n.lladdr);
         let before = if deleted {
@@ -193,11 +214,18 @@ mod tests {
 
     /// An IPv4 neighbour announcement on interface 7.
     fn neigh(kind: u16, ip: [u8; 4], state: u16, mac: Option<[u8; 6]>) -> Vec<u8> {
-        let mut b = vec![libc::AF_INET as u8, 0, 0, 0];
+        neigh_of(libc::AF_INET as u8, kind, &ip, state, mac)
+    }
+
+    /// A neighbour announcement of `family` on interface 7.
+    fn neigh_of(family: u8, kind: u16, dst: &[u8], state: u16, mac: Option<[u8; 6]>) -> Vec<u8> {
+        let mut b = vec![family, 0, 0, 0];
         b.extend_from_slice(&7i32.to_ne_bytes());
         b.extend_from_slice(&state.to_ne_bytes());
         b.extend_from_slice(&[0, 0]);
-        b.extend(attr(libc::NDA_DST, &ip));
+        if !dst.is_empty() {
+            b.extend(attr(libc::NDA_DST, dst));
+        }
         if let Some(m) = mac {
             b.extend(attr(libc::NDA_LLADDR, &m));
         }
@@ -267,6 +295,30 @@ mod tests {
     }
 
     #[test]
+    fn bridge_forwarding_entries_are_not_the_fibs() {
+        let mut w = Watch::default();
+        for mac in [MAC_A, MAC_B] {
+            let fdb = neigh_of(
+                libc::AF_BRIDGE as u8,
+                libc::RTM_NEWNEIGH,
+                &[],
+                libc::NUD_REACHABLE,
+                Some(mac),
+            );
+            assert!(!w.feed(&fdb));
+        }
+        let v6 = neigh_of(
+            libc::AF_INET6 as u8,
+            libc::RTM_NEWNEIGH,
+            &[0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            libc::NUD_REACHABLE,
+            Some(MAC_A),
+        );
+        assert!(w.feed(&v6), "an IPv6 neighbour is");
+        assert_eq!(w.neighbours(), 1);
+    }
+
+    #[test]
     fn routes_links_addresses_rules_and_malformed_messages_are_changes() {
         let mut w = Watch::default();
         for kind in [
@@ -275,6 +327,8 @@ mod tests {
             libc::RTM_NEWLINK,
             libc::RTM_DELADDR,
             libc::RTM_NEWRULE,
+            RTM_NEWNEXTHOP,
+            libc::RTM_NEWNETCONF,
         ] {
             assert!(w.feed(&msg(kind, &[0; 12])), "message type {kind}");
         }

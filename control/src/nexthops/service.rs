@@ -18,7 +18,8 @@ use crate::runtime::{
 };
 
 /// Announcements that can change a FIB answer: links, neighbours,
-/// addresses, routes and (IPv4) rules; IPv6 rules are joined by number.
+/// addresses, routes and (IPv4) rules; the groups past this bit mask are
+/// joined by number ([`MORE_GROUPS`]).
 const GROUPS: libc::c_int = libc::RTMGRP_LINK
     | libc::RTMGRP_NEIGH
     | libc::RTMGRP_IPV4_IFADDR
@@ -26,6 +27,16 @@ const GROUPS: libc::c_int = libc::RTMGRP_LINK
     | libc::RTMGRP_IPV4_RULE
     | libc::RTMGRP_IPV6_IFADDR
     | libc::RTMGRP_IPV6_ROUTE;
+
+/// IPv6 rules, next-hop objects (what `ip nexthop` and FRR change
+/// without a route announcement) and the per-interface forwarding
+/// settings (the FIB answers only with forwarding on).
+const MORE_GROUPS: [libc::c_uint; 4] = [
+    libc::RTNLGRP_IPV6_RULE,
+    libc::RTNLGRP_NEXTHOP,
+    libc::RTNLGRP_IPV4_NETCONF,
+    libc::RTNLGRP_IPV6_NETCONF,
+];
 
 /// Receive buffer asked of the kernel: a burst of neighbour announcements
 /// (thousands of APs) should not overflow it; an overflow is handled.
@@ -74,13 +85,15 @@ impl NextHopService {
             return Err(io::Error::last_os_error())
                 .context("subscribing to route, neighbour, address and link changes");
         }
-        setsockopt(
-            &fd,
-            libc::SOL_NETLINK,
-            libc::NETLINK_ADD_MEMBERSHIP,
-            libc::RTNLGRP_IPV6_RULE as libc::c_int,
-        )
-        .context("subscribing to IPv6 rule changes")?;
+        for g in MORE_GROUPS {
+            setsockopt(
+                &fd,
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                g as libc::c_int,
+            )
+            .with_context(|| format!("subscribing to route netlink group {g}"))?;
+        }
         // A smaller buffer only means an earlier overflow, which is handled.
         if let Err(e) = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER) {
             debug!("route netlink receive buffer: {e}");

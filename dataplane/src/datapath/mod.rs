@@ -93,6 +93,8 @@ pub struct Datapath {
     /// `Settings::next_hop_generation`, advanced by
     /// [`Datapath::refresh_next_hops`]; never 0.
     next_hop_generation: u32,
+    /// `Settings::next_hop_until`, renewed with each next-hop generation.
+    next_hop_until: u64,
     /// `STATION_COUNT` mapped, once a synced station needs it.
     counts: Option<counts::MappedCounts>,
 }
@@ -173,6 +175,7 @@ impl Datapath {
             tunnel_lookup: 0,
             hint_epoch: 0,
             next_hop_generation: 1,
+            next_hop_until: 0,
             counts: None,
         })
     }
@@ -244,6 +247,7 @@ impl Datapath {
             tunnel_lookup: self.tunnel_lookup,
             hint_epoch: self.hint_epoch,
             next_hop_generation: self.next_hop_generation,
+            next_hop_until: self.next_hop_until,
             abi_version: abi::ABI_VERSION,
             ..installed_settings(s)
         };
@@ -279,7 +283,7 @@ impl Datapath {
     /// tables, so a program that sees the new stamp reads the new tables.
     pub fn bump_generation(&mut self) -> Result<()> {
         self.generation = self.generation.wrapping_add(1).max(1);
-        self.next_hop_generation = next(self.next_hop_generation);
+        self.new_next_hop_generation();
         let current = self.settings()?;
         self.set_settings(current)
     }
@@ -290,7 +294,24 @@ impl Datapath {
     /// and every `abi::NEXT_HOP_MAX_AGE_SECS` in case an announcement was
     /// lost.
     pub fn refresh_next_hops(&mut self) -> Result<()> {
+        self.new_next_hop_generation();
+        let current = self.settings()?;
+        self.set_settings(current)
+    }
+
+    /// A new next-hop stamp and a renewed lease (written by the caller's
+    /// next settings write).
+    fn new_next_hop_generation(&mut self) {
         self.next_hop_generation = next(self.next_hop_generation);
+        self.next_hop_until = groups::coarse_now_ns() + abi::NEXT_HOP_LEASE_SECS * 1_000_000_000;
+    }
+
+    /// Ends the next-hop cache's lease now: until the next generation,
+    /// every downstream frame asks the FIB (`ferry run` calls it when it
+    /// exits and leaves the programs forwarding, with nothing to watch
+    /// the routes).
+    pub fn end_next_hop_lease(&mut self) -> Result<()> {
+        self.next_hop_until = 0;
         let current = self.settings()?;
         self.set_settings(current)
     }
@@ -314,7 +335,7 @@ impl Datapath {
     /// Points the downstream FIB lookups at AP-side interface `ifindex`
     /// (after that interface was re-created).
     pub fn set_ap_ifindex(&mut self, ifindex: u32) -> Result<()> {
-        self.next_hop_generation = next(self.next_hop_generation);
+        self.new_next_hop_generation();
         let current = self.settings()?;
         self.set_settings(Settings {
             ap_ifindex: ifindex,
