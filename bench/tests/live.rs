@@ -71,3 +71,29 @@ fn without_the_per_run_rewrite_recycled_pages_corrupt_the_generators_frames() {
         }
     }
 }
+
+#[test]
+fn the_user_space_forwarder_converts_802_11_payloads_as_ferry_does() {
+    let o = live::Options {
+        payload: Payload::Dot11,
+        large: None,
+        loads: Vec::new(),
+        ..options(vec![Contender::Ferry, Contender::Userspace], true)
+    };
+    let r = live::run(&o, &|_| {}).unwrap();
+    let up: Vec<_> = r
+        .rows
+        .iter()
+        .filter(|row| row.dir == live::frames::Direction::Up)
+        .collect();
+    // 2 size mixes x 2 contenders, each checked frame by frame against
+    // ferry's reference model output.
+    assert_eq!(up.len(), 4, "{}", r.text());
+    for row in up {
+        assert_eq!(row.wrong, 0, "{}", r.text());
+        assert!(row.pps > 0.0, "{}", r.text());
+        if row.contender == Contender::Ferry {
+            assert_eq!(row.count_gap, Some(0), "{}", r.text());
+        }
+    }
+}

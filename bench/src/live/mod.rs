@@ -226,16 +226,10 @@ fn bpf_stats_on() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0")
 }
 
-/// The contenders that take part in direction `dir`: the user-space
-/// forwarder carries 802.3 only.
-fn active(o: &Options, dir: Direction) -> Vec<Contender> {
-    o.contenders
-        .iter()
-        .copied()
-        .filter(|c| {
-            !(*c == Contender::Userspace && dir == Direction::Up && o.payload == Payload::Dot11)
-        })
-        .collect()
+/// The contenders that take part in direction `dir` (all of them: each
+/// carries both upstream payloads).
+fn active(o: &Options, _dir: Direction) -> Vec<Contender> {
+    o.contenders.clone()
 }
 
 /// Installs the generator's templates and every sink's expectations for

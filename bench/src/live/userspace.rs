@@ -12,11 +12,14 @@
 //!   kernel strips, station lookup, CAPWAP header, and `sendmmsg` to the
 //!   AP through the thread's UDP socket.
 //!
-//! It uses ferry's shared layouts (`ferry_ebpf::capwap`, `vlan`, the
-//! crafted CAPWAP header) so it does the same work on the same bytes. It
-//! forwards 802.3 payloads only (T=1 frames are counted and dropped), which
-//! is what the benchmark compares it on. Its frames go out through
-//! `sendmmsg` on AF_PACKET, not a PACKET_MMAP ring.
+//! It uses ferry's shared layouts (`ferry_ebpf::capwap`, `dot11`, `vlan`,
+//! the crafted CAPWAP header) so it does the same work on the same bytes.
+//! Upstream it converts both payloads: 802.3 (T=0) as is, native 802.11
+//! data frames (T=1) to 802.3 the way ferry does for the common case (a
+//! data frame with an RFC 1042/bridge-tunnel SNAP header, its QoS user
+//! priority as the 802.1p priority); other 802.11 frames are counted and
+//! dropped. Its frames go out through `sendmmsg` on AF_PACKET, not a
+//! PACKET_MMAP ring.
 
 use std::{
     collections::HashMap,
@@ -33,7 +36,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use ferry_dataplane::craft;
-use ferry_ebpf::{capwap, eth, vlan};
+use ferry_ebpf::{capwap, dot11, eth, vlan};
 
 /// One tunnel as the forwarder keeps it.
 #[derive(Clone, Copy, Debug)]
@@ -438,21 +441,29 @@ impl<'a> Worker<'a> {
         let id = *self.table.by_addr.get(&src)?;
         let tun = self.table.tunnels.get(id as usize)?;
         let h = capwap::Header::parse(msg.get(..capwap::FIXED_LEN)?.try_into().ok()?);
-        if h.version != 0 || h.kind != capwap::TYPE_CLEAR || h.keepalive || h.fragment || h.native {
+        if h.version != 0 || h.kind != capwap::TYPE_CLEAR || h.keepalive || h.fragment {
             return None;
         }
         let inner = msg.get(h.header_bytes()..)?;
-        if inner.len() < eth::HLEN || inner.len() + vlan::TAG_LEN > BUF {
+        // (destination and source, 802.1p priority, EtherType onwards)
+        let (da_sa, pcp, rest) = if h.native {
+            dot11_to_8023(inner)?
+        } else {
+            let da_sa: [u8; 12] = inner.get(..12)?.try_into().ok()?;
+            (da_sa, 0, inner.get(12..)?)
+        };
+        let len = vlan::TAGGED_HLEN - 2 + rest.len();
+        if rest.len() < 2 || len > BUF {
             return None;
         }
-        let sa: [u8; 6] = inner[6..12].try_into().ok()?;
+        let sa: [u8; 6] = da_sa[6..].try_into().ok()?;
         if self.table.stations.get(&sa) != Some(&id) && learned.insert(sa, id) != Some(id) {
             self.counts.learned.fetch_add(1, Ordering::Relaxed);
         }
-        out[..12].copy_from_slice(&inner[..12]);
-        out[12..16].copy_from_slice(&vlan::tag(vlan::tci(0, tun.vlan)));
-        out[16..inner.len() + vlan::TAG_LEN].copy_from_slice(&inner[12..]);
-        Some(inner.len() + vlan::TAG_LEN)
+        out[..12].copy_from_slice(&da_sa);
+        out[12..16].copy_from_slice(&vlan::tag(vlan::tci(pcp, tun.vlan)));
+        out[16..len].copy_from_slice(rest);
+        Some(len)
     }
 
     fn downstream(&self, stop: &AtomicBool) -> Result<()> {
@@ -520,6 +531,33 @@ impl<'a> Worker<'a> {
 }
 
 /// The VLAN id the kernel took off a received frame (PACKET_AUXDATA).
+/// An 802.11 data frame with a SNAP header as (DA SA, priority, the
+/// EtherType and payload), by ferry's layouts (`ferry_ebpf::dot11`);
+/// None for anything else (management, null, protected, A-MSDU, no SNAP).
+fn dot11_to_8023(f: &[u8]) -> Option<([u8; 12], u8, &[u8])> {
+    let fc = dot11::FrameControl::parse(f.get(..2)?.try_into().ok()?);
+    if fc.ftype != dot11::TYPE_DATA || fc.is_null() || fc.protected {
+        return None;
+    }
+    let mut pcp = 0;
+    if fc.is_qos() {
+        let q = *f.get(fc.qos_offset())?;
+        if q & dot11::QOS_AMSDU != 0 {
+            return None;
+        }
+        pcp = dot11::user_priority(q);
+    }
+    let (da, sa) = fc.da_sa_offsets();
+    let mut da_sa = [0u8; 12];
+    da_sa[..6].copy_from_slice(f.get(da..da + 6)?);
+    da_sa[6..].copy_from_slice(f.get(sa..sa + 6)?);
+    let body = f.get(fc.header_len()..)?;
+    if !dot11::is_snap(body.get(..6)?.try_into().ok()?) {
+        return None;
+    }
+    Some((da_sa, pcp, body.get(6..)?))
+}
+
 fn aux_vlan(h: &libc::msghdr) -> Option<u16> {
     // SAFETY: walking the control messages recvmmsg wrote into our buffer,
     // with the libc macros that bound every step by msg_controllen.
