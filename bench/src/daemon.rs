@@ -108,6 +108,7 @@ impl Daemon {
         dir: &Path,
     ) -> Result<Self> {
         let pin_root = PathBuf::from("/sys/fs/bpf/ferry-bench");
+        remove_stale_pins(&pin_root);
         let log = dir.join("ferry.log");
         let mut cmd = ns.command(ferry)?;
         cmd.args(["run", "--config"])
@@ -165,6 +166,38 @@ impl Daemon {
     }
 }
 
+/// Removes the pins of benchmark nodes whose process is gone. Every node
+/// name here carries the creating process's id (`live<pid>x<n>`,
+/// `<tag><pid>`); a run killed before its cleanup left its pinned links
+/// and maps behind, and with them its programs and tables (a million
+/// stations' worth of kernel memory, found still loaded hours later).
+fn remove_stale_pins(pin_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(pin_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid: String = name
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match ferry::pins::remove(&e.path()) {
+            Ok(()) => eprintln!(
+                "removed {} (left by benchmark process {pid}, which is gone)",
+                e.path().display()
+            ),
+            Err(err) => eprintln!("removing stale pins {}: {err:#}", e.path().display()),
+        }
+    }
+}
+
 /// A `VmRSS:`/`VmHWM:`-style field of process `pid`, KiB.
 pub fn proc_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -198,4 +231,30 @@ pub fn tunnel_table(names: impl Iterator<Item = u32>, backup_every: Option<u32>)
 pub fn median(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn only_the_pins_of_gone_processes_are_removed() {
+        let root = std::env::temp_dir().join(format!("ferry-stale-pins-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // pid_max is at most 2^22: this process cannot exist.
+        let gone = root.join("live4294967290x0");
+        let mine = root.join(format!("live{}x0", std::process::id()));
+        let other = root.join("not-a-bench-node");
+        for d in [&gone, &mine, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("SETTINGS"), b"").unwrap();
+        }
+        remove_stale_pins(&root);
+        assert!(!gone.exists());
+        assert!(mine.join("SETTINGS").exists());
+        assert!(other.join("SETTINGS").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
