@@ -119,8 +119,14 @@ pub const NEXT_HOP_MAX_AGE_SECS: u64 = 4;
 /// Seconds the programs may answer from their next-hop cache after user
 /// space last started a generation (`Settings::next_hop_until`): three
 /// missed refreshes of [`NEXT_HOP_MAX_AGE_SECS`] mean no `ferry run` is
-/// watching the kernel's routes, and the FIB is asked for every frame.
+/// watching the kernel's routes, and the cached answers are looked up
+/// again every [`NEXT_HOP_LEASE_CHECK`] frames.
 pub const NEXT_HOP_LEASE_SECS: u64 = 3 * NEXT_HOP_MAX_AGE_SECS;
+/// A cached next hop checks the lease (a clock read) on every this-many-th
+/// use: past the lease, each tunnel's answer is looked up again at least
+/// this often per CPU, and at most this many frames use an answer the
+/// lease no longer covers.
+pub const NEXT_HOP_LEASE_CHECK: u32 = 64;
 /// Number of VLAN ids (index space of [`MAP_CLIENT_VLANS`]).
 pub const VLAN_IDS: u32 = 4096;
 
@@ -404,8 +410,8 @@ pub struct Settings {
     /// next-hop cache: user space renews it with every new next-hop
     /// generation ([`NEXT_HOP_LEASE_SECS`] ahead). The pinned programs go on
     /// forwarding while `ferry run` is stopped or dead, and nothing would
-    /// start new generations then, so past this time every frame asks the
-    /// FIB again.
+    /// start new generations then, so past this time a cached answer is
+    /// looked up again every [`NEXT_HOP_LEASE_CHECK`] uses.
     pub next_hop_until: u64,
 }
 
@@ -431,6 +437,11 @@ pub struct NextHop {
     pub smac: [u8; 6],
     /// `Settings::next_hop_generation` when resolved; 0 never matches.
     pub generation: u32,
+    /// Frames that used this answer since it was resolved (the lease is
+    /// checked every [`NEXT_HOP_LEASE_CHECK`]th).
+    pub uses: u32,
+    /// Always zero.
+    pub pad: u32,
 }
 
 impl TunnelDown {
@@ -716,4 +727,4 @@ const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
 const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Settings>() == 56);
-const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 40);
