@@ -183,8 +183,9 @@ fn serve(
             .with_context(|| format!("removing the pins in {}", pin_dir.display()))?;
         state::remove(state_file);
     } else {
-        // Nothing watches the routes from now on: the programs go back to
-        // a FIB lookup per frame instead of waiting out the lease.
+        // Nothing watches the routes from now on: the programs re-check
+        // their cached next hops every 64 uses instead of waiting out the
+        // lease.
         if let Err(e) = node.dp.end_next_hop_lease() {
             warn!("ending the next-hop cache's lease: {e:#}");
         }

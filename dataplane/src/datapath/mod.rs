@@ -282,7 +282,7 @@ impl Datapath {
     /// cached next hops from before stop matching. Written after the
     /// tables, so a program that sees the new stamp reads the new tables.
     pub fn bump_generation(&mut self) -> Result<()> {
-        self.generation = self.generation.wrapping_add(1).max(1);
+        self.generation = next(self.generation);
         self.new_next_hop_generation();
         let current = self.settings()?;
         self.set_settings(current)
@@ -306,19 +306,14 @@ impl Datapath {
         self.next_hop_until = groups::coarse_now_ns() + abi::NEXT_HOP_LEASE_SECS * 1_000_000_000;
     }
 
-    /// Ends the next-hop cache's lease now: until the next generation,
-    /// every downstream frame asks the FIB (`ferry run` calls it when it
-    /// exits and leaves the programs forwarding, with nothing to watch
-    /// the routes).
+    /// Ends the next-hop cache's lease now: until the next generation, each
+    /// cached answer is looked up again every `abi::NEXT_HOP_LEASE_CHECK`
+    /// uses (`ferry run` calls it when it exits and leaves the programs
+    /// forwarding, with nothing to watch the routes).
     pub fn end_next_hop_lease(&mut self) -> Result<()> {
         self.next_hop_until = 0;
         let current = self.settings()?;
         self.set_settings(current)
-    }
-
-    /// The next-hop generation the programs currently see.
-    pub fn next_hop_generation(&self) -> u32 {
-        self.next_hop_generation
     }
 
     /// Starts a new learning-hint epoch (`ferry run` does every
@@ -509,7 +504,8 @@ impl Datapath {
     }
 }
 
-/// The stamp after `g`, skipping 0 (the stamp no cache entry may match).
+/// The generation after `g`, skipping 0 (the stamp no hint or cache entry
+/// may match).
 fn next(g: u32) -> u32 {
     g.wrapping_add(1).max(1)
 }
