@@ -47,6 +47,17 @@ fn every_contender_delivers_only_the_frames_it_must_and_ferry_counts_them() {
     }
     // Latency at 50% of each contender's maximum, both directions.
     assert_eq!(r.latency.len(), 6, "{}", r.text());
+    // The user-space forwarder's best paced rate, both directions, with
+    // every frame right.
+    assert_eq!(r.best.len(), 2, "{}", r.text());
+    assert!(
+        r.best
+            .iter()
+            .all(|(row, _)| row.pps > 0.0 && row.wrong == 0),
+        "{}",
+        r.text()
+    );
+    assert!(r.skipped.is_empty(), "{}", r.text());
     assert!(
         r.latency
             .iter()

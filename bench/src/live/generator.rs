@@ -25,7 +25,7 @@ use super::{
     Sizes,
     frames::{self, Direction, MIN_FRAME, Payload},
     rig::Rig,
-    sender::{self, Offer},
+    sender::{self, Offer, PACED_CALLS},
 };
 
 /// What to send, and where.
@@ -131,6 +131,7 @@ pub fn run(o: &GenOptions, progress: &dyn Fn(&str)) -> Result<GenReport> {
             secs: chunk,
             rate: o.rate,
             batch: o.batch,
+            calls: PACED_CALLS,
         };
         let s = sender::send(prog, &ns, &o.iface, o.threads, &offer)
             .with_context(|| format!("sending on {} in {}", o.iface, ns.name()))?;

@@ -223,6 +223,9 @@ pub struct Report {
     pub scaling: Vec<Row>,
     /// Latency rows.
     pub latency: Vec<LatencyRow>,
+    /// The user-space forwarder at its best paced rate, per direction (1
+    /// tunnel, fixed size), with the rate offered.
+    pub best: Vec<(Row, f64)>,
     /// Ratios.
     pub ratios: Vec<Ratio>,
     /// Measurements that could not be taken, and why.
@@ -241,6 +244,7 @@ impl Report {
             rows: Vec::new(),
             scaling: Vec::new(),
             latency: Vec::new(),
+            best: Vec::new(),
             ratios: Vec::new(),
             skipped: Vec::new(),
             warnings: Vec::new(),
@@ -315,6 +319,19 @@ impl Report {
                 );
             }
         }
+        for (u, _) in &self.best.clone() {
+            if let Some(f) = Self::find(&rows, &u.table, u.dir, &u.sizes, Contender::Ferry) {
+                let v = f.pps / u.pps.max(1.0);
+                self.ratio(
+                    format!(
+                        "ferry / userspace at its best paced rate ({}, {:?}, {})",
+                        u.table, u.dir, u.sizes
+                    ),
+                    v,
+                    Some((">= 5", v >= 5.0)),
+                );
+            }
+        }
         for dir in [Direction::Up, Direction::Down] {
             let p99 = |c: Contender| {
                 self.latency
@@ -377,6 +394,18 @@ impl Report {
             s.push_str("latency (generator to sink, bpf_ktime_get_ns):\n");
             for l in &self.latency {
                 s.push_str(&format!("  {}\n", l.line()));
+            }
+        }
+        if !self.best.is_empty() {
+            s.push_str("user-space forwarder at its best paced rate (1 tunnel):\n");
+            for (r, offered) in &self.best {
+                s.push_str(&format!(
+                    "  {:<4} {:<5} offered {:.3} Mpps: {}\n",
+                    format!("{:?}", r.dir),
+                    r.sizes,
+                    offered / 1e6,
+                    r.line()
+                ));
             }
         }
         s.push_str("ratios (same run):\n");

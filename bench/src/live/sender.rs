@@ -22,7 +22,26 @@ pub struct Offer {
     pub rate: Option<f64>,
     /// Frames per kernel batch (the NAPI-like unit of live mode, at most 256).
     pub batch: u32,
+    /// Paced: test runs a second per thread, at most (see [`PACED_CALLS`]).
+    pub calls: u32,
 }
+
+/// Paced test runs a second per thread: runs of about 100 µs of frames,
+/// so bursts stay short. Each live-frames run creates a page pool, which
+/// takes an id of the kernel's 65,534 for as long as its pages are out;
+/// a pool whose pages sit in a socket queue at the end of the run waits
+/// for them, and is retried once a second.
+pub const PACED_CALLS: u32 = 10_000;
+
+/// [`PACED_CALLS`] for a contender whose frames wait in socket queues (the
+/// user-space forwarder). At 10,000 runs a second per thread, its paced
+/// rounds delivered almost nothing (0.002-0.004 Mpps at 90% of its
+/// maximum), and after a few of them the kernel refused further runs with
+/// ENOSPC: every `ferry-bench all` before this limit, none of three
+/// runs since. Our reading: too many pools were still waiting and the
+/// ids ran out. Its latency is hundreds of microseconds, so bursts of
+/// 1 ms of frames do not hide much.
+pub const PACED_CALLS_SOCKETS: u32 = 1_000;
 
 /// What was sent.
 #[derive(Clone, Copy, Debug, Default)]
@@ -101,10 +120,10 @@ fn one(
         .map(|(f, _)| xdp_md(f.len(), ifindex, queue))
         .collect();
     let rate = offer.rate.map(|r| r / f64::from(queues));
-    // Paced: calls of about 100 µs of frames, so bursts stay short; the
-    // kernel still runs them in batches of at most `offer.batch`.
+    // Paced: `offer.calls` runs a second; the kernel still runs each in
+    // batches of at most `offer.batch`.
     let unit = match rate {
-        Some(r) => ((r * 1e-4) as u32).clamp(1, 4096),
+        Some(r) => ((r / f64::from(offer.calls.max(1))) as u32).clamp(1, 4096),
         // Full rate: 16 kernel batches a call, so the per-call setup (a
         // fresh page pool) is spread over many frames.
         None => offer.batch * 16,
