@@ -10,6 +10,17 @@ mod common;
 
 use ferry_bench::live::{self, contenders::Contender, frames::Payload};
 
+/// One lab at a time: each pins a generator thread to every core, and with
+/// three in parallel a user-space forwarder thread once got no CPU for a
+/// whole 0.3 s round (0 frames, 100% loss).
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn options(contenders: Vec<Contender>, rewrite: bool) -> live::Options {
     live::Options {
         ferry: common::ferry(),
@@ -34,6 +45,7 @@ fn options(contenders: Vec<Contender>, rewrite: bool) -> live::Options {
 #[test]
 fn every_contender_delivers_only_the_frames_it_must_and_ferry_counts_them() {
     let all = vec![Contender::Ferry, Contender::Redirect, Contender::Userspace];
+    let _lab = one_lab();
     let r = live::run(&options(all, true), &|_| {}).unwrap();
     // 2 tables x 2 directions x 2 size mixes x 3 contenders.
     assert_eq!(r.rows.len(), 24, "{}", r.text());
@@ -67,6 +79,7 @@ fn every_contender_delivers_only_the_frames_it_must_and_ferry_counts_them() {
 
 #[test]
 fn without_the_per_run_rewrite_recycled_pages_corrupt_the_generators_frames() {
+    let _lab = one_lab();
     let r = live::run(&options(vec![Contender::Ferry], false), &|_| {}).unwrap();
     for row in &r.rows {
         match row.dir {
@@ -91,6 +104,7 @@ fn the_user_space_forwarder_converts_802_11_payloads_as_ferry_does() {
         loads: Vec::new(),
         ..options(vec![Contender::Ferry, Contender::Userspace], true)
     };
+    let _lab = one_lab();
     let r = live::run(&o, &|_| {}).unwrap();
     let up: Vec<_> = r
         .rows

@@ -31,6 +31,7 @@ pub mod lab;
 pub mod report;
 pub mod rig;
 pub mod sender;
+pub mod txring;
 pub mod userspace;
 
 use std::path::{Path, PathBuf};

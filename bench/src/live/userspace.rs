@@ -5,8 +5,9 @@
 //! - upstream: one UDP socket per thread on the data port (SO_REUSEPORT,
 //!   so the kernel spreads APs over threads), `recvmmsg` batches of 64,
 //!   tunnel lookup by source address, CAPWAP header checks, station check,
-//!   802.1Q tag insertion, and `sendmmsg` batches into an AF_PACKET socket
-//!   on the client side (PACKET_QDISC_BYPASS);
+//!   802.1Q tag insertion, written straight into the PACKET_MMAP transmit
+//!   ring of an AF_PACKET socket on the client side (TPACKET_V2,
+//!   PACKET_QDISC_BYPASS; one `send` per batch, see `txring`);
 //! - downstream: an AF_PACKET socket on the client side in a PACKET_FANOUT
 //!   group by CPU, `recvmmsg` with PACKET_AUXDATA for the VLAN tag the
 //!   kernel strips, station lookup, CAPWAP header, and `sendmmsg` to the
@@ -18,8 +19,7 @@
 //! data frames (T=1) to 802.3 the way ferry does for the common case (a
 //! data frame with an RFC 1042/bridge-tunnel SNAP header, its QoS user
 //! priority as the 802.1p priority); other 802.11 frames are counted and
-//! dropped. Its frames go out through `sendmmsg` on AF_PACKET, not a
-//! PACKET_MMAP ring.
+//! dropped.
 
 use std::{
     collections::HashMap,
@@ -37,6 +37,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use ferry_dataplane::craft;
 use ferry_ebpf::{capwap, dot11, eth, vlan};
+
+use super::txring::TxRing;
 
 /// One tunnel as the forwarder keeps it.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +84,8 @@ pub struct Forwarder {
 }
 
 const BATCH: usize = 64;
+/// Transmit ring slots per upstream thread: four receive batches.
+const TX_SLOTS: usize = 4 * BATCH;
 const BUF: usize = 2048;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
@@ -400,23 +404,23 @@ impl<'a> Worker<'a> {
 
     fn upstream(&self, stop: &AtomicBool) -> Result<()> {
         let mut rx = Batch::new();
-        let mut tx = Batch::new();
+        let mut ring = TxRing::new(self.tx.as_raw_fd(), TX_SLOTS)?;
         let mut learned: HashMap<[u8; 6], u32> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
             let n = rx.recv(self.udp.as_raw_fd())?;
-            tx.reset(n);
             let mut out = 0;
             for i in 0..n {
                 let len = rx.hdrs[i].msg_len as usize;
                 // SAFETY: recvmmsg filled an AF_INET address into this storage.
                 let sin: libc::sockaddr_in = unsafe { *(&raw const rx.names[i]).cast() };
                 let src = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                match self.up_one(&rx.bufs[i][..len], src, &mut learned, &mut tx.bufs[out]) {
+                // A full ring drops the frame, as a full socket queue would.
+                let done = ring
+                    .slot()
+                    .and_then(|slot| self.up_one(&rx.bufs[i][..len], src, &mut learned, slot));
+                match done {
                     Some(l) => {
-                        tx.iov[out].iov_len = l;
-                        tx.hdrs[out].msg_hdr.msg_name = std::ptr::null_mut();
-                        tx.hdrs[out].msg_hdr.msg_namelen = 0;
-                        tx.hdrs[out].msg_hdr.msg_controllen = 0;
+                        ring.commit(l);
                         out += 1;
                     }
                     None => {
@@ -424,7 +428,7 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
-            tx.send(self.tx.as_raw_fd(), out)?;
+            ring.flush()?;
             self.counts.up.fetch_add(out as u64, Ordering::Relaxed);
         }
         Ok(())
@@ -436,7 +440,7 @@ impl<'a> Worker<'a> {
         msg: &[u8],
         src: Ipv4Addr,
         learned: &mut HashMap<[u8; 6], u32>,
-        out: &mut [u8; BUF],
+        out: &mut [u8],
     ) -> Option<usize> {
         let id = *self.table.by_addr.get(&src)?;
         let tun = self.table.tunnels.get(id as usize)?;
@@ -453,7 +457,7 @@ impl<'a> Worker<'a> {
             (da_sa, 0, inner.get(12..)?)
         };
         let len = vlan::TAGGED_HLEN - 2 + rest.len();
-        if rest.len() < 2 || len > BUF {
+        if rest.len() < 2 || len > out.len() {
             return None;
         }
         let sa: [u8; 6] = da_sa[6..].try_into().ok()?;
