@@ -57,10 +57,6 @@ pub struct TxRing {
     queued: usize,
 }
 
-// SAFETY: the mapping belongs to this value alone; the kernel side is
-// synchronised through the slots' status words.
-unsafe impl Send for TxRing {}
-
 impl TxRing {
     /// Sets `fd` (an AF_PACKET socket) to TPACKET_V2 and maps a transmit
     /// ring of `frames` slots (rounded up to a whole block).
@@ -155,11 +151,13 @@ impl TxRing {
         let r = unsafe { libc::send(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
-            // A busy device leaves the frames queued for the next flush.
+            // A busy device or a full queue leaves the frames for the next
+            // flush, or drops them, as `sendmmsg` would have.
             if !matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) {
+            ) && e.raw_os_error() != Some(libc::ENOBUFS)
+            {
                 bail!("sending the transmit ring: {e}");
             }
         }
