@@ -16,6 +16,8 @@ use std::{
 
 use anyhow::{Result, bail};
 
+use super::userspace::setopt;
+
 /// `PACKET_VERSION` (`linux/if_packet.h`).
 const PACKET_VERSION: libc::c_int = 10;
 /// `PACKET_TX_RING`.
@@ -64,14 +66,20 @@ impl TxRing {
         let per_block = BLOCK_SIZE / FRAME_SIZE;
         let blocks = frames.div_ceil(per_block).max(1);
         let frames = blocks * per_block;
-        setopt(fd, PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
+        setopt(
+            fd,
+            libc::SOL_PACKET,
+            PACKET_VERSION,
+            TPACKET_V2,
+            "PACKET_VERSION",
+        )?;
         let req = TpacketReq {
             block_size: BLOCK_SIZE as u32,
             block_nr: blocks as u32,
             frame_size: FRAME_SIZE as u32,
             frame_nr: frames as u32,
         };
-        setopt(fd, PACKET_TX_RING, &req, "PACKET_TX_RING")?;
+        setopt(fd, libc::SOL_PACKET, PACKET_TX_RING, req, "PACKET_TX_RING")?;
         let len = blocks * BLOCK_SIZE;
         // SAFETY: mapping the ring the kernel just allocated for `fd`, at
         // its full size; the result is checked.
@@ -170,22 +178,4 @@ impl Drop for TxRing {
         // SAFETY: unmapping exactly what `new` mapped.
         unsafe { libc::munmap(self.map.cast(), self.len) };
     }
-}
-
-/// `setsockopt(fd, SOL_PACKET, name, v)`.
-fn setopt<T>(fd: RawFd, name: libc::c_int, v: &T, what: &str) -> Result<()> {
-    // SAFETY: a value of the size given, alive for the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
-            name,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).map_err(|e| anyhow::anyhow!("{what}: {e}"));
-    }
-    Ok(())
 }

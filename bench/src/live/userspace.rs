@@ -178,7 +178,14 @@ fn socket(domain: libc::c_int, kind: libc::c_int, proto: libc::c_int) -> Result<
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn setopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: T, what: &str) -> Result<()> {
+/// `setsockopt(2)` with value `v`; `what` names the option in the error.
+pub(super) fn setopt<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: T,
+    what: &str,
+) -> Result<()> {
     // SAFETY: `v` lives for the call and its size is passed with it.
     let r = unsafe {
         libc::setsockopt(
