@@ -654,22 +654,7 @@ fn downstream_next_hops_follow_route_and_neighbour_changes() {
     const GW2: [u8; 6] = [0x02, 0x9a, 0, 0, 0, 2];
     const GW2_NEW: [u8; 6] = [0x02, 0x9a, 0, 0, 0, 3];
     let lab = Lab::new("nh", &Lab::tunnels_toml());
-    let neigh = |ip: &str, mac: &[u8; 6]| {
-        let mac = ferry_dataplane::tables::format_mac(mac);
-        let args = [
-            "ip",
-            "neigh",
-            "replace",
-            ip,
-            "lladdr",
-            &mac,
-            "dev",
-            "fap0",
-            "nud",
-            "permanent",
-        ];
-        lab.ac.exec(&args).unwrap();
-    };
+    let neigh = |ip: &str, mac: &[u8; 6]| lab.ac.set_neighbour("fap0", ip, mac).unwrap();
     // Both gateways resolved before any route uses them: each step below
     // changes one thing the FIB answers from.
     neigh("198.18.0.10", &GW1);

@@ -210,4 +210,23 @@ impl Netns {
         crate::tables::parse_mac(s.trim())
             .ok_or_else(|| Error::Failed(format!("bad MAC {s:?} for {ifname}")))
     }
+
+    /// Makes `mac` the permanent neighbour entry of `ip` on `ifname` (added
+    /// or replaced), so nothing in a lab ever has to ARP.
+    pub fn set_neighbour(&self, ifname: &str, ip: &str, mac: &[u8; 6]) -> Result<()> {
+        let mac = crate::tables::format_mac(mac);
+        self.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            &mac,
+            "dev",
+            ifname,
+            "nud",
+            "permanent",
+        ])
+        .map(|_| ())
+    }
 }

@@ -794,29 +794,16 @@ fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
     let ac = Netns::new("nhac").unwrap();
     let peer = Netns::new("nhap").unwrap();
     veth(&ac, "fap0", &peer, "ap0").unwrap();
-    let neigh = |how: &str, ip: std::net::Ipv4Addr, mac: [u8; 6]| {
-        let (ip, mac) = (ip.to_string(), ferry_dataplane::tables::format_mac(&mac));
-        ac.exec(&[
-            "ip",
-            "neigh",
-            how,
-            &ip,
-            "lladdr",
-            &mac,
-            "dev",
-            "fap0",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+    let neigh = |ip: std::net::Ipv4Addr, mac: [u8; 6]| {
+        ac.set_neighbour("fap0", &ip.to_string(), &mac).unwrap();
     };
     // bpf_fib_lookup answers only with forwarding on.
     ac.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.fap0.forwarding=1"])
         .unwrap();
     ac.exec(&["ip", "addr", "add", "198.18.0.1/16", "dev", "fap0"])
         .unwrap();
-    neigh("add", AP2, MAC_A);
-    neigh("add", MOVED, MAC_C);
+    neigh(AP2, MAC_A);
+    neigh(MOVED, MAC_C);
     let ap_mac = ac.mac("fap0").unwrap();
 
     let mut t = tables_down();
@@ -853,7 +840,7 @@ fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
             for _ in 0..3 {
                 send(&dp, "first frames")?;
             }
-            neigh("replace", AP2, MAC_B);
+            neigh(AP2, MAC_B);
             send(&dp, "neighbour changed, same generation")?;
             dp.refresh_next_hops()?;
             send(&dp, "new next-hop generation")?;
@@ -873,7 +860,7 @@ fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
                 send(&dp, "under the lease")?;
             }
             dp.end_next_hop_lease()?;
-            neigh("replace", MOVED, MAC_A);
+            neigh(MOVED, MAC_A);
             for _ in 0..CHECK {
                 send(&dp, "lease ended, neighbour changed")?;
             }

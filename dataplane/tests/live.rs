@@ -148,26 +148,13 @@ fn ping_from_wireless_client_is_answered_through_both_directions() {
     veth(&ac, "fcl0", &cl, "cl0").unwrap();
     // AC: its data address on the AP side, and the AP's MAC as a neighbour.
     let ap_mac = ap.mac("ap0").unwrap();
-    let ap_mac_s = ferry_dataplane::tables::format_mac(&ap_mac);
     // bpf_fib_lookup refuses interfaces without IP forwarding, even for
     // output lookups.
     ac.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.fap0.forwarding=1"])
         .unwrap();
     ac.exec(&["ip", "addr", "add", "198.18.0.1/16", "dev", "fap0"])
         .unwrap();
-    ac.exec(&[
-        "ip",
-        "neigh",
-        "add",
-        "198.18.1.10",
-        "lladdr",
-        &ap_mac_s,
-        "dev",
-        "fap0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
+    ac.set_neighbour("fap0", "198.18.1.10", &ap_mac).unwrap();
     // Client VLAN host 198.19.1.1 on cl0, a port in VLAN 200. The test
     // kernel has no VLAN devices, so TC programs strip/add the tag (the
     // tag is written into the frame on transmit: TX VLAN offload off).
@@ -175,20 +162,7 @@ fn ping_from_wireless_client_is_answered_through_both_directions() {
     cl.exec(&["ip", "addr", "add", "198.19.1.1/16", "dev", "cl0"])
         .unwrap();
     let wifi_sta = [0x02, 0x57, 0xa0, 0, 0, 0x10];
-    let sta_s = ferry_dataplane::tables::format_mac(&wifi_sta);
-    cl.exec(&[
-        "ip",
-        "neigh",
-        "add",
-        "198.19.4.10",
-        "lladdr",
-        &sta_s,
-        "dev",
-        "cl0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
+    cl.set_neighbour("cl0", "198.19.4.10", &wifi_sta).unwrap();
     let host_mac = cl.mac("cl0").unwrap();
 
     let mut t = tables();

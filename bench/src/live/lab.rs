@@ -90,18 +90,7 @@ impl Lab {
         // The AP networks are behind the router: a route and a permanent
         // neighbour, so nothing in the lab ever ARPs.
         ac.exec(&["ip", "route", "add", "198.19.0.0/16", "via", ROUTER_ADDR])?;
-        ac.exec(&[
-            "ip",
-            "neigh",
-            "add",
-            ROUTER_ADDR,
-            "lladdr",
-            &mac(&ROUTER_MAC),
-            "dev",
-            "fap0",
-            "nud",
-            "permanent",
-        ])?;
+        ac.set_neighbour("fap0", ROUTER_ADDR, &ROUTER_MAC)?;
         Ok(s)
     }
 
