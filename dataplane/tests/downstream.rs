@@ -929,3 +929,102 @@ fn the_fib_answer_is_cached_per_tunnel_until_a_new_next_hop_generation() {
             .all(|s| *s == (MAC_A, 8))
     );
 }
+
+/// The outer headers each CPU keeps per tunnel are rebuilt when what they
+/// are built from changes: the settings (a new next-hop generation), the
+/// tunnel's flags moved in place (no generation); the AP's port learned in
+/// place and the frame's own fields (priority, length) are written per
+/// frame.
+#[test]
+fn cached_outer_headers_follow_settings_flags_and_learned_ports() {
+    let t = tables_down();
+    // (step, output)
+    let outs = (|| {
+        // The cache is per CPU: every frame must meet the same entry.
+        pin_to_one_cpu();
+        let (mut dp, _, _) = setup(&t);
+        let mut outs = Vec::new();
+        let mut send = |dp: &Datapath, step: &'static str, pcp: u8, len: usize| {
+            let r = dp.run(abi::PROG_DOWNSTREAM, &tagged(sta(1), 200, pcp, len))?;
+            assert_eq!(r.action, action::REDIRECT, "{step}");
+            outs.push((step, r.output));
+            Ok::<_, ferry_dataplane::error::Error>(())
+        };
+        send(&dp, "first", 5, 64)?;
+        send(&dp, "cached, other priority and length", 0, 300)?;
+        let current = dp.settings()?;
+        dp.set_settings(abi::Settings {
+            data_port: 5250,
+            df: 0,
+            ..current
+        })?;
+        send(&dp, "new settings", 5, 64)?;
+        let mut live = dp.live_tunnels()?;
+        let d = live.down(1)?;
+        live.set_down(
+            1,
+            abi::TunnelDown {
+                flags: d.flags | DOWN_RADIO_MAC,
+                radio_mac: [0x02, 0xaa, 0, 0, 0, 0x11],
+                ..d
+            },
+        )?;
+        send(&dp, "radio MAC set in place", 5, 64)?;
+        let d = live.down(1)?;
+        live.set_down(1, abi::TunnelDown { port: 7777, ..d })?;
+        send(&dp, "port learned in place", 5, 64)?;
+        Ok::<_, ferry_dataplane::error::Error>(outs)
+    })()
+    .unwrap();
+    let ip = eth::HLEN;
+    for (step, o) in &outs {
+        let mut h = [0u8; ipv4::MIN_HLEN];
+        h.copy_from_slice(&o[ip..ip + ipv4::MIN_HLEN]);
+        assert_eq!(
+            ferry_ebpf::encap::fold(ferry_ebpf::encap::sum16(&h)),
+            0,
+            "{step}: IPv4 header checksum"
+        );
+        assert_eq!(
+            usize::from(u16::from_be_bytes([h[2], h[3]])),
+            o.len() - eth::HLEN,
+            "{step}: total length"
+        );
+    }
+    let field = |o: &[u8], at: usize| u16::from_be_bytes([o[at], o[at + 1]]);
+    // (step, DSCP, DF, source port, destination port, CAPWAP HLEN words)
+    let seen: Vec<_> = outs
+        .iter()
+        .map(|(step, o)| {
+            let cw = L4 + 8;
+            (
+                *step,
+                o[ip + 1] >> 2,
+                field(o, ip + ipv4::FRAG) & 0x4000 != 0,
+                field(o, L4),
+                field(o, L4 + 2),
+                capwap::Header::parse(&o[cw..cw + 8].try_into().unwrap()).hlen,
+            )
+        })
+        .collect();
+    let learned = seen[0].4;
+    assert_eq!(
+        seen,
+        [
+            ("first", 40, true, 5247, learned, 2),
+            (
+                "cached, other priority and length",
+                0,
+                true,
+                5247,
+                learned,
+                2
+            ),
+            ("new settings", 40, false, 5250, learned, 2),
+            ("radio MAC set in place", 40, false, 5250, learned, 4),
+            ("port learned in place", 40, false, 5250, 7777, 4),
+        ]
+    );
+    let (_, o) = &outs[3];
+    assert_eq!(&o[L4 + 16..L4 + 24], &[6, 0x02, 0xaa, 0, 0, 0, 0x11, 0]);
+}

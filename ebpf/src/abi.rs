@@ -4,6 +4,8 @@
 //! All types are `#[repr(C)]` with explicit padding fields so that the bytes
 //! user space writes are exactly the bytes the kernel hashes and compares.
 
+use crate::encap;
+
 /// Name of the outer ARRAY_OF_MAPS holding the live tunnel table (one slot).
 pub const MAP_TUNNEL_TABLES: &str = "TUNNEL_TABLES";
 /// Name of the per-CPU verdict/reason counter block (one entry: `[u64; REASON_COUNT]`).
@@ -33,9 +35,10 @@ pub const MAP_STATION_HINTS: &str = "STATION_HINTS";
 /// Pin name of the per-CPU hints that `STATION_HINTS` replaced; a start
 /// removes a pin of that name left by an older build.
 pub const LEGACY_PIN_STATION_CACHE: &str = "STATION_CACHE";
-/// Name of the per-CPU downstream next-hop cache ([`NextHop`], by tunnel
-/// id). A cache, so not pinned: every load starts with an empty one.
-pub const MAP_NEXT_HOPS: &str = "NEXT_HOPS";
+/// Name of the per-CPU downstream outer-header cache ([`TunnelHeaders`],
+/// by tunnel id). A cache, so not pinned: every load starts with an empty
+/// one.
+pub const MAP_TUNNEL_HEADERS: &str = "TUNNEL_HEADERS";
 /// Name of the global (patched into the object's read-only data at load)
 /// that holds the hint array's bucket count minus one.
 pub const GLOBAL_STATION_HINT_MASK: &str = "STATION_HINT_MASK";
@@ -397,10 +400,11 @@ pub struct Settings {
     /// Bumped by user space whenever it installs tunnel or station tables:
     /// invalidates the programs' learning hints.
     pub generation: u32,
-    /// Stamp of the valid [`NextHop`] cache entries: user space starts a
-    /// new one (never 0) whenever a FIB answer may have changed (a route,
-    /// neighbour, address or link change; a new table; another AP-side
-    /// interface), and entries with another stamp are looked up again.
+    /// Stamp of the valid [`TunnelHeaders`] cache entries: user space starts a
+    /// new one (never 0) whenever a FIB answer or what the headers are built
+    /// from may have changed (a route, neighbour, address or link change; a
+    /// new table; a settings write; another AP-side interface), and entries
+    /// with another stamp are built again.
     pub next_hop_generation: u32,
     /// [`ABI_VERSION`] of the user space that wrote this entry. The programs
     /// never read it; a restarted `ferry run` reads it from the pinned map
@@ -421,27 +425,31 @@ pub struct Settings {
 /// to adopt pins written under another version (see `Settings::abi_version`).
 pub const ABI_VERSION: u32 = 6;
 
-/// A downstream tunnel's resolved next hop, as this CPU last had it from
-/// the FIB (or the tunnel's configured neighbour when the FIB had no
-/// answer). Valid while `generation` equals
-/// `Settings::next_hop_generation` and `ap` is still the tunnel's address
-/// (a session binding moves a tunnel in place, without a new generation).
+/// A downstream tunnel's outer headers as this CPU last built them: the
+/// next hop from the FIB (or the tunnel's configured neighbour when the
+/// FIB had no answer) and everything else from the tunnel entry and the
+/// settings, per-frame fields left zero ([`encap::Outer`]). Valid while
+/// `generation` equals `Settings::next_hop_generation` (user space starts
+/// a new one with every table, settings or route change) and `ap` and
+/// `flags` are still the tunnel's: a session binding moves a tunnel in
+/// place, without a new generation, and the AP's port, learned in place
+/// too, is written per frame.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NextHop {
-    /// The AP address the answer is for, as [`TunnelDown::ap_words`].
+pub struct TunnelHeaders {
+    /// The AP address the headers are for, as [`TunnelDown::ap_words`].
     pub ap: [u64; 2],
-    /// Next-hop MAC.
-    pub dmac: [u8; 6],
-    /// Source MAC (the AP-side interface's).
-    pub smac: [u8; 6],
-    /// `Settings::next_hop_generation` when resolved; 0 never matches.
+    /// `Settings::next_hop_generation` when built; 0 never matches.
     pub generation: u32,
-    /// Frames that used this answer since it was resolved (the lease is
-    /// checked every [`NEXT_HOP_LEASE_CHECK`]th).
+    /// Frames that used these headers since they were built (the lease
+    /// is checked every [`NEXT_HOP_LEASE_CHECK`]th).
     pub uses: u32,
+    /// The tunnel's `DOWN_*` flags when built (they pick the shape).
+    pub flags: u16,
     /// Always zero.
-    pub pad: u32,
+    pub pad: [u8; 6],
+    /// The headers.
+    pub outer: encap::Outer,
 }
 
 impl TunnelDown {
@@ -495,7 +503,7 @@ mod pod {
     unsafe impl aya::Pod for super::TunnelInfo {}
     unsafe impl aya::Pod for super::TunnelStats {}
     unsafe impl aya::Pod for super::GroupStats {}
-    unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::TunnelHeaders {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::CounterBlock {}
     unsafe impl aya::Pod for super::TunnelDown {}
@@ -727,4 +735,4 @@ const _: () = assert!(core::mem::size_of::<TunnelDown>() == 64);
 const _: () = assert!(core::mem::size_of::<StationInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Settings>() == 56);
-const _: () = assert!(core::mem::size_of::<NextHop>() == 40);
+const _: () = assert!(core::mem::size_of::<TunnelHeaders>() == 120);

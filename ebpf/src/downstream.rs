@@ -11,16 +11,16 @@ use aya_ebpf::{
 };
 use ferry_ebpf::{
     abi::{
-        self, DOWN_IPV6, DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC, DOWN_STANDBY, DOWN_UDPLITE,
-        DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, NextHop, Reason, STATION_BSSID, Settings,
-        StationInfo, StationKey, TunnelDown,
+        self, Addr, DOWN_IPV6, DOWN_NATIVE, DOWN_NEIGHBOUR, DOWN_RADIO_MAC, DOWN_STANDBY,
+        DOWN_UDPLITE, DOWN_VALID, EGRESS_REDIRECT, EGRESS_TX, Reason, STATION_BSSID, Settings,
+        StationInfo, StationKey, TunnelDown, TunnelHeaders,
     },
-    capwap, dot11, encap, eth, ipv4, ipv6, udp, vlan,
+    dot11, encap, eth, ipv6, udp, vlan,
 };
 
 use crate::{
     maps::{
-        CLIENT_VLANS, EGRESS, NEXT_HOPS, STATION_TABLES, TUNNEL_STATS, TUNNELS_DOWN,
+        CLIENT_VLANS, EGRESS, STATION_TABLES, TUNNEL_HEADERS, TUNNEL_STATS, TUNNELS_DOWN,
         count_fib_lookup, group_active, group_stats, settings, verdict,
     },
     packet,
@@ -46,24 +46,21 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     // resolved from that generation's table or a later one.
     // SAFETY: a plain aligned read of a settings field.
     let nh_generation = unsafe { core::ptr::read_volatile(&s.next_hop_generation) };
-    let h = packet::load::<{ vlan::TAGGED_HLEN - 2 }>(ctx, 0).ok_or(Reason::DownPassNotTagged)?;
-    if u16::from_be_bytes([h[12], h[13]]) != vlan::TPID_8021Q {
+    let tag = packet::load::<4>(ctx, 2 * eth::ADDR_LEN).ok_or(Reason::DownPassNotTagged)?;
+    if u16::from_be_bytes([tag[0], tag[1]]) != vlan::TPID_8021Q {
         return Err(Reason::DownPassNotTagged);
     }
-    let tci = u16::from_be_bytes([h[14], h[15]]);
+    let tci = u16::from_be_bytes([tag[2], tag[3]]);
     let vid = vlan::vid(tci);
     match CLIENT_VLANS.get(u32::from(vid)) {
         Some(1) => {}
         _ => return Err(Reason::DownPassOtherVlan),
     }
-    let mut da = [0u8; 6];
-    da.copy_from_slice(&h[..6]);
-    let mut sa = [0u8; 6];
-    sa.copy_from_slice(&h[6..12]);
-    if eth::is_group(&da) {
+    let key = station_key(ctx, vid).ok_or(Reason::DownPassNotTagged)?;
+    if eth::is_group(&key.mac) {
         return Err(Reason::DownPassGroup);
     }
-    let st = lookup_station(da, vid)?;
+    let st = lookup_station(key)?;
     let t = lookup_tunnel(st.tunnel)?;
     if t.vlan != vid {
         return Err(Reason::DownDropNoTunnel);
@@ -79,22 +76,17 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     if t.port == 0 {
         return Err(Reason::DownDropNoApPort);
     }
-    let native = t.flags & DOWN_NATIVE != 0;
-    if native && st.flags & STATION_BSSID == 0 {
+    let shape = shape(t);
+    if shape.native && st.flags & STATION_BSSID == 0 {
         return Err(Reason::DownDropNoBssid);
     }
-    let shape = encap::Shape::new(
-        t.flags & DOWN_IPV6 != 0,
-        t.flags & DOWN_RADIO_MAC != 0,
-        native,
-    );
     let frame_len = packet::len(ctx);
     let payload = shape.payload_len(frame_len);
     let ip_len = shape.ip_len(payload);
     if ip_len > usize::from(t.mtu) {
         return Err(Reason::DownPassMtu);
     }
-    let (dmac, smac) = next_hop(ctx, s, t, st.tunnel, nh_generation)?;
+    let outer = tunnel_headers(ctx, s, t, st.tunnel, nh_generation)?;
     let action = if s.egress_down == EGRESS_TX {
         xdp_action::XDP_TX
     } else if s.egress_down == EGRESS_REDIRECT {
@@ -107,30 +99,27 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
 
     // Grow the head: the EtherType at offset 16 stays where it is and
     // everything before it is rebuilt.
-    let grow = shape.prefix_len() as i32 - vlan::TAGGED_HLEN as i32 + 2;
+    let grow = shape.prefix_len() - (vlan::TAGGED_HLEN - 2);
     // SAFETY: helper on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
         return Err(Reason::DownDropInternal);
     }
-    let hdr = encap::Headers {
-        dmac,
-        smac,
-        ap: t.ap,
-        local: t.local,
-        sport: s.data_port,
-        dport: t.port,
-        dscp: s.dscp[usize::from(vlan::pcp(tci) & 7)],
-        df: s.df != 0,
-        udplite: t.flags & DOWN_UDPLITE != 0,
-        rid: st.rid,
-        radio_mac: t.radio_mac,
-        da,
-        sa,
+    let lite = t.flags & DOWN_UDPLITE != 0;
+    let w = Write {
+        shape,
+        lite,
+        frame: encap::Frame {
+            dscp: s.dscp[usize::from(vlan::pcp(tci) & 7)],
+            dport: t.port,
+            rid: st.rid,
+            udp_payload: payload + shape.capwap_len(),
+        },
+        grow,
         bssid: st.bssid,
     };
-    write_headers(ctx, &shape, &hdr, payload)?;
-    if shape.ipv6 && !hdr.udplite {
-        udp6_full_checksum(ctx, &hdr, ip_len - ipv6::HLEN)?;
+    write_headers(ctx, outer, &w)?;
+    if shape.ipv6 && !lite {
+        udp6_full_checksum(ctx, &t.local, &t.ap, ip_len - ipv6::HLEN)?;
     }
     if let Some(stats) = TUNNEL_STATS.get_ptr_mut(st.tunnel) {
         // SAFETY: per-CPU slot.
@@ -149,14 +138,30 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     Ok(action)
 }
 
+/// The station key of the frame's destination in `vid`: the eight bytes
+/// at the head (the destination and the source's first two) read as one
+/// word, the last two replaced by the VLAN. Byte by byte, the key took
+/// about 40 instructions (bench/RESULTS.md, "Outer headers built once per
+/// tunnel").
 #[inline(always)]
-fn lookup_station(mac: [u8; 6], vlan: u16) -> Result<StationInfo, Reason> {
+fn station_key(ctx: &XdpContext, vid: u16) -> Option<StationKey> {
+    const _: () = assert!(core::mem::size_of::<StationKey>() == 8);
+    const _: () = assert!(core::mem::offset_of!(StationKey, vlan) == eth::ADDR_LEN);
+    let mut w = encap::Aligned([0u8; 8]);
+    packet::load_aligned(ctx, 0, &mut w)?;
+    // SAFETY: StationKey is 8 bytes of plain integers with `mac` first;
+    // every bit pattern is valid.
+    let mut key: StationKey = unsafe { core::mem::transmute(w.0) };
+    key.vlan = vid;
+    Some(key)
+}
+
+#[inline(always)]
+fn lookup_station(key: StationKey) -> Result<StationInfo, Reason> {
     let table = STATION_TABLES
         .get(abi::TABLE_SLOT)
         .ok_or(Reason::DownDropUnknownStation)?;
-    let e = table
-        .get_ptr(StationKey { mac, vlan })
-        .ok_or(Reason::DownDropUnknownStation)?;
+    let e = table.get_ptr(key).ok_or(Reason::DownDropUnknownStation)?;
     // SAFETY: value pointer from a successful lookup, read once.
     Ok(unsafe { *e })
 }
@@ -175,52 +180,80 @@ fn lookup_tunnel(id: u32) -> Result<&'static TunnelDown, Reason> {
     Ok(t)
 }
 
-/// Next-hop and source MAC: this CPU's cached answer for the tunnel while
-/// it is current (same next-hop generation, same AP address, and user
-/// space renewed the cache's lease), else [`resolve`]'s, cached. User
-/// space starts a new generation whenever a FIB answer may change
-/// (routes, neighbours, addresses, links, tables), so the cache answers
-/// what the FIB would. The lease is checked on every
-/// [`abi::NEXT_HOP_LEASE_CHECK`]th use of an entry, not every frame: the
-/// clock read was 5.5% of the program's samples (bench/RESULTS.md, "What
-/// is left in the programs"). Without a `ferry run` renewing the lease,
-/// an entry is looked up again every that many frames.
+/// This CPU's outer headers for the tunnel while they are current (same
+/// next-hop generation, same AP address and flags, and user space renewed
+/// the cache's lease), else built again from [`resolve`]'s next hop by
+/// [`build`]. User space starts a new generation whenever a FIB answer or
+/// an input of the headers may change (routes, neighbours, addresses,
+/// links, tables, settings), so the cache holds what a build would. The
+/// lease is checked on every [`abi::NEXT_HOP_LEASE_CHECK`]th use of an
+/// entry, not every frame: the clock read was 5.5% of the program's
+/// samples (bench/RESULTS.md, "What is left in the programs"). Without a
+/// `ferry run` renewing the lease, an entry is built again every that many
+/// frames.
 #[inline(always)]
-fn next_hop(
+fn tunnel_headers(
     ctx: &XdpContext,
     s: &Settings,
     t: &TunnelDown,
     id: u32,
     generation: u32,
-) -> Result<([u8; 6], [u8; 6]), Reason> {
-    if s.ap_ifindex == 0 {
-        return neighbour(t);
-    }
-    let Some(c) = NEXT_HOPS.get_ptr_mut(id) else {
-        return resolve(ctx, s, t);
-    };
-    let ap = t.ap_words();
+) -> Result<&'static TunnelHeaders, Reason> {
+    // Never misses: tunnel ids index arrays of MAX_TUNNELS entries.
+    let c = TUNNEL_HEADERS
+        .get_ptr_mut(id)
+        .ok_or(Reason::DownDropInternal)?;
     // SAFETY: a per-CPU slot: only this CPU touches it while we run.
     let e = unsafe { &mut *c };
-    if e.generation == generation && e.ap == ap {
+    if e.generation == generation && e.ap == t.ap_words() && e.flags == t.flags {
         e.uses = e.uses.wrapping_add(1);
         // SAFETY: a helper without arguments.
         if e.uses % abi::NEXT_HOP_LEASE_CHECK != 0
             || unsafe { bpf_ktime_get_coarse_ns() } < s.next_hop_until
         {
-            return Ok((e.dmac, e.smac));
+            return Ok(e);
         }
     }
     let (dmac, smac) = resolve(ctx, s, t)?;
-    *e = NextHop {
-        ap,
+    build(e, s, t, dmac, smac);
+    e.ap = t.ap_words();
+    e.flags = t.flags;
+    e.generation = generation;
+    e.uses = 0;
+    Ok(e)
+}
+
+/// Builds the tunnel's outer headers into its cache entry (out of line:
+/// the header arrays get a stack frame of their own, and misses are rare).
+#[inline(never)]
+fn build(e: &mut TunnelHeaders, s: &Settings, t: &TunnelDown, dmac: [u8; 6], smac: [u8; 6]) {
+    let h = encap::Headers {
+        ap: t.ap,
+        local: t.local,
         dmac,
+        sport: s.data_port,
         smac,
-        generation,
-        uses: 0,
-        pad: 0,
+        dport: 0,
+        da: [0; 6],
+        dscp: 0,
+        rid: 0,
+        sa: [0; 6],
+        df: s.df != 0,
+        udplite: t.flags & DOWN_UDPLITE != 0,
+        radio_mac: t.radio_mac,
+        bssid: [0; 6],
     };
-    Ok((dmac, smac))
+    e.outer.build(&h, &shape(t));
+}
+
+/// The headers a tunnel's frames carry.
+#[inline(always)]
+fn shape(t: &TunnelDown) -> encap::Shape {
+    encap::Shape::new(
+        t.flags & DOWN_IPV6 != 0,
+        t.flags & DOWN_RADIO_MAC != 0,
+        t.flags & DOWN_NATIVE != 0,
+    )
 }
 
 /// The next hop from the kernel FIB (as a locally originated packet out
@@ -231,6 +264,9 @@ fn next_hop(
 /// does not share the caller's stack frame.
 #[inline(never)]
 fn resolve(ctx: &XdpContext, s: &Settings, t: &TunnelDown) -> Result<([u8; 6], [u8; 6]), Reason> {
+    if s.ap_ifindex == 0 {
+        return neighbour(t);
+    }
     count_fib_lookup();
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
@@ -272,49 +308,74 @@ fn neighbour(t: &TunnelDown) -> Result<([u8; 6], [u8; 6]), Reason> {
     Err(Reason::DownDropNoNeighbour)
 }
 
-/// Writes every header in front of the kept EtherType (out of line: the
-/// header arrays get a stack frame of their own).
+/// What [`write_headers`] writes besides the tunnel's headers (one
+/// argument: BPF calls take at most five).
+struct Write {
+    shape: encap::Shape,
+    /// IPv6 with UDP-Lite.
+    lite: bool,
+    frame: encap::Frame,
+    /// Bytes the head grew by.
+    grow: usize,
+    bssid: [u8; 6],
+}
+
+/// Writes every header in front of the kept EtherType: the tunnel's outer
+/// headers copied in a word at a time with the length of their shape (a
+/// constant in each arm), the frame's fields written over them, then the
+/// client's addresses, read first because the new headers cover where
+/// they were. Out of line: inlined, LLVM shifts packet pointers in
+/// `ferry_trunk`, which the verifier refuses.
 #[inline(never)]
-fn write_headers(
-    ctx: &XdpContext,
-    shape: &encap::Shape,
-    h: &encap::Headers,
-    payload: usize,
-) -> Result<(), Reason> {
-    let e = Reason::DownDropInternal;
-    packet::store(ctx, 0, &encap::ethernet(h, shape.ipv6)).ok_or(e)?;
-    let mut o = eth::HLEN;
-    if shape.ipv6 {
-        packet::store(ctx, o, &encap::ipv6(h, payload + shape.capwap_len())).ok_or(e)?;
-        o += ipv6::HLEN;
+fn write_headers(ctx: &XdpContext, e: &TunnelHeaders, w: &Write) -> Result<(), Reason> {
+    let err = Reason::DownDropInternal;
+    let at = w.shape.outer_len();
+    // One load per branch: shared, LLVM splits the 12 bytes into single
+    // bytes for the 802.11 header and spills them. 802.3 payloads (T=0)
+    // move them a word at a time.
+    if w.shape.native {
+        let a = packet::load::<{ 2 * eth::ADDR_LEN }>(ctx, w.grow).ok_or(err)?;
+        outer(ctx, e, w).ok_or(err)?;
+        let mut da = [0u8; 6];
+        da.copy_from_slice(&a[..6]);
+        let mut sa = [0u8; 6];
+        sa.copy_from_slice(&a[6..]);
+        packet::store(ctx, at, &encap::dot11_header(&da, &w.bssid, &sa)).ok_or(err)?;
+        packet::store(ctx, at + dot11::BASE_HLEN, &encap::SNAP_PREFIX).ok_or(err)?;
     } else {
-        packet::store(ctx, o, &encap::ipv4(h, payload + shape.capwap_len())).ok_or(e)?;
-        o += ipv4::MIN_HLEN;
-    }
-    packet::store(
-        ctx,
-        o,
-        &encap::udp(h, shape.ipv6, payload + shape.capwap_len()),
-    )
-    .ok_or(e)?;
-    o += udp::HLEN;
-    packet::store(ctx, o, &encap::capwap(h, shape)).ok_or(e)?;
-    o += capwap::FIXED_LEN;
-    if shape.radio_mac {
-        packet::store(ctx, o, &encap::radio_mac_option(h)).ok_or(e)?;
-        o += encap::RADIO_MAC_OPTION_LEN;
-    }
-    if shape.native {
-        packet::store(ctx, o, &encap::dot11_header(h)).ok_or(e)?;
-        o += dot11::BASE_HLEN;
-        packet::store(ctx, o, &encap::SNAP_PREFIX).ok_or(e)?;
-    } else {
-        let mut ds = [0u8; 12];
-        ds[..6].copy_from_slice(&h.da);
-        ds[6..].copy_from_slice(&h.sa);
-        packet::store(ctx, o, &ds).ok_or(e)?;
+        let mut a = encap::Aligned([0; 2 * eth::ADDR_LEN]);
+        packet::load_aligned(ctx, w.grow, &mut a).ok_or(err)?;
+        outer(ctx, e, w).ok_or(err)?;
+        packet::store_aligned(ctx, at, &a).ok_or(err)?;
     }
     Ok(())
+}
+
+/// The tunnel's outer headers, copied with the length of their shape and
+/// patched with the frame's fields.
+#[inline(always)]
+fn outer(ctx: &XdpContext, e: &TunnelHeaders, w: &Write) -> Option<()> {
+    const fn len(ipv6: bool, radio_mac: bool) -> usize {
+        encap::Shape::new(ipv6, radio_mac, false).outer_len()
+    }
+    let o = &e.outer;
+    match (w.shape.ipv6, w.shape.radio_mac) {
+        (false, false) => packet::store_aligned(ctx, 0, o.first::<{ len(false, false) }>()),
+        (false, true) => packet::store_aligned(ctx, 0, o.first::<{ len(false, true) }>()),
+        (true, false) => packet::store_aligned(ctx, 0, o.first::<{ len(true, false) }>()),
+        (true, true) => packet::store_aligned(ctx, 0, o.first::<{ len(true, true) }>()),
+    }?;
+    o.patch(&mut PacketSink(ctx), &w.shape, w.lite, &w.frame)
+}
+
+/// [`encap::Outer::patch`] writing into the packet.
+struct PacketSink<'a>(&'a XdpContext);
+
+impl encap::Sink for PacketSink<'_> {
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, off: usize, b: [u8; N]) -> Option<()> {
+        packet::store(self.0, off, &b)
+    }
 }
 
 /// Most 16-bit words the plain-UDP-over-IPv6 checksum loop reads: a
@@ -324,13 +385,18 @@ const UDP6_MAX_WORDS: usize = 730;
 
 /// UDP over IPv6 needs a checksum over the whole datagram (RFC 8200 §8.1).
 #[inline(never)]
-fn udp6_full_checksum(ctx: &XdpContext, h: &encap::Headers, udp_len: usize) -> Result<(), Reason> {
+fn udp6_full_checksum(
+    ctx: &XdpContext,
+    local: &Addr,
+    ap: &Addr,
+    udp_len: usize,
+) -> Result<(), Reason> {
     // The MTU check already bounds this; the verifier needs to see it here.
     if !(udp::HLEN..=2 * UDP6_MAX_WORDS).contains(&udp_len) {
         return Err(Reason::DownDropInternal);
     }
     let l4 = eth::HLEN + ipv6::HLEN;
-    let mut sum = encap::pseudo_sum_v6(&h.local, &h.ap, udp_len as u32, ipv6::NEXT_UDP);
+    let mut sum = encap::pseudo_sum_v6(local, ap, udp_len as u32, ipv6::NEXT_UDP);
     let words = udp_len / 2;
     let mut i = 0;
     while i < UDP6_MAX_WORDS {

@@ -9,6 +9,13 @@
 //!
 //! The client frame's EtherType and payload never move: the program grows
 //! the head and writes everything in front of them.
+//!
+//! The reference model builds each frame's headers with the functions
+//! below. The XDP program builds a tunnel's [`Outer`] headers (Ethernet to
+//! CAPWAP) with the same functions once per next hop, keeps them per CPU,
+//! and per frame copies them and writes the fields that change from frame
+//! to frame with [`Outer::patch`]; the tests here check that the two give
+//! the same bytes.
 
 use crate::{abi::Addr, capwap, dot11, eth, ipv4, ipv6, udp, vlan};
 
@@ -62,6 +69,13 @@ impl Shape {
             }
     }
 
+    /// Bytes from the Ethernet header through the CAPWAP header, Radio MAC
+    /// included: what an [`Outer`] holds.
+    #[inline(always)]
+    pub const fn outer_len(&self) -> usize {
+        eth::HLEN + self.ip_hlen() + udp::HLEN + self.capwap_len()
+    }
+
     /// Bytes written in front of the kept EtherType.
     #[inline(always)]
     pub const fn prefix_len(&self) -> usize {
@@ -96,34 +110,41 @@ impl Shape {
 }
 
 /// Everything the headers are built from.
+///
+/// Laid out so that every address starts on an 8-byte boundary: LLVM's
+/// BPF backend copies a `[u8; 6]` it only knows as 1-aligned one byte at a
+/// time (two instructions a byte), and the XDP program copies each of
+/// these into the packet. Measured in bench/RESULTS.md, "Building the
+/// encapsulation".
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Headers {
-    /// Next-hop MAC.
-    pub dmac: [u8; 6],
-    /// Our MAC on the AP side.
-    pub smac: [u8; 6],
     /// AP address (IPv4 mapped for IPv4).
     pub ap: Addr,
     /// Our address (IPv4 mapped for IPv4).
     pub local: Addr,
+    /// Next-hop MAC.
+    pub dmac: [u8; 6],
     /// Our data port.
     pub sport: u16,
+    /// Our MAC on the AP side.
+    pub smac: [u8; 6],
     /// The AP's port.
     pub dport: u16,
+    /// Client frame destination.
+    pub da: [u8; 6],
     /// DSCP for the outer header.
     pub dscp: u8,
+    /// Radio id.
+    pub rid: u8,
+    /// Client frame source.
+    pub sa: [u8; 6],
     /// IPv4 Don't Fragment.
     pub df: bool,
     /// IPv6: UDP-Lite instead of UDP.
     pub udplite: bool,
-    /// Radio id.
-    pub rid: u8,
     /// Radio MAC field content.
     pub radio_mac: [u8; 6],
-    /// Client frame destination.
-    pub da: [u8; 6],
-    /// Client frame source.
-    pub sa: [u8; 6],
     /// BSSID (native 802.11 only).
     pub bssid: [u8; 6],
 }
@@ -137,12 +158,11 @@ pub fn ethernet(h: &Headers, v6: bool) -> [u8; eth::HLEN] {
         eth::ETHERTYPE_IPV4
     }
     .to_be_bytes();
-    let mut b = [0u8; eth::HLEN];
-    b[..6].copy_from_slice(&h.dmac);
-    b[6..12].copy_from_slice(&h.smac);
-    b[12] = et[0];
-    b[13] = et[1];
-    b
+    // Element by element from the fields, not `copy_from_slice`: a slice
+    // forgets the fields' alignment, and LLVM then copies byte by byte.
+    let [d0, d1, d2, d3, d4, d5] = h.dmac;
+    let [s0, s1, s2, s3, s4, s5] = h.smac;
+    [d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, et[0], et[1]]
 }
 
 /// Folds a one's-complement sum and complements it (the checksum value).
@@ -159,6 +179,18 @@ pub fn sum16<const N: usize>(b: &[u8; N]) -> u32 {
     let mut s = 0u32;
     let mut i = 0;
     while i + 1 < N {
+        s += u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
+        i += 2;
+    }
+    s
+}
+
+/// [`sum16`] of a slice of even length (no copy into an array first).
+#[inline(always)]
+fn sum16_slice(b: &[u8]) -> u32 {
+    let mut s = 0u32;
+    let mut i = 0;
+    while i + 1 < b.len() {
         s += u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
         i += 2;
     }
@@ -186,8 +218,10 @@ pub fn ipv4(h: &Headers, udp_payload: usize) -> [u8; ipv4::MIN_HLEN] {
     b
 }
 
-/// IPv6 header for a UDP payload of `udp_payload` bytes.
-#[inline(always)]
+/// IPv6 header for a UDP payload of `udp_payload` bytes. Out of line: its
+/// two addresses, unrolled byte by byte, spill more registers than the XDP
+/// program's stack has room for next to the rest of [`Outer::build`].
+#[inline(never)]
 pub fn ipv6(h: &Headers, udp_payload: usize) -> [u8; ipv6::HLEN] {
     let plen = ((udp::HLEN + udp_payload) as u16).to_be_bytes();
     let tc = h.dscp << 2;
@@ -259,7 +293,7 @@ pub fn radio_mac_option(h: &Headers) -> [u8; RADIO_MAC_OPTION_LEN] {
 
 /// 802.11 data frame header, FromDS: A1 = DA, A2 = BSSID, A3 = SA.
 #[inline(always)]
-pub fn dot11_header(h: &Headers) -> [u8; dot11::BASE_HLEN] {
+pub fn dot11_header(da: &[u8; 6], bssid: &[u8; 6], sa: &[u8; 6]) -> [u8; dot11::BASE_HLEN] {
     let fc = dot11::FrameControl {
         ftype: dot11::TYPE_DATA,
         from_ds: true,
@@ -269,8 +303,270 @@ pub fn dot11_header(h: &Headers) -> [u8; dot11::BASE_HLEN] {
     let mut b = [0u8; dot11::BASE_HLEN];
     b[0] = fc[0];
     b[1] = fc[1];
-    b[dot11::ADDR1..dot11::ADDR1 + 6].copy_from_slice(&h.da);
-    b[dot11::ADDR2..dot11::ADDR2 + 6].copy_from_slice(&h.bssid);
-    b[dot11::ADDR3..dot11::ADDR3 + 6].copy_from_slice(&h.sa);
+    b[dot11::ADDR1..dot11::ADDR1 + 6].copy_from_slice(da);
+    b[dot11::ADDR2..dot11::ADDR2 + 6].copy_from_slice(bssid);
+    b[dot11::ADDR3..dot11::ADDR3 + 6].copy_from_slice(sa);
     b
+}
+
+/// Room for the longest [`Outer`] headers: Ethernet, IPv6, UDP and CAPWAP
+/// with Radio MAC are 78 bytes; whole 8-byte words.
+pub const OUTER_MAX: usize = 80;
+const _: () = assert!(Shape::new(true, true, false).outer_len() <= OUTER_MAX);
+
+/// A tunnel's outer headers, Ethernet through CAPWAP (Radio MAC included),
+/// built by the functions above with every per-frame field zero: the
+/// DSCP, the lengths and checksums, the AP's port (learned in place) and
+/// the radio id. What the XDP program keeps per tunnel and CPU; each frame
+/// copies the first [`Shape::outer_len`] bytes and then writes its
+/// [`Frame`] over them ([`Outer::patch`]).
+///
+/// 8-aligned, so the program copies it into the packet a word at a time:
+/// LLVM's BPF backend copies arrays it only knows as 1-aligned one byte at
+/// a time, a load and a store per byte, and building the headers that way
+/// on every frame was a quarter of the downstream program's time (bench/
+/// RESULTS.md, "Outer headers built once per tunnel").
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outer {
+    /// The headers in wire order.
+    pub bytes: [u8; OUTER_MAX],
+    /// One's-complement sum of the constant words under the checksum the
+    /// frame completes: the IPv4 header's (IPv4), the UDP-Lite pseudo-header
+    /// and header's (IPv6 UDP-Lite); 0 for IPv6 UDP, whose checksum covers
+    /// the payload and is summed over the finished packet.
+    pub sum: u32,
+    /// Always zero.
+    pub pad: u32,
+}
+
+impl Default for Outer {
+    fn default() -> Self {
+        Self {
+            bytes: [0; OUTER_MAX],
+            sum: 0,
+            pad: 0,
+        }
+    }
+}
+
+/// The outer-header fields that change from frame to frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// DSCP for the outer header (from the client frame's priority).
+    pub dscp: u8,
+    /// The AP's port: any-port tunnels learn it in place, without a new
+    /// table generation.
+    pub dport: u16,
+    /// The station's radio id.
+    pub rid: u8,
+    /// UDP payload length: CAPWAP header and payload.
+    pub udp_payload: usize,
+}
+
+/// Where [`Outer::patch`] writes: the packet in the XDP program, a buffer
+/// in the tests.
+pub trait Sink {
+    /// Writes `b` at offset `off` from the Ethernet header, or returns
+    /// `None` past the end.
+    fn put<const N: usize>(&mut self, off: usize, b: [u8; N]) -> Option<()>;
+}
+
+impl Outer {
+    /// Builds, in place, the outer headers of a tunnel whose shape is
+    /// `shape` and whose constant fields `h` holds. Its per-frame fields
+    /// ([`Frame`]'s: `dscp`, `dport`, `rid`) must be zero, since the frame
+    /// adds the radio id's bits and the port to the sums. In place, from
+    /// the caller's `h`, because the XDP program builds into its map entry
+    /// with little stack to spare.
+    #[inline(always)]
+    pub fn build(&mut self, h: &Headers, shape: &Shape) {
+        let b = &mut self.bytes;
+        b[..eth::HLEN].copy_from_slice(&ethernet(h, shape.ipv6));
+        let mut o = eth::HLEN;
+        self.sum = 0;
+        if shape.ipv6 {
+            b[o..o + ipv6::HLEN].copy_from_slice(&ipv6(h, 0));
+            o += ipv6::HLEN;
+        } else {
+            b[o..o + ipv4::MIN_HLEN].copy_from_slice(&ipv4(h, 0));
+            // The constant words: total length and checksum zero.
+            b[o + ipv4::TOTAL_LEN..o + ipv4::TOTAL_LEN + 2].fill(0);
+            b[o + ipv4::CHECKSUM..o + ipv4::CHECKSUM + 2].fill(0);
+            self.sum = sum16_slice(&b[o..o + ipv4::MIN_HLEN]);
+            o += ipv4::MIN_HLEN;
+        }
+        b[o..o + udp::HLEN].copy_from_slice(&udp(h, shape.ipv6, 0));
+        if shape.ipv6 && h.udplite {
+            b[o + udp::CHECKSUM..o + udp::CHECKSUM + 2].fill(0);
+            self.sum = pseudo_sum_v6(&h.local, &h.ap, 0, ipv6::NEXT_UDPLITE)
+                + sum16_slice(&b[o..o + udp::HLEN]);
+        }
+        o += udp::HLEN;
+        b[o..o + capwap::FIXED_LEN].copy_from_slice(&capwap(h, shape));
+        o += capwap::FIXED_LEN;
+        if shape.radio_mac {
+            b[o..o + RADIO_MAC_OPTION_LEN].copy_from_slice(&radio_mac_option(h));
+        }
+    }
+
+    /// The first `N` bytes, 8-aligned (the headers of a shape whose
+    /// [`Shape::outer_len`] is `N`).
+    #[inline(always)]
+    pub fn first<const N: usize>(&self) -> &Aligned<N> {
+        const { assert!(N <= OUTER_MAX) };
+        // SAFETY: `bytes` is the first field of an 8-aligned struct and
+        // holds at least N bytes; `Aligned<N>` is N bytes, 8-aligned.
+        unsafe { &*(self as *const Self).cast::<Aligned<N>>() }
+    }
+
+    /// Writes `f` over these headers, copied at offset 0 of `out`: the
+    /// DSCP, the lengths, the checksums, the AP's port and the radio id.
+    /// `lite`: IPv6 with UDP-Lite.
+    #[inline(always)]
+    pub fn patch<S: Sink>(&self, out: &mut S, shape: &Shape, lite: bool, f: &Frame) -> Option<()> {
+        let udp_len = (udp::HLEN + f.udp_payload) as u16;
+        let ip = eth::HLEN;
+        let tc = f.dscp << 2;
+        if shape.ipv6 {
+            let v = self.bytes[ip] & 0xf0;
+            out.put(ip, [v | (tc >> 4), tc << 4])?;
+            out.put(ip + ipv6::PAYLOAD_LEN, udp_len.to_be_bytes())?;
+        } else {
+            let total = ipv4::MIN_HLEN as u16 + udp_len;
+            out.put(ip, [self.bytes[ip], tc])?;
+            out.put(ip + ipv4::TOTAL_LEN, total.to_be_bytes())?;
+            let c = fold(self.sum + u32::from(total) + u32::from(tc));
+            out.put(ip + ipv4::CHECKSUM, c.to_be_bytes())?;
+        }
+        let l4 = ip + shape.ip_hlen();
+        out.put(l4 + udp::DST_PORT, f.dport.to_be_bytes())?;
+        if shape.ipv6 && lite {
+            let c = fold(self.sum + u32::from(udp_len) + u32::from(f.dport));
+            let c = if c == 0 { 0xffff } else { c };
+            out.put(l4 + udp::CHECKSUM, c.to_be_bytes())?;
+        } else {
+            out.put(l4 + udp::LEN, udp_len.to_be_bytes())?;
+        }
+        let cw = l4 + udp::HLEN;
+        let rid = capwap::Header {
+            rid: f.rid,
+            ..capwap::Header::parse(&[0; capwap::FIXED_LEN])
+        }
+        .encode();
+        out.put(
+            cw + 1,
+            [self.bytes[cw + 1] | rid[1], self.bytes[cw + 2] | rid[2]],
+        )
+    }
+}
+
+/// `N` bytes, 8-aligned.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Aligned<const N: usize>(pub [u8; N]);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    struct Buf(Vec<u8>);
+
+    impl Sink for Buf {
+        fn put<const N: usize>(&mut self, off: usize, b: [u8; N]) -> Option<()> {
+            self.0.get_mut(off..off + N)?.copy_from_slice(&b);
+            Some(())
+        }
+    }
+
+    /// The headers as the reference model writes them, Ethernet to CAPWAP.
+    fn direct(h: &Headers, shape: &Shape, udp_payload: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&ethernet(h, shape.ipv6));
+        if shape.ipv6 {
+            v.extend_from_slice(&ipv6(h, udp_payload));
+        } else {
+            v.extend_from_slice(&ipv4(h, udp_payload));
+        }
+        v.extend_from_slice(&udp(h, shape.ipv6, udp_payload));
+        v.extend_from_slice(&capwap(h, shape));
+        if shape.radio_mac {
+            v.extend_from_slice(&radio_mac_option(h));
+        }
+        v
+    }
+
+    #[test]
+    fn a_patched_template_is_what_the_headers_are_built_as() {
+        let mut n = 0;
+        for shape_bits in 0..8u8 {
+            let shape = Shape::new(
+                shape_bits & 1 != 0,
+                shape_bits & 2 != 0,
+                shape_bits & 4 != 0,
+            );
+            for case in 0..64u32 {
+                let ipv6 = shape.ipv6;
+                let mut ap = [0u8; 16];
+                let mut local = [0u8; 16];
+                for i in 0..16 {
+                    ap[i] = (case as u8).wrapping_mul(31).wrapping_add(i as u8 * 7);
+                    local[i] = (case as u8).wrapping_mul(17) ^ (i as u8 * 13);
+                }
+                if !ipv6 {
+                    ap[..12].copy_from_slice(&crate::abi::v4_mapped([0; 4])[..12]);
+                    local[..12].copy_from_slice(&ap[..12]);
+                }
+                let h = Headers {
+                    ap,
+                    local,
+                    dmac: [2, 0, 0, 0, case as u8, 1],
+                    sport: 5247,
+                    smac: [2, 0, 0, 0, case as u8, 2],
+                    dport: [5246, 1, 0xffff, 40_000][case as usize % 4],
+                    da: [0; 6],
+                    dscp: (case * 5 % 64) as u8,
+                    rid: (case % 32) as u8,
+                    sa: [0; 6],
+                    df: case % 2 == 0,
+                    udplite: case % 3 == 0,
+                    radio_mac: [0xa, 0xb, 0xc, 0xd, case as u8, 0xe],
+                    bssid: [0; 6],
+                };
+                let udp_payload = [0, 1, 13, 64, 1000, 1471, 9000, 65_000][case as usize % 8];
+                let udp_payload = udp_payload.min(65_535 - 48);
+                let mut outer = Outer {
+                    bytes: [0x5a; OUTER_MAX],
+                    sum: 7,
+                    pad: 0,
+                };
+                let constant = Headers {
+                    dscp: 0,
+                    dport: 0,
+                    rid: 0,
+                    ..h
+                };
+                outer.build(&constant, &shape);
+                let len = shape.outer_len();
+                let mut buf = Buf(outer.bytes[..len].to_vec());
+                let f = Frame {
+                    dscp: h.dscp,
+                    dport: h.dport,
+                    rid: h.rid,
+                    udp_payload,
+                };
+                outer
+                    .patch(&mut buf, &shape, ipv6 && h.udplite, &f)
+                    .unwrap();
+                let want = direct(&h, &shape, udp_payload);
+                assert_eq!(buf.0, want, "shape {shape:?} case {case}");
+                assert_eq!(outer.first::<14>().0, outer.bytes[..14]);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 512);
+    }
 }

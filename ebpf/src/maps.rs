@@ -10,9 +10,9 @@ use aya_ebpf::{
 use ferry_ebpf::{
     abi::{
         Action, Addr, CounterBlock, EVENT_SLOTS, Event, GroupStats, MAX_GROUPS, MAX_LOCAL_ADDRS,
-        MAX_TUNNELS, NextHop, REASON_SLOTS, Reason, STAT_FIB_LOOKUPS, STAT_STATION_READS,
-        STATION_TEMPLATE_ENTRIES, Settings, StationInfo, StationKey, TunnelDown, TunnelInfo,
-        TunnelKey, TunnelStats, VLAN_IDS,
+        MAX_TUNNELS, REASON_SLOTS, Reason, STAT_FIB_LOOKUPS, STAT_STATION_READS,
+        STATION_TEMPLATE_ENTRIES, Settings, StationInfo, StationKey, TunnelDown, TunnelHeaders,
+        TunnelInfo, TunnelKey, TunnelStats, VLAN_IDS,
     },
     hint,
 };
@@ -74,13 +74,17 @@ pub static COUNTERS: PerCpuArray<CounterBlock, 1> = PerCpuArray::new();
 #[btf_map]
 pub static TUNNEL_STATS: PerCpuArray<TunnelStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
 
-/// Downstream next hops by tunnel id, per CPU (see `abi::NextHop`): a
-/// frame down a resolved tunnel costs one half-line read instead of a
-/// `bpf_fib_lookup`, which was more than half of `ferry_downstream`'s time
-/// in the live lab (perf, bench/RESULTS.md "Downstream next-hop cache").
-/// Per CPU so an entry is never read while another CPU writes it.
+/// Downstream outer headers by tunnel id, per CPU (see
+/// `abi::TunnelHeaders`): a frame down a tunnel whose headers are built
+/// costs a copy of them and a few field writes instead of a
+/// `bpf_fib_lookup` (more than half of `ferry_downstream`'s time in the
+/// live lab, bench/RESULTS.md "Downstream next-hop cache") and a header
+/// build (a quarter, "Outer headers built once per tunnel"). Per CPU so an
+/// entry is never read while another CPU writes it: 120 bytes per tunnel
+/// id and possible CPU (7.9 MB per CPU).
 #[btf_map]
-pub static NEXT_HOPS: PerCpuArray<NextHop, { MAX_TUNNELS as usize }> = PerCpuArray::new();
+pub static TUNNEL_HEADERS: PerCpuArray<TunnelHeaders, { MAX_TUNNELS as usize }> =
+    PerCpuArray::new();
 
 /// This node's CAPWAP data addresses (IPv6, and IPv4 beyond the inline ones).
 #[btf_map]

@@ -40,9 +40,55 @@ pub fn store<const N: usize>(ctx: &XdpContext, off: usize, bytes: &[u8; N]) -> O
     Some(())
 }
 
+/// Copies `N` bytes at `off` into `out`, a word at a time, or returns
+/// `None` past the packet's end. An out-parameter, not a return value: an
+/// `Option<[u8; N]>` is split into single bytes by LLVM.
+#[inline(always)]
+pub fn load_aligned<const N: usize>(
+    ctx: &XdpContext,
+    off: usize,
+    out: &mut ferry_ebpf::encap::Aligned<N>,
+) -> Option<()> {
+    const { assert!(N >= 2) };
+    let start = ctx.data();
+    if start + off + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: as in `store_aligned`, in the other direction.
+    out.0 = unsafe { (*((start + off) as *const Wide<N>)).0 };
+    Some(())
+}
+
+/// Writes the `N` bytes of `bytes` at `off`, a word at a time (the source
+/// is 8-aligned), or returns `None` past the packet's end.
+#[inline(always)]
+pub fn store_aligned<const N: usize>(
+    ctx: &XdpContext,
+    off: usize,
+    bytes: &ferry_ebpf::encap::Aligned<N>,
+) -> Option<()> {
+    const { assert!(N >= 2) };
+    let start = ctx.data();
+    if start + off + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: as in `store`. Only the N-byte fields are copied (the
+    // structs round up to whole words), both known 8-aligned, so LLVM
+    // copies word by word.
+    unsafe { (*((start + off) as *mut Wide<N>)).0 = bytes.0 };
+    Some(())
+}
+
 /// Current packet length. Pointer minus pointer yields an unbounded scalar
-/// for the verifier: use it for arithmetic, never as an offset.
+/// for the verifier: use it for arithmetic, never as an offset. The
+/// subtraction is done in assembly: LLVM would otherwise fold the
+/// constants of later arithmetic into `data_end` (`data_end - 4 - data`),
+/// and the verifier refuses arithmetic on the end pointer.
 #[inline(always)]
 pub fn len(ctx: &XdpContext) -> usize {
-    ctx.data_end() - ctx.data()
+    let mut end = ctx.data_end() as u64;
+    let start = ctx.data() as u64;
+    // SAFETY: one ALU instruction on registers we own.
+    unsafe { core::arch::asm!("{0} -= {1}", inout(reg) end, in(reg) start) };
+    end as usize
 }

@@ -1,7 +1,8 @@
 //! When the downstream next-hop cache must start over.
 //!
 //! `ferry_downstream` keeps, per CPU and per tunnel, the next hop
-//! `bpf_fib_lookup` last gave it (`abi::NextHop`), stamped with
+//! `bpf_fib_lookup` last gave it, in the tunnel's outer headers
+//! (`abi::TunnelHeaders`), stamped with
 //! `Settings::next_hop_generation`; the FIB lookup was more than half of
 //! the program's time (bench/RESULTS.md, "Downstream next-hop cache").
 //! The cache may only answer what the FIB would, so a new generation starts

@@ -241,7 +241,16 @@ impl Datapath {
 
     /// Writes the settings entry as given (see [`with_local4`]), except
     /// the generation and the tunnel lookup order, which the datapath owns.
+    /// Starts a new next-hop generation: the programs' cached outer headers
+    /// are built from the settings (data port, DF).
     pub fn set_settings(&mut self, s: Settings) -> Result<()> {
+        self.new_next_hop_generation();
+        self.write_settings(s)
+    }
+
+    /// Writes the settings entry with the stamps the datapath owns, and no
+    /// new next-hop generation of its own.
+    fn write_settings(&mut self, s: Settings) -> Result<()> {
         let s = Settings {
             generation: self.generation,
             tunnel_lookup: self.tunnel_lookup,
@@ -274,7 +283,7 @@ impl Datapath {
         }
         self.tunnel_lookup = order;
         let current = self.settings()?;
-        self.set_settings(current)
+        self.write_settings(current)
     }
 
     /// Starts a new table generation (after installing tunnels or stations,
@@ -285,7 +294,7 @@ impl Datapath {
         self.generation = next(self.generation);
         self.new_next_hop_generation();
         let current = self.settings()?;
-        self.set_settings(current)
+        self.write_settings(current)
     }
 
     /// Starts a new next-hop generation: every CPU looks each tunnel's next
@@ -296,7 +305,7 @@ impl Datapath {
     pub fn refresh_next_hops(&mut self) -> Result<()> {
         self.new_next_hop_generation();
         let current = self.settings()?;
-        self.set_settings(current)
+        self.write_settings(current)
     }
 
     /// A new next-hop stamp and a renewed lease (written by the caller's
@@ -313,7 +322,7 @@ impl Datapath {
     pub fn end_next_hop_lease(&mut self) -> Result<()> {
         self.next_hop_until = 0;
         let current = self.settings()?;
-        self.set_settings(current)
+        self.write_settings(current)
     }
 
     /// Starts a new learning-hint epoch (`ferry run` does every
@@ -324,7 +333,7 @@ impl Datapath {
     pub fn advance_hint_epoch(&mut self) -> Result<()> {
         self.hint_epoch = self.hint_epoch.wrapping_add(1);
         let current = self.settings()?;
-        self.set_settings(current)
+        self.write_settings(current)
     }
 
     /// Points the downstream FIB lookups at AP-side interface `ifindex`
@@ -332,7 +341,7 @@ impl Datapath {
     pub fn set_ap_ifindex(&mut self, ifindex: u32) -> Result<()> {
         self.new_next_hop_generation();
         let current = self.settings()?;
-        self.set_settings(Settings {
+        self.write_settings(Settings {
             ap_ifindex: ifindex,
             ..current
         })

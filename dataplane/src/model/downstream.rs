@@ -113,7 +113,7 @@ impl Model {
             out.extend_from_slice(&encap::radio_mac_option(&h));
         }
         if native {
-            out.extend_from_slice(&encap::dot11_header(&h));
+            out.extend_from_slice(&encap::dot11_header(&da, &st.bssid, &sa));
             out.extend_from_slice(&encap::SNAP_PREFIX);
         } else {
             out.extend_from_slice(&da);
