@@ -27,6 +27,8 @@ pub struct Row {
     pub cores: u32,
     /// Frames the sink accepted per second, median over rounds.
     pub pps: f64,
+    /// Frames the sink accepted per second in each round, in order.
+    pub round_pps: Vec<f64>,
     /// Their Gbit/s (frame bytes as delivered), median over rounds.
     pub gbps: f64,
     /// Sent but never arrived, all rounds, fraction.
@@ -48,6 +50,26 @@ pub struct Row {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `a`'s rate over `b`'s, both measured on the same workload: the median
+/// of the ratios of their rounds taken side by side (round `i` of each ran
+/// back to back), so that this machine's slow drifts, which move a whole
+/// stretch of rounds, cancel. A ratio of the two medians let one slow
+/// stretch landing on one contender's median round move a ratio by 0.2
+/// (bench/RESULTS.md, "Ratios from rounds side by side").
+fn paired(a: &Row, b: &Row) -> f64 {
+    let v: Vec<f64> = a
+        .round_pps
+        .iter()
+        .zip(&b.round_pps)
+        .map(|(x, y)| x / y.max(1.0))
+        .collect();
+    if v.is_empty() {
+        a.pps / b.pps.max(1.0)
+    } else {
+        median(v)
+    }
 }
 
 impl Row {
@@ -92,6 +114,10 @@ impl Row {
                     .map(|s| s.sunk.total.good as f64 / secs(s))
                     .collect(),
             ),
+            round_pps: samples
+                .iter()
+                .map(|s| s.sunk.total.good as f64 / secs(s))
+                .collect(),
             gbps: median(
                 samples
                     .iter()
@@ -291,7 +317,7 @@ impl Report {
         for r in rows.iter().filter(|r| r.contender == Contender::Ferry) {
             let label = format!("{}, {:?}, {}", r.table, r.dir, r.sizes);
             if let Some(b) = Self::find(&rows, &r.table, r.dir, &r.sizes, Contender::Redirect) {
-                let v = r.pps / b.pps.max(1.0);
+                let v = paired(r, b);
                 self.ratio(
                     format!("ferry / redirect ({label})"),
                     v,
@@ -299,7 +325,7 @@ impl Report {
                 );
             }
             if let Some(u) = Self::find(&rows, &r.table, r.dir, &r.sizes, Contender::Userspace) {
-                let v = r.pps / u.pps.max(1.0);
+                let v = paired(r, u);
                 self.ratio(
                     format!("ferry / userspace, same cores ({label})"),
                     v,
