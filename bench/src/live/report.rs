@@ -55,9 +55,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// `a`'s rate over `b`'s, both measured on the same workload: the median
 /// of the ratios of their rounds taken side by side (round `i` of each ran
 /// back to back), so that this machine's slow drifts, which move a whole
-/// stretch of rounds, cancel. A ratio of the two medians let one slow
-/// stretch landing on one contender's median round move a ratio by 0.2
-/// (bench/RESULTS.md, "Ratios from rounds side by side").
+/// stretch of rounds, cancel. A ratio of the two medians can compare one
+/// contender's fast round with the other's slow one (bench/RESULTS.md,
+/// "Ratios from rounds side by side").
 fn paired(a: &Row, b: &Row) -> f64 {
     let v: Vec<f64> = a
         .round_pps
@@ -449,5 +449,48 @@ impl Report {
             s.push_str(&format!("warning: {w}\n"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(c: Contender, rounds: &[f64]) -> Row {
+        Row {
+            table: "1 tunnel".into(),
+            dir: Direction::Up,
+            sizes: "64B".into(),
+            contender: c,
+            cores: 2,
+            pps: median(rounds.to_vec()),
+            round_pps: rounds.to_vec(),
+            gbps: 0.0,
+            loss: 0.0,
+            wrong: 0,
+            count_gap: None,
+            slow_lookups: None,
+            cpu_share: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_slow_stretch_moves_both_sides_of_a_paired_ratio() {
+        // The machine is slow for the first two rounds of the redirect and
+        // the first of ferry's (its second ran as the stretch ended). Round
+        // by round, ferry is at 0.9 of the redirect but once.
+        let redirect = row(Contender::Redirect, &[3.0, 3.1, 5.0]);
+        let ferry = row(Contender::Ferry, &[2.7, 4.5, 4.5]);
+        assert!((paired(&ferry, &redirect) - 0.9).abs() < 1e-9);
+        // The ratio of the two medians compares a fast round with a slow
+        // one.
+        let of_medians = ferry.pps / redirect.pps;
+        assert!((of_medians - 4.5 / 3.1).abs() < 1e-9);
+        // Without per-round rates, the medians are all there is.
+        let bare = |r: &Row| Row {
+            round_pps: Vec::new(),
+            ..r.clone()
+        };
+        assert!((paired(&bare(&ferry), &bare(&redirect)) - of_medians).abs() < 1e-9);
     }
 }
