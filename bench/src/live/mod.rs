@@ -17,7 +17,9 @@
 //! it. A round sends to one contender for a fixed time; throughput is the
 //! frames the sink accepted per second; rounds alternate over the
 //! contenders so machine noise hits them alike, and each figure is the
-//! median over rounds.
+//! median over rounds. A ratio between two contenders is the median of
+//! their rounds' ratios, round `i` of one against round `i` of the other
+//! (they ran back to back).
 //!
 //! What a figure includes. On veth the whole chain runs on the sending
 //! core: the generator, the forwarder's NAPI poll and the sink's. So the
