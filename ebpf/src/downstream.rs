@@ -76,7 +76,13 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     if t.port == 0 {
         return Err(Reason::DownDropNoApPort);
     }
-    let shape = shape(t);
+    // What picks the shape and the headers, read once: a session binding
+    // rewrites the entry in place, and the frame's shape, the cached
+    // headers and their stamp must all come from the same entry.
+    // SAFETY: plain aligned reads of the entry's fields.
+    let flags = unsafe { core::ptr::read_volatile(&t.flags) };
+    let ap = unsafe { core::ptr::read_volatile(&t.ap_words()) };
+    let shape = shape(flags);
     if shape.native && st.flags & STATION_BSSID == 0 {
         return Err(Reason::DownDropNoBssid);
     }
@@ -86,7 +92,12 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     if ip_len > usize::from(t.mtu) {
         return Err(Reason::DownPassMtu);
     }
-    let outer = tunnel_headers(ctx, s, t, st.tunnel, nh_generation)?;
+    let want = Stamp {
+        generation: nh_generation,
+        ap,
+        flags,
+    };
+    let outer = tunnel_headers(ctx, s, t, st.tunnel, &want)?;
     let action = if s.egress_down == EGRESS_TX {
         xdp_action::XDP_TX
     } else if s.egress_down == EGRESS_REDIRECT {
@@ -104,7 +115,7 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
         return Err(Reason::DownDropInternal);
     }
-    let lite = t.flags & DOWN_UDPLITE != 0;
+    let lite = flags & DOWN_UDPLITE != 0;
     let w = Write {
         shape,
         lite,
@@ -119,7 +130,11 @@ pub(crate) fn try_downstream(ctx: &XdpContext) -> Result<u32, Reason> {
     };
     write_headers(ctx, outer, &w)?;
     if shape.ipv6 && !lite {
-        udp6_full_checksum(ctx, &t.local, &t.ap, ip_len - ipv6::HLEN)?;
+        // The address the headers were built for, not a second read.
+        // SAFETY: two u64 words are 16 bytes, and every byte pattern is an
+        // address.
+        let ap: Addr = unsafe { core::mem::transmute(ap) };
+        udp6_full_checksum(ctx, &t.local, &ap, ip_len - ipv6::HLEN)?;
     }
     if let Some(stats) = TUNNEL_STATS.get_ptr_mut(st.tunnel) {
         // SAFETY: per-CPU slot.
@@ -181,8 +196,8 @@ fn lookup_tunnel(id: u32) -> Result<&'static TunnelDown, Reason> {
 }
 
 /// This CPU's outer headers for the tunnel while they are current (same
-/// next-hop generation, same AP address and flags, and user space renewed
-/// the cache's lease), else built again from [`resolve`]'s next hop by
+/// next-hop generation, AP address and flags as `want`, and user space
+/// renewed the cache's lease), else built again from [`resolve`]'s next hop by
 /// [`build`]. User space starts a new generation whenever a FIB answer or
 /// an input of the headers may change (routes, neighbours, addresses,
 /// links, tables, settings), so the cache holds what a build would. The
@@ -197,7 +212,7 @@ fn tunnel_headers(
     s: &Settings,
     t: &TunnelDown,
     id: u32,
-    generation: u32,
+    want: &Stamp,
 ) -> Result<&'static TunnelHeaders, Reason> {
     // Never misses: tunnel ids index arrays of MAX_TUNNELS entries.
     let c = TUNNEL_HEADERS
@@ -205,7 +220,7 @@ fn tunnel_headers(
         .ok_or(Reason::DownDropInternal)?;
     // SAFETY: a per-CPU slot: only this CPU touches it while we run.
     let e = unsafe { &mut *c };
-    if e.generation == generation && e.ap == t.ap_words() && e.flags == t.flags {
+    if e.generation == want.generation && e.ap == want.ap && e.flags == want.flags {
         e.uses = e.uses.wrapping_add(1);
         // SAFETY: a helper without arguments.
         if e.uses % abi::NEXT_HOP_LEASE_CHECK != 0
@@ -214,45 +229,62 @@ fn tunnel_headers(
             return Ok(e);
         }
     }
-    let (dmac, smac) = resolve(ctx, s, t)?;
+    let (dmac, smac) = resolve(ctx, s, t, want)?;
+    // Stamped with what the frame read, and built from the stamp: a
+    // binding that moves the tunnel meanwhile fails the next frame's
+    // check instead of leaving headers under a stamp they do not match.
+    e.ap = want.ap;
+    e.flags = want.flags;
     build(e, s, t, dmac, smac);
-    e.ap = t.ap_words();
-    e.flags = t.flags;
-    e.generation = generation;
+    e.generation = want.generation;
     e.uses = 0;
     Ok(e)
 }
 
-/// Builds the tunnel's outer headers into its cache entry (out of line:
-/// the header arrays get a stack frame of their own, and misses are rare).
-#[inline(never)]
-fn build(e: &mut TunnelHeaders, s: &Settings, t: &TunnelDown, dmac: [u8; 6], smac: [u8; 6]) {
-    let h = encap::Headers {
-        ap: t.ap,
-        local: t.local,
-        dmac,
-        sport: s.data_port,
-        smac,
-        dport: 0,
-        da: [0; 6],
-        dscp: 0,
-        rid: 0,
-        sa: [0; 6],
-        df: s.df != 0,
-        udplite: t.flags & DOWN_UDPLITE != 0,
-        radio_mac: t.radio_mac,
-        bssid: [0; 6],
-    };
-    e.outer.build(&h, &shape(t));
+/// What a cache entry must carry to be used for a frame.
+struct Stamp {
+    /// `Settings::next_hop_generation`, read before the tunnel entry.
+    generation: u32,
+    /// The tunnel's AP address, as [`TunnelDown::ap_words`].
+    ap: [u64; 2],
+    /// The tunnel's `DOWN_*` flags.
+    flags: u16,
 }
 
-/// The headers a tunnel's frames carry.
+/// Builds the tunnel's outer headers into its cache entry, for the AP
+/// address and flags it is stamped with (out of line: the header arrays
+/// get a stack frame of their own, and misses are rare).
+#[inline(never)]
+fn build(e: &mut TunnelHeaders, s: &Settings, t: &TunnelDown, dmac: [u8; 6], smac: [u8; 6]) {
+    // SAFETY: two u64 words are 16 bytes, and every byte pattern is an
+    // address.
+    let ap: Addr = unsafe { core::mem::transmute(e.ap) };
+    let h = encap::Headers {
+        dmac,
+        smac,
+        ap,
+        local: t.local,
+        sport: s.data_port,
+        dport: 0,
+        dscp: 0,
+        df: s.df != 0,
+        udplite: e.flags & DOWN_UDPLITE != 0,
+        rid: 0,
+        radio_mac: t.radio_mac,
+        da: [0; 6],
+        sa: [0; 6],
+        bssid: [0; 6],
+    };
+    e.outer.build(&h, &shape(e.flags));
+}
+
+/// The headers the frames of a tunnel with `flags` carry.
 #[inline(always)]
-fn shape(t: &TunnelDown) -> encap::Shape {
+fn shape(flags: u16) -> encap::Shape {
     encap::Shape::new(
-        t.flags & DOWN_IPV6 != 0,
-        t.flags & DOWN_RADIO_MAC != 0,
-        t.flags & DOWN_NATIVE != 0,
+        flags & DOWN_IPV6 != 0,
+        flags & DOWN_RADIO_MAC != 0,
+        flags & DOWN_NATIVE != 0,
     )
 }
 
@@ -263,7 +295,12 @@ fn shape(t: &TunnelDown) -> encap::Shape {
 /// even for output lookups. Out of line so its 64-byte parameter block
 /// does not share the caller's stack frame.
 #[inline(never)]
-fn resolve(ctx: &XdpContext, s: &Settings, t: &TunnelDown) -> Result<([u8; 6], [u8; 6]), Reason> {
+fn resolve(
+    ctx: &XdpContext,
+    s: &Settings,
+    t: &TunnelDown,
+    want: &Stamp,
+) -> Result<([u8; 6], [u8; 6]), Reason> {
     if s.ap_ifindex == 0 {
         return neighbour(t);
     }
@@ -271,18 +308,22 @@ fn resolve(ctx: &XdpContext, s: &Settings, t: &TunnelDown) -> Result<([u8; 6], [
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     p.ifindex = s.ap_ifindex;
-    if t.flags & DOWN_IPV6 != 0 {
+    // The address the entry will be stamped with, not a second read.
+    // SAFETY: two u64 words are 16 bytes, and every byte pattern is an
+    // address.
+    let ap: Addr = unsafe { core::mem::transmute(want.ap) };
+    if want.flags & DOWN_IPV6 != 0 {
         p.family = AF_INET6;
         // SAFETY: writing plain arrays into the address unions.
         unsafe {
             p.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(t.local);
-            p.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(t.ap);
+            p.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(ap);
         }
     } else {
         p.family = AF_INET;
         p.__bindgen_anon_3.ipv4_src =
             u32::from_ne_bytes([t.local[12], t.local[13], t.local[14], t.local[15]]);
-        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([t.ap[12], t.ap[13], t.ap[14], t.ap[15]]);
+        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([ap[12], ap[13], ap[14], ap[15]]);
     }
     // SAFETY: params live on our stack for the call.
     let r = unsafe {
