@@ -491,8 +491,9 @@ pub const EVENT_SLOTS: usize = 8;
 pub const STAT_STATION_READS: usize = EVENT_SLOTS - 1;
 
 /// The [`CounterBlock::e`] slot that counts FIB lookups made by the
-/// downstream path: its next-hop cache missed (first frame of a tunnel on
-/// a CPU, or a new next-hop generation). A cost statistic like
+/// downstream path: its header cache missed (first frame of a tunnel on a
+/// CPU, a new next-hop generation, the tunnel's address or flags changed
+/// in place, or a lease check past the lease). A cost statistic like
 /// [`STAT_STATION_READS`]; it took a slot that was always zero.
 pub const STAT_FIB_LOOKUPS: usize = EVENT_SLOTS - 2;
 

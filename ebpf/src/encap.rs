@@ -110,41 +110,34 @@ impl Shape {
 }
 
 /// Everything the headers are built from.
-///
-/// Laid out so that every address starts on an 8-byte boundary: LLVM's
-/// BPF backend copies a `[u8; 6]` it only knows as 1-aligned one byte at a
-/// time (two instructions a byte), and the XDP program copies each of
-/// these into the packet. Measured in bench/RESULTS.md, "Building the
-/// encapsulation".
-#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Headers {
+    /// Next-hop MAC.
+    pub dmac: [u8; 6],
+    /// Our MAC on the AP side.
+    pub smac: [u8; 6],
     /// AP address (IPv4 mapped for IPv4).
     pub ap: Addr,
     /// Our address (IPv4 mapped for IPv4).
     pub local: Addr,
-    /// Next-hop MAC.
-    pub dmac: [u8; 6],
     /// Our data port.
     pub sport: u16,
-    /// Our MAC on the AP side.
-    pub smac: [u8; 6],
     /// The AP's port.
     pub dport: u16,
-    /// Client frame destination.
-    pub da: [u8; 6],
     /// DSCP for the outer header.
     pub dscp: u8,
-    /// Radio id.
-    pub rid: u8,
-    /// Client frame source.
-    pub sa: [u8; 6],
     /// IPv4 Don't Fragment.
     pub df: bool,
     /// IPv6: UDP-Lite instead of UDP.
     pub udplite: bool,
+    /// Radio id.
+    pub rid: u8,
     /// Radio MAC field content.
     pub radio_mac: [u8; 6],
+    /// Client frame destination.
+    pub da: [u8; 6],
+    /// Client frame source.
+    pub sa: [u8; 6],
     /// BSSID (native 802.11 only).
     pub bssid: [u8; 6],
 }
@@ -415,8 +408,9 @@ impl Outer {
     #[inline(always)]
     pub fn first<const N: usize>(&self) -> &Aligned<N> {
         const { assert!(N <= OUTER_MAX) };
-        // SAFETY: `bytes` is the first field of an 8-aligned struct and
-        // holds at least N bytes; `Aligned<N>` is N bytes, 8-aligned.
+        // SAFETY: `bytes` is the first field of an 8-aligned struct;
+        // `Aligned<N>` is N bytes rounded up to whole words, which for
+        // N <= OUTER_MAX (a multiple of 8) stays inside `bytes`.
         unsafe { &*(self as *const Self).cast::<Aligned<N>>() }
     }
 

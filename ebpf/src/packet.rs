@@ -23,7 +23,7 @@ pub fn load<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
         return None;
     }
     // SAFETY: the range [start+off, start+off+N) was just checked to lie
-    // inside the packet; [u8; N] has alignment 1.
+    // inside the packet, which is claimed 8-aligned (see `Wide`).
     Some(unsafe { (*((start + off) as *const Wide<N>)).0 })
 }
 
@@ -73,8 +73,8 @@ pub fn store_aligned<const N: usize>(
         return None;
     }
     // SAFETY: as in `store`. Only the N-byte fields are copied (the
-    // structs round up to whole words), both known 8-aligned, so LLVM
-    // copies word by word.
+    // structs round up to whole words): the source 8-aligned, the packet
+    // claimed so (see `Wide`), so LLVM copies word by word.
     unsafe { (*((start + off) as *mut Wide<N>)).0 = bytes.0 };
     Some(())
 }
