@@ -47,9 +47,18 @@ pub struct Row {
     pub cpu_share: Vec<f64>,
 }
 
+/// The median: the middle value, or the mean of the two middle ones (with
+/// `--rounds 2`, the upper one alone would be the better round).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// `a`'s rate over `b`'s, both measured on the same workload: the median
@@ -492,5 +501,9 @@ mod tests {
             ..r.clone()
         };
         assert!((paired(&bare(&ferry), &bare(&redirect)) - of_medians).abs() < 1e-9);
+        // Two rounds: the mean of the two pairs, not the better one.
+        let redirect = row(Contender::Redirect, &[5.0, 5.0]);
+        let ferry = row(Contender::Ferry, &[4.0, 4.5]);
+        assert!((paired(&ferry, &redirect) - 0.85).abs() < 1e-9);
     }
 }
