@@ -169,13 +169,7 @@ pub const fn fold(mut sum: u32) -> u16 {
 /// Sum of the big-endian 16-bit words of `b` (even length).
 #[inline(always)]
 pub fn sum16<const N: usize>(b: &[u8; N]) -> u32 {
-    let mut s = 0u32;
-    let mut i = 0;
-    while i + 1 < N {
-        s += u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
-        i += 2;
-    }
-    s
+    sum16_slice(b)
 }
 
 /// [`sum16`] of a slice of even length (no copy into an array first).
